@@ -1,0 +1,97 @@
+"""Labeled training data: JSONL rows of ``{"text": str, "labels": [str, ...]}``.
+
+``labels`` lists the labels a text violates; an empty list marks a compliant text. Other keys (source, cell,
+verdict, ...) are kept as provenance and ignored by training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import DatasetError
+
+__all__ = ["LabeledDataset", "LabeledExample", "load_jsonl", "write_jsonl"]
+
+
+class LabeledExample(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    text: str = Field(min_length=1)
+    labels: list[str]
+
+
+class LabeledDataset(BaseModel):
+    label_names: list[str]
+    examples: list[LabeledExample]
+    sha256: str
+
+    def targets(self) -> list[list[float]]:
+        """One 0/1 row per example, one column per label name."""
+        return [[1.0 if name in ex.labels else 0.0 for name in self.label_names] for ex in self.examples]
+
+    def split(self, validation_fraction: float, seed: int) -> tuple[LabeledDataset, LabeledDataset]:
+        """A seeded split that keeps each label combination's share in both parts."""
+        if not 0.0 < validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be between 0 and 1, got {validation_fraction}")
+        groups: dict[tuple[str, ...], list[LabeledExample]] = {}
+        for ex in self.examples:
+            groups.setdefault(tuple(sorted(ex.labels)), []).append(ex)
+        rng = random.Random(seed)
+        train: list[LabeledExample] = []
+        validation: list[LabeledExample] = []
+        for key in sorted(groups):
+            members = groups[key][:]
+            rng.shuffle(members)
+            cut = max(1, round(len(members) * validation_fraction)) if len(members) > 1 else 0
+            validation += members[:cut]
+            train += members[cut:]
+        rng.shuffle(train)
+        rng.shuffle(validation)
+        return self._subset(train), self._subset(validation)
+
+    def _subset(self, examples: list[LabeledExample]) -> LabeledDataset:
+        return LabeledDataset(label_names=self.label_names, examples=examples, sha256=self.sha256)
+
+
+def load_jsonl(path: str | Path, label_names: Sequence[str] | None = None) -> LabeledDataset:
+    """Read and validate a training file; errors name the line. Without ``label_names``, labels are those seen."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(path, "no such file")
+    raw = path.read_bytes()
+    try:
+        lines = raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DatasetError(
+            path, f"is not UTF-8 text ({exc.reason} at byte {exc.start})", line=raw.count(b"\n", 0, exc.start) + 1
+        ) from None
+    examples: list[LabeledExample] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            examples.append(LabeledExample.model_validate_json(line))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'row'}: {e['msg']}" for e in exc.errors())
+            raise DatasetError(path, f"invalid row ({problems})", line=number) from None
+        if allowed := label_names:
+            if unknown := [label for label in examples[-1].labels if label not in allowed]:
+                raise DatasetError(path, f"labels {unknown} are not among {list(allowed)}", line=number)
+    if not examples:
+        raise DatasetError(path, "holds no examples")
+    names = list(label_names) if label_names else sorted({label for ex in examples for label in ex.labels})
+    if not names:
+        raise DatasetError(path, "no example carries a label: nothing to learn (give positives, or pass label names)")
+    return LabeledDataset(label_names=names, examples=examples, sha256=hashlib.sha256(raw).hexdigest())
+
+
+def write_jsonl(path: str | Path, examples: Sequence[LabeledExample]) -> None:
+    with Path(path).open("w", encoding="utf-8") as f:
+        for ex in examples:
+            f.write(json.dumps(ex.model_dump(), ensure_ascii=False) + "\n")

@@ -1,0 +1,240 @@
+"""`Guard`: loads bundles once and checks texts with them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+from ._bundle import GuardBundle, LabelSpec
+from ._errors import InputTypeError, ManifestError, ModelMismatchError, TextTooLongError
+from ._result import CheckResult, LabelScore, Stage
+from ._runtime import Device, create_session, resolve_device
+from ._text import NormalizedText, normalize
+
+__all__ = ["Guard"]
+
+BundleSource = str | os.PathLike[str] | GuardBundle
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    text_index: int
+    ids: list[int]
+    type_ids: list[int]
+    span: tuple[int, int]  # in the normalised text
+
+
+class _LoadedBundle:
+    """One bundle with its ONNX session and a tokenizer set to the bundle's window size."""
+
+    def __init__(self, bundle: GuardBundle, *, device: str, threads: int, precision: Literal["int8", "fp32"] | None):
+        manifest = bundle.manifest
+        self.bundle = bundle
+        self.id = manifest.id
+        self.labels: list[LabelSpec] = list(manifest.labels)
+        self.session = create_session(bundle.model_path(precision), device=device, threads=threads)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        unknown = [name for name in self.input_names if name not in _MODEL_INPUTS]
+        if unknown:
+            raise ModelMismatchError(bundle.path, f"model asks for inputs {unknown}; guard_sdk feeds {_MODEL_INPUTS}")
+        width = self.session.get_outputs()[0].shape[-1]
+        if isinstance(width, int) and width != len(self.labels):
+            raise ModelMismatchError(
+                bundle.path,
+                f"guard.json lists {len(self.labels)} labels {[label.name for label in self.labels]} "
+                f"but the model outputs {width} scores",
+            )
+        try:
+            self.tokenizer = Tokenizer.from_file(str(bundle.file(manifest.tokenizer.file)))
+        except Exception as exc:  # tokenizers raises a bare Exception on a malformed file
+            raise ManifestError(bundle.path, f"{manifest.tokenizer.file} is not a valid tokenizer: {exc}") from exc
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(manifest.tokenizer.max_length, stride=manifest.tokenizer.stride)
+        # Which bundles can share one tokenization of a text.
+        self.tokenization_key = (
+            manifest.files[manifest.tokenizer.file],
+            manifest.tokenizer.max_length,
+            manifest.tokenizer.stride,
+        )
+
+    def windows(self, texts: Sequence[NormalizedText], indices: Sequence[int]) -> list[_Window]:
+        windows: list[_Window] = []
+        for index, encoding in zip(indices, self.tokenizer.encode_batch([texts[i].text for i in indices])):
+            for part in (encoding, *encoding.overflowing):
+                windows.append(_Window(index, part.ids, part.type_ids, _char_span(part)))
+        return windows
+
+    def scores(self, windows: Sequence[_Window], batch_size: int) -> np.ndarray:
+        """Sigmoid scores, one row per window, one column per label."""
+        out = np.empty((len(windows), len(self.labels)), dtype=np.float32)
+        # Windows of similar length share a batch so little time goes into padding.
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i].ids))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            width = max(len(windows[i].ids) for i in chunk)
+            ids = np.zeros((len(chunk), width), dtype=np.int64)
+            types = np.zeros((len(chunk), width), dtype=np.int64)
+            mask = np.zeros((len(chunk), width), dtype=np.int64)
+            for row, i in enumerate(chunk):
+                n = len(windows[i].ids)
+                ids[row, :n] = windows[i].ids
+                types[row, :n] = windows[i].type_ids
+                mask[row, :n] = 1
+            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            (logits,) = self.session.run(None, {name: feeds[name] for name in self.input_names})
+            out[chunk] = 1.0 / (1.0 + np.exp(-logits))
+        return out
+
+
+def _char_span(encoding: Encoding) -> tuple[int, int]:
+    offsets = [o for o, special in zip(encoding.offsets, encoding.special_tokens_mask) if not special]
+    return (offsets[0][0], offsets[-1][1]) if offsets else (0, 0)
+
+
+class Guard:
+    """Checks texts against one or more guard bundles.
+
+    Load once and share: construction reads and verifies the bundles and opens one ONNX Runtime session per model,
+    reused by every Guard in the process. ``check``, ``check_batch`` and ``acheck`` are safe to call from many
+    threads and tasks at once.
+
+    Args:
+        bundles: bundle folders (or loaded ``GuardBundle`` objects).
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when this ONNX Runtime build has it).
+        threads: intra-op threads per session; default: the machine's core count.
+        precision: ``"int8"`` or ``"fp32"``; default: what each bundle's manifest names.
+        thresholds: per-label overrides of the manifests' thresholds.
+        max_chars: longer texts raise ``TextTooLongError`` instead of being checked slowly or cut.
+        batch_size: windows per ONNX Runtime call.
+        verify: check every file's sha256 against the manifest on load.
+    """
+
+    def __init__(
+        self,
+        bundles: BundleSource | Iterable[BundleSource],
+        *,
+        device: Device = "auto",
+        threads: int | None = None,
+        precision: Literal["int8", "fp32"] | None = None,
+        thresholds: Mapping[str, float] | None = None,
+        max_chars: int = 200_000,
+        batch_size: int = 32,
+        verify: bool = True,
+    ) -> None:
+        sources = [bundles] if isinstance(bundles, (str, os.PathLike, GuardBundle)) else list(bundles)
+        if not sources:
+            raise ValueError("Guard needs at least one bundle")
+        self.device = resolve_device(device)
+        self.threads = threads or os.cpu_count() or 1
+        self.max_chars = max_chars
+        self.batch_size = batch_size
+        self._bundles = [
+            _LoadedBundle(
+                source if isinstance(source, GuardBundle) else GuardBundle.load(Path(source), verify=verify),
+                device=self.device,
+                threads=self.threads,
+                precision=precision,
+            )
+            for source in sources
+        ]
+        known = {label.name for b in self._bundles for label in b.labels}
+        overrides = dict(thresholds or {})
+        if unknown := sorted(set(overrides) - known):
+            raise ValueError(f"thresholds given for unknown labels {unknown}; labels are {sorted(known)}")
+        self._thresholds = [[overrides.get(label.name, label.threshold) for label in b.labels] for b in self._bundles]
+
+    @property
+    def bundles(self) -> list[GuardBundle]:
+        return [b.bundle for b in self._bundles]
+
+    @property
+    def labels(self) -> list[str]:
+        return [label.name for b in self._bundles for label in b.labels]
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution provider each bundle's session actually runs on."""
+        return [b.session.get_providers()[0] for b in self._bundles]
+
+    def warmup(self) -> None:
+        """Run each model once at a short and at a full-window length so the first real check is not slow."""
+        self.check_batch(["warm up", "warm up " * 200])
+
+    def check(self, text: str, *, stage: Stage = "input") -> CheckResult:
+        return self.check_batch([text], stage=stage)[0]
+
+    async def acheck(self, text: str, *, stage: Stage = "input") -> CheckResult:
+        # ONNX Runtime releases the GIL, so a worker thread keeps the event loop free while the model runs.
+        return await asyncio.to_thread(self.check, text, stage=stage)
+
+    def check_batch(self, texts: Sequence[str], *, stage: Stage = "input") -> list[CheckResult]:
+        """Check many texts in shared ONNX Runtime calls; each result's latency is that of the whole batch."""
+        if isinstance(texts, str):
+            raise InputTypeError("check_batch takes a sequence of texts, not a single str; use check(text)")
+        started = time.perf_counter()
+        normalized = [self._prepare(text) for text in texts]
+        todo = [i for i, n in enumerate(normalized) if n.text.strip()]
+        empty = set(range(len(texts))) - set(todo)
+        # Per bundle: each text's best score per label, and the window (normalised offsets) that gave it.
+        best: list[tuple[np.ndarray, list[list[tuple[int, int]]]]] = []
+        encoded: dict[tuple[str, int, int], list[_Window]] = {}
+        for loaded in self._bundles:
+            windows = encoded.get(loaded.tokenization_key)
+            if windows is None:
+                windows = encoded[loaded.tokenization_key] = loaded.windows(normalized, todo)
+            window_scores = loaded.scores(windows, self.batch_size) if windows else np.zeros((0, len(loaded.labels)))
+            top, top_window = _max_per_text(window_scores, [w.text_index for w in windows], len(texts))
+            best.append((top, [[windows[w].span for w in row] for row in top_window.tolist()] if windows else []))
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        results = []
+        for i, text in enumerate(texts):
+            if i in empty:
+                results.append(CheckResult(stage=stage, status="empty", scores=[], latency_ms=latency_ms))
+                continue
+            label_scores = []
+            for loaded, thresholds, (top, top_span) in zip(self._bundles, self._thresholds, best):
+                for j, label in enumerate(loaded.labels):
+                    start, end = top_span[i][j]
+                    score = float(top[i, j])
+                    label_scores.append(
+                        LabelScore(
+                            label=label.name,
+                            score=score,
+                            threshold=thresholds[j],
+                            flagged=score >= thresholds[j],
+                            bundle=loaded.id,
+                            window=normalized[i].span_in_original(start, end, len(text)),
+                        )
+                    )
+            results.append(CheckResult(stage=stage, status="checked", scores=label_scores, latency_ms=latency_ms))
+        return results
+
+    def _prepare(self, text: object) -> NormalizedText:
+        if not isinstance(text, str):
+            raise InputTypeError(f"a guard checks str, got {type(text).__name__}")
+        if len(text) > self.max_chars:
+            raise TextTooLongError(len(text), self.max_chars)
+        return normalize(text)
+
+    def __repr__(self) -> str:
+        return f"Guard({[b.id for b in self._bundles]}, device={self.device!r}, threads={self.threads})"
+
+
+def _max_per_text(scores: np.ndarray, owners: list[int], n_texts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per text and label: the highest score over the text's windows, and which window had it."""
+    best = np.full((n_texts, scores.shape[1]), -1.0, dtype=np.float32)
+    best_window = np.zeros((n_texts, scores.shape[1]), dtype=np.int64)
+    for w, owner in enumerate(owners):
+        better = scores[w] > best[owner]
+        best[owner, better] = scores[w, better]
+        best_window[owner, better] = w
+    return best, best_window

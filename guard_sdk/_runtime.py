@@ -1,0 +1,83 @@
+"""ONNX Runtime sessions: provider choice, thread settings, one shared session per model file and settings."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from ._errors import ProviderUnavailableError, RuntimeNotInstalledError
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+__all__ = ["Device", "create_session"]
+
+logger = logging.getLogger("guard_sdk")
+
+Device = Literal["auto", "cpu", "cuda"]
+
+_PROVIDERS: dict[str, list[str]] = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+# Weak values: a session lives as long as some Guard uses it, and is shared while it does.
+_sessions: weakref.WeakValueDictionary[tuple[str, str, int, int], onnxruntime.InferenceSession] = (
+    weakref.WeakValueDictionary()
+)
+_lock = threading.Lock()
+
+
+def import_onnxruntime():  # noqa: ANN201 - the module, typed by the caller's TYPE_CHECKING import
+    # Imported on first use: it costs hundreds of milliseconds and `import guard_sdk` must stay cheap.
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise RuntimeNotInstalledError() from exc
+    return onnxruntime
+
+
+def resolve_device(device: Device) -> str:
+    ort = import_onnxruntime()
+    available = ort.get_available_providers()
+    if device == "auto":
+        return "cuda" if "CUDAExecutionProvider" in available else "cpu"
+    if device not in _PROVIDERS:
+        raise ProviderUnavailableError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'")
+    if _PROVIDERS[device][0] not in available:
+        raise ProviderUnavailableError(
+            f"device {device!r} needs {_PROVIDERS[device][0]}, which this ONNX Runtime build lacks "
+            f"(it has {available}); install guard-sdk[gpu] on a machine with CUDA, or use device='cpu'"
+        )
+    return device
+
+
+def create_session(
+    model: Path, *, device: str, threads: int, inter_op_threads: int = 1
+) -> onnxruntime.InferenceSession:
+    """One InferenceSession per (file, device, threads), shared by every Guard: ``run`` is thread-safe."""
+    key = (str(model.resolve()), device, threads, inter_op_threads)
+    with _lock:
+        session = _sessions.get(key)
+        if session is not None:
+            return session
+        ort = import_onnxruntime()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = inter_op_threads
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = ort.InferenceSession(str(model), sess_options=options, providers=_PROVIDERS[device])
+        active = session.get_providers()
+        if active[0] != _PROVIDERS[device][0]:
+            # onnxruntime-gpu falls back to CPU silently when CUDA cannot start; say it loudly instead.
+            raise ProviderUnavailableError(
+                f"{_PROVIDERS[device][0]} failed to start for {model.name} (active providers: {active}); "
+                "check the CUDA and cuDNN libraries, or use device='cpu'"
+            )
+        logger.debug("loaded %s on %s with %d threads", model, active[0], threads)
+        _sessions[key] = session
+        return session

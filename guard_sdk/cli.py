@@ -1,0 +1,82 @@
+"""``guard check``: check texts from the command line; prints one JSON result per text.
+
+guard check --bundle DIR "some text"            one text
+guard check --bundle DIR < texts.jsonl          JSONL on stdin: {"text": ...} objects or bare JSON strings
+guard check --bundle A --bundle B --fail-on-flag "text"   exit status 1 when any text is flagged
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from typing import TextIO
+
+from ._errors import GuardError
+from ._guard import Guard
+from ._result import CheckResult
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="guard", description="Check texts with guard bundles.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check", help="check one text, or JSONL texts from stdin")
+    check.add_argument("text", nargs="?", help="the text to check; omit (or '-') to read JSONL from stdin")
+    check.add_argument("--bundle", action="append", required=True, help="a bundle folder (repeat for several)")
+    check.add_argument("--stage", choices=["input", "output"], default="input")
+    check.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    check.add_argument("--threads", type=int, default=None)
+    check.add_argument("--batch-size", type=int, default=32, help="texts per batch when reading stdin")
+    check.add_argument("--fail-on-flag", action="store_true", help="exit with status 1 when any text is flagged")
+    args = parser.parse_args(argv)
+
+    try:
+        guard = Guard(args.bundle, device=args.device, threads=args.threads)
+        results: list[CheckResult] = []
+        if args.text is not None and args.text != "-":
+            results = _print(guard.check_batch([args.text], stage=args.stage), sys.stdout)
+        else:
+            batch: list[str] = []
+            for text in _read_jsonl(sys.stdin):
+                batch.append(text)
+                if len(batch) == args.batch_size:
+                    results += _print(guard.check_batch(batch, stage=args.stage), sys.stdout)
+                    batch = []
+            if batch:
+                results += _print(guard.check_batch(batch, stage=args.stage), sys.stdout)
+    except (GuardError, _InputLineError) as exc:
+        print(f"guard: error: {exc}", file=sys.stderr)
+        return 2
+    return 1 if args.fail_on_flag and any(r.flagged for r in results) else 0
+
+
+class _InputLineError(ValueError):
+    pass
+
+
+def _read_jsonl(stream: TextIO) -> Iterator[str]:
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _InputLineError(f"stdin line {number}: not JSON ({exc.msg})") from None
+        text = row.get("text") if isinstance(row, dict) else row
+        if not isinstance(text, str):
+            raise _InputLineError(f'stdin line {number}: expected a JSON string or an object with a "text" string')
+        yield text
+
+
+def _print(results: list[CheckResult], stream: TextIO) -> list[CheckResult]:
+    for result in results:
+        stream.write(result.model_dump_json() + "\n")
+    stream.flush()
+    return results
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""Training data validation, training output, resume and the export parity gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from builder.dataset import load_jsonl
+from builder.errors import DatasetError, ParityError
+from builder.export import ExportConfig, export_bundle
+from builder.train import TrainConfig, TrainingInfo, train
+
+
+def _write(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_dataset_errors_name_the_line(tmp_path: Path):
+    good = '{"text": "hello", "labels": []}'
+    with pytest.raises(DatasetError, match=r"bad.jsonl:2: invalid row"):
+        load_jsonl(_write(tmp_path / "bad.jsonl", [good, "{not json"]))
+    with pytest.raises(DatasetError, match=r":3: invalid row \(text: "):
+        load_jsonl(_write(tmp_path / "bad.jsonl", [good, good, '{"text": "", "labels": []}']))
+    with pytest.raises(DatasetError, match=r":2: invalid row \(labels: "):
+        load_jsonl(_write(tmp_path / "bad.jsonl", [good, '{"text": "x", "labels": "spam"}']))
+    with pytest.raises(DatasetError, match=r":1: labels \['spam'\] are not among \['ham'\]"):
+        load_jsonl(_write(tmp_path / "bad.jsonl", ['{"text": "x", "labels": ["spam"]}']), ["ham"])
+    with pytest.raises(DatasetError, match="no example carries a label"):
+        load_jsonl(_write(tmp_path / "bad.jsonl", [good]))
+    with pytest.raises(DatasetError, match="holds no examples"):
+        load_jsonl(_write(tmp_path / "bad.jsonl", [""]))
+    with pytest.raises(DatasetError, match="no such file"):
+        load_jsonl(tmp_path / "missing.jsonl")
+    (tmp_path / "latin1.jsonl").write_bytes(good.encode() + b'\n{"text": "caf\xe9", "labels": []}\n')
+    with pytest.raises(DatasetError, match=r":2: is not UTF-8"):
+        load_jsonl(tmp_path / "latin1.jsonl")
+
+
+def test_split_is_seeded_and_keeps_every_label_combination(tmp_path: Path):
+    rows = [json.dumps({"text": f"t{i}", "labels": ["a"] if i % 3 == 0 else []}) for i in range(60)]
+    data = load_jsonl(_write(tmp_path / "d.jsonl", rows))
+    train_a, val_a = data.split(0.2, seed=1)
+    train_b, val_b = data.split(0.2, seed=1)
+    assert [e.text for e in val_a.examples] == [e.text for e in val_b.examples]
+    assert len(val_a.examples) == 12 and len(train_a.examples) == 48
+    assert sum(1 for e in val_a.examples if e.labels) == 4
+
+
+def test_training_run_records_what_export_needs(multi_label_run: Path):
+    info = TrainingInfo.model_validate_json((multi_label_run / "model" / "guard_training.json").read_text())
+    assert info.label_names == ["abuse", "injection"] and info.problem_type == "multi_label"
+    assert info.examples_per_second > 0 and info.steps > 0
+    assert (multi_label_run / "model" / "model.safetensors").is_file()
+    assert (multi_label_run / "validation.jsonl").is_file()
+    assert list(multi_label_run.glob("checkpoint-*")), "a checkpoint to resume from"
+
+
+def test_training_resumes_from_its_checkpoint(tmp_path: Path, demo_rows: list[dict]):
+    data = _write(
+        tmp_path / "d.jsonl", [json.dumps({"text": r["text"], "labels": r["labels"]}) for r in demo_rows[:64]]
+    )
+    config = TrainConfig(max_steps=2, batch_size=8, max_length=32, save_steps=2, threads=2)
+    train(load_jsonl(data), tmp_path / "run", config)
+    assert (tmp_path / "run" / "checkpoint-2").is_dir()
+    # Asking for more steps continues from checkpoint-2 rather than starting over.
+    resumed = train(load_jsonl(data), tmp_path / "run", config.model_copy(update={"max_steps": 4}))
+    assert resumed.steps == 4
+    state = json.loads((tmp_path / "run" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+
+
+def test_parity_gate_refuses_to_write_past_tolerance(multi_label_run: Path, tmp_path: Path):
+    out = tmp_path / "strict"
+    with pytest.raises(ParityError, match=r"int8 max \|Δprob\| .* > 0\.0000.*No bundle was written"):
+        export_bundle(multi_label_run, out, ExportConfig(name="strict", max_int8_diff=1e-9))
+    assert not out.exists()
+    assert not list(tmp_path.glob(".strict*")), "no staging folder is left behind"
+
+
+def test_export_refuses_to_overwrite_unless_asked(multi_label_run: Path, multi_label_bundle: Path):
+    from builder.errors import BuilderError
+
+    with pytest.raises(BuilderError, match="exists"):
+        export_bundle(multi_label_run, multi_label_bundle, ExportConfig(name="demo"))
+
+
+def test_export_needs_a_finished_run(tmp_path: Path):
+    from builder.errors import BuilderError
+
+    with pytest.raises(BuilderError, match="not a finished training run"):
+        export_bundle(tmp_path, tmp_path / "out", ExportConfig(name="x"))
