@@ -2,6 +2,8 @@
 
 guard-build train --data train.jsonl --out runs/injection [--labels injection] [--epochs 3]
 guard-build export --run runs/injection --out bundles/injection --name injection [--version 0.1.0]
+guard-build data policy.yaml --out runs/visa-data [--base-url URL --model NAME --api-key KEY]
+guard-build all policy.yaml --out bundles/visa [--work runs/visa]      # data -> train -> export
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -21,7 +25,71 @@ from .errors import BuilderError
 from .export import ExportConfig, export_bundle
 from .train import TrainConfig, train
 
+if TYPE_CHECKING:
+    from .pipeline import Datasheet
+    from .policy import Policy
+
 __all__ = ["main"]
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data engine's options, shared by ``data`` and ``all``."""
+    from .pipeline import DataConfig
+
+    parser.add_argument("policy", help="policy YAML (name, description, violates, allowed, seeds, dimensions)")
+    llm = parser.add_argument_group("LLM endpoint (default: OPENAI_* variables, else the embedded model)")
+    llm.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1")
+    llm.add_argument("--model", help="model name at that endpoint")
+    llm.add_argument("--api-key")
+    llm.add_argument("--llm-config", help="YAML/JSON file with base_url, model, api_key, max_concurrency, ...")
+    llm.add_argument("--structured-output", choices=["schema", "json", "grammar"], help="default: json")
+    llm.add_argument("--concurrency", type=int, help="requests in flight at once")
+    llm.add_argument("--timeout", type=float, help="seconds per request")
+    llm.add_argument("--embedded", choices=["smollm2", "gemma3"], default="smollm2", help="model when no endpoint")
+    defaults = DataConfig()
+    parser.add_argument("--cells", type=int, default=defaults.cells, help="cells of the dimension grid")
+    parser.add_argument("--per-prompt", type=int, default=defaults.generation.per_prompt, help="messages per request")
+    parser.add_argument("--paraphrases", type=int, default=defaults.generation.paraphrases_per_seed)
+    parser.add_argument("--on-mismatch", choices=["relabel", "drop"], default=defaults.debate.on_mismatch)
+    parser.add_argument("--min-confidence", type=float, default=defaults.debate.min_confidence)
+    parser.add_argument("--seed", type=int, default=defaults.dimensions.seed)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _run_data(args: argparse.Namespace, out: str) -> tuple[Policy, Datasheet]:
+    from .curate import CurationConfig
+    from .dimensions import DimensionConfig
+    from .generate import GenerationConfig
+    from .llm import LLMConfig
+    from .pipeline import DataConfig, build_dataset
+    from .policy import load_policy
+    from .verify import DebateConfig
+
+    policy = load_policy(args.policy)
+    llm_config = LLMConfig.resolve(
+        args.llm_config,
+        base_url=args.base_url,
+        model=args.model,
+        api_key=args.api_key,
+        structured_output=args.structured_output,
+        max_concurrency=args.concurrency,
+        timeout=args.timeout,
+    )
+    config = DataConfig(
+        cells=args.cells,
+        dimensions=DimensionConfig(seed=args.seed),
+        generation=GenerationConfig(per_prompt=args.per_prompt, paraphrases_per_seed=args.paraphrases),
+        debate=DebateConfig(on_mismatch=args.on_mismatch, min_confidence=args.min_confidence, seed=args.seed),
+        curation=CurationConfig(seed=args.seed),
+        progress=not args.no_progress,
+    )
+    sheet = build_dataset(policy, out, llm_config=llm_config, config=config, embedded=args.embedded)
+    print(
+        f"wrote {sheet.counts['final']} examples {sheet.counts['by_label']} to {Path(out) / 'dataset.jsonl'} "
+        f"({sheet.llm_usage.requests} LLM requests, {sheet.llm_usage.cache_hits} cached)",
+        file=sys.stderr,
+    )
+    return policy, sheet
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     fit.add_argument("--seed", type=int, default=TrainConfig.model_fields["seed"].default)
     fit.add_argument("--threads", type=int)
+    fit.add_argument("--num-layers", type=int, help="keep only the first N layers of the base model (faster student)")
 
     export = commands.add_parser("export", help="export a training run as a guard bundle")
     export.add_argument("--run", required=True, help="the --out folder of 'guard-build train'")
@@ -64,6 +133,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     export.add_argument("--overwrite", action="store_true")
 
+    data = commands.add_parser("data", help="build a verified dataset from a policy (resumes; LLM replies cached)")
+    _add_data_arguments(data)
+    data.add_argument("--out", required=True, help="folder: dataset.jsonl, datasheet.md/json, transcripts, cache")
+
+    everything = commands.add_parser("all", help="policy -> dataset -> trained model -> guard bundle")
+    _add_data_arguments(everything)
+    everything.add_argument("--out", required=True, help="bundle folder to write")
+    everything.add_argument("--work", help="folder for the dataset and training run (default: OUT.work)")
+    everything.add_argument("--epochs", type=float, default=TrainConfig.model_fields["epochs"].default)
+    everything.add_argument("--version", default="0.1.0")
+    everything.add_argument("--threads", type=int)
+    everything.add_argument("--overwrite", action="store_true")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     try:
@@ -79,9 +161,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                 validation_fraction=args.validation_fraction,
                 seed=args.seed,
                 threads=args.threads,
+                num_layers=args.num_layers,
             )
             info = train(load_jsonl(args.data, labels), args.out, config)
             print(info.model_dump_json(indent=2))
+        elif args.command == "data":
+            _run_data(args, args.out)
+        elif args.command == "all":
+            work = Path(args.work or f"{args.out}.work")
+            policy, _ = _run_data(args, str(work / "data"))
+            train(
+                load_jsonl(work / "data" / "dataset.jsonl", [policy.name]),
+                work / "run",
+                TrainConfig(
+                    epochs=args.epochs,
+                    seed=args.seed,
+                    threads=args.threads,
+                    label_descriptions={policy.name: policy.description},
+                ),
+            )
+            manifest = export_bundle(
+                work / "run",
+                args.out,
+                ExportConfig(
+                    name=policy.name, version=args.version, description=policy.description, overwrite=args.overwrite
+                ),
+            )
+            print(f"wrote {manifest.id} to {args.out}")
         else:
             config_export = ExportConfig(
                 name=args.name,

@@ -33,7 +33,7 @@ from .dataset import LabeledDataset, load_jsonl
 from .errors import BuilderError, ParityError
 from .train import MODEL_DIR, TRAINING_INFO, VALIDATION_FILE, TrainingInfo
 
-__all__ = ["ExportConfig", "LabelMetrics", "ParityReport", "export_bundle"]
+__all__ = ["ExportConfig", "LabelMetrics", "ParityReport", "export_bundle", "export_fused_fp32", "quantize_int8"]
 
 logger = logging.getLogger("builder.export")
 
@@ -114,8 +114,8 @@ def export_bundle(train_dir: str | Path, out: str | Path, config: ExportConfig) 
 def _build(
     model_dir: Path, info: TrainingInfo, validation: LabeledDataset, staging: Path, config: ExportConfig
 ) -> BundleManifest:
-    fp32 = _export_fused_fp32(model_dir, staging / "onnx")
-    _quantize_int8(fp32, staging / MODEL_FILE, per_channel=config.per_channel)
+    fp32 = export_fused_fp32(model_dir, staging / "onnx")
+    quantize_int8(fp32, staging / MODEL_FILE, per_channel=config.per_channel)
     _write_plain_tokenizer(staging / "onnx" / TOKENIZER_FILE, staging / TOKENIZER_FILE)
     if config.keep_fp32:
         shutil.copyfile(fp32, staging / FP32_FILE)
@@ -172,7 +172,8 @@ def _build(
     return manifest
 
 
-def _export_fused_fp32(model_dir: Path, folder: Path) -> Path:
+def export_fused_fp32(model_dir: Path, folder: Path) -> Path:
+    """Export a Hugging Face checkpoint with optimum and fuse its graph; returns the fused fp32 ONNX file."""
     from optimum.exporters.onnx import main_export
     from optimum.onnxruntime import ORTOptimizer
     from optimum.onnxruntime.configuration import OptimizationConfig
@@ -185,7 +186,8 @@ def _export_fused_fp32(model_dir: Path, folder: Path) -> Path:
     return folder / "model_optimized.onnx"
 
 
-def _quantize_int8(source: Path, target: Path, *, per_channel: bool) -> None:
+def quantize_int8(source: Path, target: Path, *, per_channel: bool) -> None:
+    """Dynamic int8 weights (activations quantized at run time), as shipped in ``model.onnx``."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 

@@ -52,6 +52,9 @@ class TrainConfig(BaseModel):
     threads: int | None = None
     save_steps: int = 200
     """Checkpoint every this many steps, so a killed run loses at most that much work."""
+    num_layers: int | None = Field(None, ge=1)
+    """Keep only the first N transformer layers of the base model: a smaller, faster student (default: all).
+    Latency scales about linearly with layers; see benchmarks/README.md for the accuracy it costs."""
 
 
 class TrainingInfo(BaseModel):
@@ -71,6 +74,7 @@ class TrainingInfo(BaseModel):
     examples_per_second: float
     train_seconds: float
     final_loss: float | None
+    num_layers: int | None = None
 
 
 def train(dataset: LabeledDataset, out_dir: str | Path, config: TrainConfig | None = None) -> TrainingInfo:
@@ -108,6 +112,8 @@ def train(dataset: LabeledDataset, out_dir: str | Path, config: TrainConfig | No
         problem_type="multi_label_classification",
         id2label=dict(enumerate(names)),
         label2id={name: i for i, name in enumerate(names)},
+        # transformers loads the first num_hidden_layers layers' weights and drops the rest.
+        **({"num_hidden_layers": config.num_layers} if config.num_layers else {}),
     )
 
     def encode(part: LabeledDataset) -> list[dict[str, object]]:
@@ -166,6 +172,7 @@ def train(dataset: LabeledDataset, out_dir: str | Path, config: TrainConfig | No
         examples_per_second=round(result.metrics.get("train_samples_per_second", 0.0), 2),
         train_seconds=round(seconds, 1),
         final_loss=result.metrics.get("train_loss"),
+        num_layers=model.config.num_hidden_layers,
     )
     (out / MODEL_DIR / TRAINING_INFO).write_text(info.model_dump_json(indent=2))
     return info

@@ -8,22 +8,33 @@
     │   ├── ManifestError             guard.json is unreadable, invalid or of an unknown schema version
     │   ├── BundleIntegrityError      a file's sha256 differs from the manifest
     │   └── ModelMismatchError        the ONNX model does not fit the manifest (labels, inputs)
-    └── InputError                    a text we refuse to check
-        ├── InputTypeError            not a str (also a TypeError)
-        └── TextTooLongError          longer than the guard's max_chars (also a ValueError)
+    ├── InputError                    a text we refuse to check
+    │   ├── InputTypeError            not a str, or a message of no known shape (also a TypeError)
+    │   └── TextTooLongError          longer than the guard's max_chars (also a ValueError)
+    ├── UnsupportedClientError        guard.wrap() got a client it cannot guard (also a TypeError)
+    ├── GuardTimeoutError             a check did not finish in time (also a TimeoutError)
+    └── GuardViolation                a guarded call was blocked; ``results`` says why
 
 Catching ``GuardError`` catches everything this package raises on purpose.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._enforce import SourcedResult
+    from ._result import Stage
 
 __all__ = [
     "BundleError",
     "BundleIntegrityError",
     "BundleNotFoundError",
     "GuardError",
+    "GuardTimeoutError",
+    "GuardViolation",
     "InputError",
     "InputTypeError",
     "ManifestError",
@@ -31,6 +42,7 @@ __all__ = [
     "ProviderUnavailableError",
     "RuntimeNotInstalledError",
     "TextTooLongError",
+    "UnsupportedClientError",
 ]
 
 
@@ -90,3 +102,37 @@ class TextTooLongError(InputError, ValueError):
             f"text has {length:,} characters, more than this guard's limit of {limit:,}; "
             "split it, or raise the limit with Guard(..., max_chars=N)"
         )
+
+
+class UnsupportedClientError(GuardError, TypeError):
+    """``guard.wrap(client)`` got an object it does not know how to guard."""
+
+
+class GuardTimeoutError(GuardError, TimeoutError):
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(f"guard check did not finish within {timeout:g} s")
+
+
+class GuardViolation(GuardError):
+    """A guarded call was blocked: a text was flagged, or (fail-closed) a check failed.
+
+    ``results`` holds every result of the blocking check, allowed ones included; ``violations`` the blocking ones.
+    When a check failed, the error that caused it is also chained as ``__cause__``.
+    """
+
+    def __init__(self, stage: Stage, results: Sequence[SourcedResult]) -> None:
+        self.stage: Stage = stage
+        self.results: list[SourcedResult] = list(results)
+        reasons = []
+        for result in self.violations:
+            if result.status == "error":
+                reasons.append(f"{result.source}: check failed ({result.error})")
+            else:
+                labels = ", ".join(f"{s.label} {s.score:.2f} >= {s.threshold:.2f}" for s in result.violations)
+                reasons.append(f"{result.source}: {labels}")
+        super().__init__(f"{stage} blocked by guard: " + "; ".join(reasons))
+
+    @property
+    def violations(self) -> list[SourcedResult]:
+        return [result for result in self.results if result.flagged]

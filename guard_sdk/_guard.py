@@ -4,20 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, overload
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
+from ._batching import BatchingOptions, MicroBatcher
 from ._bundle import GuardBundle, LabelSpec
 from ._errors import InputTypeError, ManifestError, ModelMismatchError, TextTooLongError
 from ._result import CheckResult, LabelScore, Stage
 from ._runtime import Device, create_session, resolve_device
 from ._text import NormalizedText, normalize
+
+if TYPE_CHECKING:
+    import openai
+    from typing_extensions import Unpack
+
+    from ._enforce import WrapOptions
+    from .integrations.openai import GuardedAsyncOpenAI, GuardedOpenAI
 
 __all__ = ["Guard"]
 
@@ -116,6 +126,9 @@ class Guard:
         max_chars: longer texts raise ``TextTooLongError`` instead of being checked slowly or cut.
         batch_size: windows per ONNX Runtime call.
         verify: check every file's sha256 against the manifest on load.
+        batching: coalesce concurrent ``check``/``acheck``/``submit`` calls from many threads and tasks into shared
+            batches (``True`` or ``BatchingOptions``); for GPUs, where a call costs more than a text; a lone call
+            never waits. On small CPUs padding makes it slower (see ``guard_sdk._batching``).
     """
 
     def __init__(
@@ -129,6 +142,7 @@ class Guard:
         max_chars: int = 200_000,
         batch_size: int = 32,
         verify: bool = True,
+        batching: bool | BatchingOptions = False,
     ) -> None:
         sources = [bundles] if isinstance(bundles, (str, os.PathLike, GuardBundle)) else list(bundles)
         if not sources:
@@ -151,6 +165,11 @@ class Guard:
         if unknown := sorted(set(overrides) - known):
             raise ValueError(f"thresholds given for unknown labels {unknown}; labels are {sorted(known)}")
         self._thresholds = [[overrides.get(label.name, label.threshold) for label in b.labels] for b in self._bundles]
+        self._batcher = (
+            MicroBatcher(self.check_batch, batching if isinstance(batching, BatchingOptions) else None)
+            if batching
+            else None
+        )
 
     @property
     def bundles(self) -> list[GuardBundle]:
@@ -169,12 +188,30 @@ class Guard:
         """Run each model once at a short and at a full-window length so the first real check is not slow."""
         self.check_batch(["warm up", "warm up " * 200])
 
+    @property
+    def batching(self) -> BatchingOptions | None:
+        return self._batcher.options if self._batcher else None
+
     def check(self, text: str, *, stage: Stage = "input") -> CheckResult:
+        if self._batcher:
+            return self._batcher.submit([text], stage).result()[0]
         return self.check_batch([text], stage=stage)[0]
 
     async def acheck(self, text: str, *, stage: Stage = "input") -> CheckResult:
         # ONNX Runtime releases the GIL, so a worker thread keeps the event loop free while the model runs.
-        return await asyncio.to_thread(self.check, text, stage=stage)
+        return (await asyncio.wrap_future(self.submit([text], stage=stage)))[0]
+
+    def submit(self, texts: Sequence[str], *, stage: Stage = "input") -> Future[list[CheckResult]]:
+        """Start checking texts in the background: through the micro-batcher with ``batching``, else on a thread.
+
+        Returns a ``concurrent.futures.Future`` of one result per text; wait with a timeout, or
+        ``asyncio.wrap_future`` it. Cancelling it before the check starts skips the check.
+        """
+        if isinstance(texts, str):
+            raise InputTypeError("submit takes a sequence of texts, not a single str")
+        if self._batcher:
+            return self._batcher.submit(texts, stage)
+        return _check_threads().submit(self.check_batch, list(texts), stage=stage)
 
     def check_batch(self, texts: Sequence[str], *, stage: Stage = "input") -> list[CheckResult]:
         """Check many texts in shared ONNX Runtime calls; each result's latency is that of the whole batch."""
@@ -225,8 +262,36 @@ class Guard:
             raise TextTooLongError(len(text), self.max_chars)
         return normalize(text)
 
+    @overload
+    def wrap(self, client: openai.OpenAI, **options: Unpack[WrapOptions]) -> GuardedOpenAI: ...
+    @overload
+    def wrap(self, client: openai.AsyncOpenAI, **options: Unpack[WrapOptions]) -> GuardedAsyncOpenAI: ...
+    def wrap(
+        self, client: openai.OpenAI | openai.AsyncOpenAI, **options: Unpack[WrapOptions]
+    ) -> GuardedOpenAI | GuardedAsyncOpenAI:
+        """An OpenAI client whose ``chat.completions.create`` and ``responses.create`` are guarded.
+
+        Same call shapes and return types as the client's own. Options: see ``guard_sdk.WrapOptions``.
+        """
+        from .integrations.openai import wrap
+
+        return wrap(client, self, **options)
+
     def __repr__(self) -> str:
         return f"Guard({[b.id for b in self._bundles]}, device={self.device!r}, threads={self.threads})"
+
+
+_threads: ThreadPoolExecutor | None = None
+_threads_lock = threading.Lock()
+
+
+def _check_threads() -> ThreadPoolExecutor:
+    """Threads for checks submitted without batching, shared by every Guard (ONNX Runtime releases the GIL)."""
+    global _threads
+    with _threads_lock:
+        if _threads is None:
+            _threads = ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="guard")
+        return _threads
 
 
 def _max_per_text(scores: np.ndarray, owners: list[int], n_texts: int) -> tuple[np.ndarray, np.ndarray]:

@@ -70,6 +70,10 @@ def create_session(
         options.inter_op_num_threads = inter_op_threads
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle pool threads that spin steal the cores from the app, other sessions (one per bundle) and other
+        # processes: measured 0.54-0.7x the p50 with 2 threads on a shared 2-core VM (benchmarks/README.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         session = ort.InferenceSession(str(model), sess_options=options, providers=_PROVIDERS[device])
         active = session.get_providers()
         if active[0] != _PROVIDERS[device][0]:

@@ -56,3 +56,12 @@ def binary_bundle(demo_rows: list[dict], tmp_path_factory: pytest.TempPathFactor
     # A barely trained model sits near its thresholds, where int8 flips decisions: loosen that gate only.
     export_bundle(work / "run", out, ExportConfig(name="binary", min_int8_agreement=0.0))
     return out
+
+
+@pytest.fixture(scope="session")
+def llm_server():
+    """The embedded llama.cpp server with SmolLM2-135M-Instruct on 127.0.0.1, shared by every test that needs an LLM."""
+    from builder.local_server import LocalLLMServer
+
+    with LocalLLMServer() as server:
+        yield server

@@ -99,3 +99,15 @@ def test_guard_build_export_cli(multi_label_run: Path, tmp_path: Path):
     assert out.returncode == 0, out.stderr
     assert "wrote cli-demo@2.0.0" in out.stdout
     assert guard_sdk.GuardBundle.load(tmp_path / "b").manifest.id == "cli-demo@2.0.0"
+
+
+def test_missing_onnx_runtime_is_named_with_the_fix(multi_label_bundle: Path):
+    # sys.modules[name] = None makes `import onnxruntime` fail exactly as in an environment without it.
+    code = (
+        "import sys; sys.modules['onnxruntime'] = None; import guard_sdk\n"
+        f"try:\n    guard_sdk.Guard({str(multi_label_bundle)!r})\n"
+        "except guard_sdk.RuntimeNotInstalledError as exc:\n    print(exc)\n"
+    )
+    out = _run(sys.executable, "-c", code)
+    assert out.returncode == 0, out.stderr
+    assert "guard-sdk[cpu]" in out.stdout and "guard-sdk[gpu]" in out.stdout

@@ -1,0 +1,509 @@
+"""The data engine: policy -> dimensions -> cells -> candidates -> curation -> debate -> balanced dataset.
+
+    datasheet = build_dataset(load_policy("policy.yaml"), "runs/visa-data")            # embedded LLM
+    datasheet = build_dataset(policy, out, llm_config=LLMConfig.resolve(base_url=..., model=...))
+
+The output folder holds, when a run is complete:
+
+- ``dataset.jsonl``: ``{"text", "labels": [policy name] or [], "cell", "kind", "prompt_id", "candidate_id",
+  "verdict", "confidence"}`` rows, readable by :func:`builder.dataset.load_jsonl`;
+- ``datasheet.json`` / ``datasheet.md``: counts, coverage, debate stats, curation rounds, LLM usage, throughput;
+- ``transcripts.jsonl``: every candidate's debate.
+
+Those three are written last, each through a temporary file and a rename: a file there is complete. While a run
+works, ``stages/`` holds its checkpoints (dimensions, cells, one journal line per finished generation prompt and
+per finished debate) and ``cache/`` every LLM reply. A run killed at any point continues from there; a run of the
+same policy and settings sends no request at all. Changing the policy or settings discards the checkpoints but
+not the cache, so unchanged prompts stay free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, Field
+
+from .curate import CurationConfig, CurationRound, Example, balance, filter_and_dedup
+from .dimensions import (
+    CoverageReport,
+    Dimension,
+    DimensionConfig,
+    coverage_report,
+    propose_dimensions,
+    sample_cells,
+)
+from .errors import BuilderError, CacheWriteError, LLMOutputError
+from .generate import (
+    Candidate,
+    GenerationConfig,
+    GenerationPrompt,
+    candidates_from_reply,
+    cell_prompts,
+    reply_schema,
+    seed_candidates,
+    seed_prompts,
+)
+from .llm import LLMClient, LLMConfig, LLMUsage, ResponseCache
+from .policy import Policy
+from .verify import DebateConfig, DebateStats, Verdict, debate, debate_stats
+
+__all__ = ["DataConfig", "Datasheet", "abuild_dataset", "build_dataset", "llm_endpoint"]
+
+logger = logging.getLogger("builder.pipeline")
+
+DATASET_FILE = "dataset.jsonl"
+DATASHEET_JSON = "datasheet.json"
+DATASHEET_MD = "datasheet.md"
+TRANSCRIPTS_FILE = "transcripts.jsonl"
+OUTPUTS = (DATASET_FILE, DATASHEET_JSON, DATASHEET_MD, TRANSCRIPTS_FILE)
+
+EmbeddedModel = Literal["smollm2", "gemma3"]
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+T = TypeVar("T")
+
+
+class DataConfig(BaseModel):
+    cells: int = Field(default=12, ge=1)
+    """Cells of the dimension grid to generate for (pairwise coverage needs about values² of them)."""
+    dimensions: DimensionConfig = DimensionConfig()
+    generation: GenerationConfig = GenerationConfig()
+    debate: DebateConfig = DebateConfig()
+    curation: CurationConfig = CurationConfig()
+    progress: bool = Field(default=True, exclude=True)
+    """Progress bars on stderr; not part of what makes a run."""
+
+
+class StageThroughput(BaseModel):
+    items: int
+    """Items this invocation produced (a resumed run counts only its own)."""
+    seconds: float
+    per_minute: float | None
+
+
+class Datasheet(BaseModel):
+    policy: str
+    description: str
+    model: str
+    created_at: str
+    counts: dict[str, Any]
+    unusable: dict[str, Any]
+    coverage: CoverageReport
+    dimensions: list[Dimension]
+    debate: DebateStats
+    curation: list[CurationRound]
+    llm_usage: LLMUsage
+    throughput: dict[str, StageThroughput]
+    config: dict[str, Any]
+
+
+@contextlib.contextmanager
+def llm_endpoint(config: LLMConfig | None = None, embedded: EmbeddedModel = "smollm2") -> Iterator[LLMConfig]:
+    """``config`` when it names an endpoint; otherwise the embedded llama.cpp server, stopped on exit."""
+    config = config or LLMConfig.resolve()
+    if config.base_url:
+        if not config.model:
+            raise BuilderError("an LLM base URL was given without a model name: pass --model or set OPENAI_MODEL")
+        yield config
+        return
+    from .local_server import LocalLLMServer, embedded_model
+
+    path, chat_format = embedded_model(embedded)
+    with LocalLLMServer(path, chat_format=chat_format) as server:
+        # llama.cpp serves one request at a time; JSON schemas become grammars there.
+        yield config.model_copy(
+            update={
+                "base_url": server.base_url,
+                "model": server.model,
+                "api_key": "local",
+                "structured_output": "schema",
+                "max_concurrency": 2,
+            }
+        )
+
+
+def build_dataset(
+    policy: Policy,
+    out_dir: str | Path,
+    *,
+    llm_config: LLMConfig | None = None,
+    config: DataConfig | None = None,
+    embedded: EmbeddedModel = "smollm2",
+) -> Datasheet:
+    """Run (or resume) the data engine; starts and stops the embedded LLM when no endpoint is configured."""
+    with llm_endpoint(llm_config, embedded) as resolved:
+        llm = LLMClient(resolved, cache_dir=Path(out_dir) / "cache")
+        try:
+            return asyncio.run(_close_after(abuild_dataset(policy, out_dir, llm, config), llm))
+        finally:
+            llm.close()
+
+
+async def _close_after(work: Awaitable[T], llm: LLMClient) -> T:
+    try:
+        return await work
+    finally:
+        await llm.aclose()
+
+
+async def abuild_dataset(
+    policy: Policy, out_dir: str | Path, llm: LLMClient, config: DataConfig | None = None
+) -> Datasheet:
+    config = config or DataConfig()
+    run = _RunFolder(Path(out_dir), _fingerprint(policy, config, llm.config.model or ""))
+    throughput: dict[str, StageThroughput] = {}
+
+    dimensions = await run.stage(
+        "dimensions", list[Dimension], lambda: propose_dimensions(policy, llm, config.dimensions)
+    )
+    cells = sample_cells(dimensions, config.cells, config.dimensions.seed)
+    run.save("cells", [cell.model_dump() for cell in cells])
+
+    # Generation: one journal line per finished prompt.
+    prompts = seed_prompts(policy, config.generation) + cell_prompts(policy, cells, config.generation)
+    generation = run.journal("generation")
+    done = {entry["prompt_id"] for entry in generation.entries}
+    pending = [p for p in prompts if p.id not in done]
+    started = time.perf_counter()
+    new_candidates = 0
+
+    async def generate_one(prompt: GenerationPrompt) -> None:
+        nonlocal new_candidates
+        try:
+            schema = reply_schema(prompt, config.generation)
+            # Room for the items the schema allows, at about four characters a token, and no more.
+            budget = 20 + schema.model_json_schema()["properties"]["messages"]["maxItems"] * (
+                config.generation.max_chars // 4 + 5
+            )
+            reply = await llm.structured(prompt.messages, schema, seed=config.dimensions.seed, max_tokens=budget)
+            candidates, problems = candidates_from_reply(prompt, reply.messages)
+            error = None
+        except LLMOutputError as exc:
+            candidates, problems, error = [], [], str(exc)
+        new_candidates += len(candidates)
+        generation.append(
+            {
+                "prompt_id": prompt.id,
+                "candidates": [c.model_dump() for c in candidates],
+                "problems": problems,
+                "error": error,
+            }
+        )
+
+    await _each(pending, generate_one, "generating", config.progress)
+    throughput["generation"] = _throughput(new_candidates, time.perf_counter() - started)
+
+    entries = generation.entries
+    generated = [Candidate.model_validate(c) for entry in entries for c in entry["candidates"]]
+    problems = [problem for entry in entries for problem in entry["problems"]]
+    failed_prompts = sum(1 for entry in entries if entry["error"])
+    # Seeds first: of a group of near-duplicates the first stays, and the user's own examples should.
+    candidates, rounds = filter_and_dedup([*seed_candidates(policy), *generated], config.curation)
+
+    # Verification: one journal line (with the transcript) per finished debate.
+    verification = run.journal("verification")
+    verified_ids = {entry["candidate_id"] for entry in verification.entries}
+    to_verify = [c for c in candidates if c.id not in verified_ids]
+    started = time.perf_counter()
+
+    async def verify_one(candidate: Candidate) -> None:
+        verdict = await debate(policy, candidate, llm, config.debate)
+        verification.append(verdict.model_dump())
+
+    await _each(to_verify, verify_one, "debating", config.progress)
+    by_id = {v.candidate_id: v for v in map(Verdict.model_validate, verification.entries)}
+    verdicts = [by_id[c.id] for c in candidates if c.id in by_id]
+    new_verified = sum(1 for c in to_verify if by_id.get(c.id) and by_id[c.id].label)
+    throughput["verification"] = _throughput(new_verified, time.perf_counter() - started)
+
+    candidate_by_id = {c.id: c for c in candidates}
+    examples = [
+        Example(
+            text=candidate_by_id[v.candidate_id].text,
+            label=v.label,
+            cell=candidate_by_id[v.candidate_id].cell_id,
+            kind=candidate_by_id[v.candidate_id].kind,
+            prompt_id=candidate_by_id[v.candidate_id].prompt_id,
+            candidate_id=v.candidate_id,
+            verdict=v.verdict or "",
+            confidence=v.confidence,
+        )
+        for v in verdicts
+        if v.label is not None
+    ]
+    final, balance_round = balance(examples, config.curation)
+    rounds.append(balance_round)
+
+    datasheet = Datasheet(
+        policy=policy.name,
+        description=policy.description,
+        model=llm.config.model or "",
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        counts={
+            "prompts": len(prompts),
+            "failed_prompts": failed_prompts,
+            "seeds": len(seed_candidates(policy)),
+            "generated": len(generated),
+            "after_dedup": len(candidates),
+            "verified": len(examples),
+            "final": len(final),
+            "by_label": _count(e.label for e in final),
+            "by_kind": _count(e.kind for e in final),
+        },
+        unusable={
+            "texts": len(generated) + len(problems),
+            "unusable": len(problems),
+            "share": len(problems) / (len(generated) + len(problems)) if generated or problems else None,
+            "reasons": _count(problems),
+            "failed_prompts": failed_prompts,
+        },
+        coverage=coverage_report(dimensions, cells, [(e.cell, e.label) for e in final if e.cell]),
+        dimensions=dimensions,
+        debate=debate_stats(verdicts),
+        curation=rounds,
+        llm_usage=llm.usage.model_copy(),
+        throughput=throughput,
+        config=config.model_dump(mode="json"),
+    )
+    run.publish(policy, final, verdicts, datasheet)
+    if not final:
+        raise BuilderError(
+            f"no candidate survived verification and curation, so no {DATASET_FILE} was written: "
+            f"see {run.out / DATASHEET_MD} (a stronger LLM, or a lower --min-confidence, usually helps)"
+        )
+    return datasheet
+
+
+async def _each(items: Sequence[T], work: Callable[[T], Awaitable[None]], label: str, progress: bool) -> None:
+    """Run ``work`` on every item concurrently (the LLM client bounds it), with a progress bar."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(items), desc=label, unit="item", disable=not progress or not items) as bar:
+
+        async def tracked(item: T) -> None:
+            await work(item)
+            bar.update(1)
+
+        tasks = [asyncio.ensure_future(tracked(item)) for item in items]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            # One failure (endpoint down, disk full) stops the stage; what finished is in the journal.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+
+def _throughput(items: int, seconds: float) -> StageThroughput:
+    return StageThroughput(
+        items=items, seconds=round(seconds, 2), per_minute=round(items / seconds * 60, 2) if items else None
+    )
+
+
+def _count(values: Iterator[str] | Sequence[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _fingerprint(policy: Policy, config: DataConfig, model: str) -> str:
+    what = {"policy": policy.model_dump(mode="json"), "config": config.model_dump(mode="json"), "model": model}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder and rename: readers see all of it or nothing."""
+    temporary: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes it private; outputs are ordinary files
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+        raise CacheWriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+class _Journal:
+    """An append-only JSONL checkpoint; a line cut short by a kill is discarded on the next open."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: list[dict[str, Any]] = []
+        if path.is_file():
+            lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+            for line in lines:
+                try:
+                    if not line.endswith("\n"):
+                        raise ValueError("cut short")
+                    self.entries.append(json.loads(line))
+                except ValueError:
+                    break
+            if len(self.entries) < len(lines):
+                write_atomic(path, "".join(lines[: len(self.entries)]))
+
+    def append(self, entry: dict[str, Any]) -> None:
+        line = json.dumps(entry, ensure_ascii=False) + "\n"
+        try:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise CacheWriteError(f"cannot append to the checkpoint {self.path}: {exc.strerror or exc}") from exc
+        self.entries.append(entry)
+
+
+class _RunFolder:
+    def __init__(self, out: Path, fingerprint: str) -> None:
+        self.out = out
+        self.stages = out / "stages"
+        marker = self.stages / "run.json"
+        previous = json.loads(marker.read_text())["fingerprint"] if marker.is_file() else None
+        if previous != fingerprint:
+            if previous is not None:
+                logger.warning("%s holds a run of another policy or settings: starting over (cache kept)", out)
+            shutil.rmtree(self.stages, ignore_errors=True)
+            for name in OUTPUTS:
+                (out / name).unlink(missing_ok=True)
+            write_atomic(marker, json.dumps({"fingerprint": fingerprint}))
+        # Temporary files a killed run left behind (its complete files were renamed into place; these never were).
+        ResponseCache(out / "cache").sweep()
+        for stale in self.stages.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+
+    async def stage(self, name: str, kind: Any, compute: Callable[[], Awaitable[Any]]) -> Any:
+        from pydantic import TypeAdapter
+
+        adapter = TypeAdapter(kind)
+        path = self.stages / f"{name}.json"
+        if path.is_file():
+            return adapter.validate_json(path.read_text(encoding="utf-8"))
+        value = await compute()
+        write_atomic(path, adapter.dump_json(value, indent=2).decode())
+        return value
+
+    def save(self, name: str, value: Any) -> None:
+        write_atomic(self.stages / f"{name}.json", json.dumps(value, indent=2, ensure_ascii=False))
+
+    def journal(self, name: str) -> _Journal:
+        return _Journal(self.stages / f"{name}.jsonl")
+
+    def publish(self, policy: Policy, final: Sequence[Example], verdicts: Sequence[Verdict], sheet: Datasheet) -> None:
+        rows = [
+            json.dumps(
+                {
+                    "text": e.text,
+                    "labels": [policy.name] if e.label == "violates" else [],
+                    "cell": e.cell,
+                    "kind": e.kind,
+                    "prompt_id": e.prompt_id,
+                    "candidate_id": e.candidate_id,
+                    "verdict": e.verdict,
+                    "confidence": round(e.confidence, 4),
+                },
+                ensure_ascii=False,
+            )
+            for e in final
+        ]
+        if rows:  # an empty dataset is not presented as one
+            write_atomic(self.out / DATASET_FILE, "".join(row + "\n" for row in rows))
+        write_atomic(self.out / TRANSCRIPTS_FILE, "".join(v.model_dump_json() + "\n" for v in verdicts))
+        write_atomic(self.out / DATASHEET_MD, render_datasheet(sheet))
+        # Last: a datasheet.json says the run finished.
+        write_atomic(self.out / DATASHEET_JSON, sheet.model_dump_json(indent=2))
+
+
+def render_datasheet(sheet: Datasheet) -> str:
+    counts, debate_, usage, coverage = sheet.counts, sheet.debate, sheet.llm_usage, sheet.coverage
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.0%}"
+
+    lines = [
+        f"# Datasheet: {sheet.policy}",
+        "",
+        sheet.description,
+        "",
+        f"Generated by `{sheet.model}` on {sheet.created_at}.",
+        "",
+        "## Counts",
+        "",
+        "| stage | examples |",
+        "|---|---|",
+        *(f"| {k} | {counts[k]} |" for k in ("seeds", "generated", "after_dedup", "verified", "final")),
+        "",
+        f"Final by label: {counts['by_label']}; by kind: {counts['by_kind']}.",
+        (
+            f"Unusable generated texts: {sheet.unusable['unusable']} of {sheet.unusable['texts']} "
+            f"({pct(sheet.unusable['share'])}); failed prompts: {sheet.unusable['failed_prompts']}."
+        ),
+        "",
+        "## Dimensions and coverage",
+        "",
+        *(f"- **{d.name}** ({d.source}): {', '.join(d.values)}" for d in sheet.dimensions),
+        "",
+        (
+            f"Cells with data: {coverage.cells_with_data} of {coverage.cells_total}; value pairs covered by cells: "
+            f"{coverage.pairs_in_cells} of {coverage.pairs_total}, with data: {coverage.pairs_with_data}."
+        ),
+        "",
+        "| dimension | value | violates | complies |",
+        "|---|---|---|---|",
+        *(
+            f"| {name} | {value} | {labels.get('violates', 0)} | {labels.get('complies', 0)} |"
+            for name, values in coverage.dimensions.items()
+            for value, labels in values.items()
+        ),
+        "",
+        "## Debate",
+        "",
+        (
+            f"- candidates debated: {debate_.candidates}; first-round agreement with the intended label: "
+            f"{pct(debate_.agreement_rate)} (of {debate_.with_intended_label})"
+        ),
+        f"- second rounds: {debate_.extra_rounds}; flips: {debate_.flips}; relabeled: {debate_.relabeled}",
+        f"- dropped: {debate_.dropped or 'none'}; kept: {debate_.kept}; verdicts: {debate_.verdicts}",
+        f"- mean judge confidence: {'n/a' if debate_.mean_confidence is None else f'{debate_.mean_confidence:.2f}'}",
+        "",
+        "## Curation",
+        "",
+        *(f"- {r.name}: kept {r.kept}, removed {r.removed or 'none'}" for r in sheet.curation),
+        "",
+        "## LLM usage",
+        "",
+        (
+            f"- requests: {usage.requests}, cache hits: {usage.cache_hits}, repairs: {usage.repairs}, "
+            f"unusable replies: {usage.unusable_replies}"
+        ),
+        (
+            f"- tokens: {usage.prompt_tokens} prompt, {usage.completion_tokens} completion; "
+            f"request time {usage.request_seconds:.0f} s"
+        ),
+        *(
+            f"- {stage}: {t.items} in {t.seconds:.0f} s ({t.per_minute or 0:.1f}/min)"
+            for stage, t in sheet.throughput.items()
+        ),
+        "",
+    ]
+    return "\n".join(lines)
