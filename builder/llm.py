@@ -26,7 +26,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
@@ -37,7 +36,8 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 from typing_extensions import Self
 
-from .errors import CacheWriteError, LLMAuthenticationError, LLMConnectionError, LLMError, LLMOutputError
+from ._files import write_atomic
+from .errors import LLMAuthenticationError, LLMConnectionError, LLMError, LLMOutputError
 
 if TYPE_CHECKING:
     import openai
@@ -135,21 +135,7 @@ class ResponseCache:
         return entry if isinstance(entry, dict) and "content" in entry else None
 
     def put(self, key: str, entry: dict[str, Any]) -> None:
-        path = self._path(key)
-        temporary: str | None = None
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(entry, f, ensure_ascii=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temporary, path)
-        except OSError as exc:
-            if temporary is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
-            raise CacheWriteError(f"cannot write the LLM cache entry {path}: {exc.strerror or exc}") from exc
+        write_atomic(self._path(key), json.dumps(entry, ensure_ascii=False), what="the LLM cache entry")
 
     def __len__(self) -> int:
         return sum(1 for _ in self.folder.glob("??/[!.]*.json")) if self.folder.is_dir() else 0

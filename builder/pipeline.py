@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime, timezone
@@ -35,6 +34,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
+from ._files import write_atomic
 from .curate import CurationConfig, CurationRound, Example, balance, filter_and_dedup
 from .dimensions import (
     CoverageReport,
@@ -70,8 +70,6 @@ TRANSCRIPTS_FILE = "transcripts.jsonl"
 OUTPUTS = (DATASET_FILE, DATASHEET_JSON, DATASHEET_MD, TRANSCRIPTS_FILE)
 
 EmbeddedModel = Literal["smollm2", "gemma3"]
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 T = TypeVar("T")
 
 
@@ -323,25 +321,6 @@ def _count(values: Iterator[str] | Sequence[str]) -> dict[str, int]:
 def _fingerprint(policy: Policy, config: DataConfig, model: str) -> str:
     what = {"policy": policy.model_dump(mode="json"), "config": config.model_dump(mode="json"), "model": model}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder and rename: readers see all of it or nothing."""
-    temporary: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes it private; outputs are ordinary files
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except OSError as exc:
-        if temporary is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-        raise CacheWriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 class _Journal:
