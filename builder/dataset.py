@@ -80,9 +80,8 @@ def load_jsonl(path: str | Path, label_names: Sequence[str] | None = None) -> La
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'row'}: {e['msg']}" for e in exc.errors())
             raise DatasetError(path, f"invalid row ({problems})", line=number) from None
-        if allowed := label_names:
-            if unknown := [label for label in examples[-1].labels if label not in allowed]:
-                raise DatasetError(path, f"labels {unknown} are not among {list(allowed)}", line=number)
+        if label_names and (unknown := [label for label in examples[-1].labels if label not in label_names]):
+            raise DatasetError(path, f"labels {unknown} are not among {list(label_names)}", line=number)
     if not examples:
         raise DatasetError(path, "holds no examples")
     names = list(label_names) if label_names else sorted({label for ex in examples for label in ex.labels})
