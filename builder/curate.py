@@ -147,9 +147,12 @@ def _balance_round(examples: list[Example], config: CurationConfig, rounds: list
             smaller = min(len(group) for group in by_label.values())
             limit = max(1, int(smaller * config.max_label_ratio))
             for label, group in by_label.items():
-                if len(group) > limit:
-                    removed[f"label balance ({label})"] += len(group) - limit
-                    drop = set(map(id, rng.sample(group, len(group) - limit)))
+                # Seeds are the author's own examples: never dropped for balance, even if that leaves it inexact.
+                droppable = [e for e in group if e.kind != "seed"]
+                excess = min(len(group) - limit, len(droppable))
+                if excess > 0:
+                    removed[f"label balance ({label})"] += excess
+                    drop = set(map(id, rng.sample(droppable, excess)))
                     kept = [e for e in kept if id(e) not in drop]
     rounds.append(CurationRound(name="balance", kept=len(kept), removed=dict(removed)))
     return kept

@@ -464,6 +464,10 @@ def render_datasheet(sheet: Datasheet) -> str:
         f"- second rounds: {debate_.extra_rounds}; flips: {debate_.flips}; relabeled: {debate_.relabeled}",
         f"- dropped: {debate_.dropped or 'none'}; kept: {debate_.kept}; verdicts: {debate_.verdicts}",
         f"- mean judge confidence: {'n/a' if debate_.mean_confidence is None else f'{debate_.mean_confidence:.2f}'}",
+        (
+            f"- labeled seeds keep their label; the judge agreed with {debate_.seed_agreement} of "
+            f"{debate_.labeled_seeds} of them"
+        ),
         "",
         "## Curation",
         "",

@@ -6,6 +6,10 @@ both and decides, with a confidence. When the judge disagrees with the label the
 and the judge decides again on the whole transcript. A verified label that differs from the intended one is
 relabeled or the candidate dropped (:attr:`DebateConfig.on_mismatch`); a final confidence under
 :attr:`DebateConfig.min_confidence` drops it. Every transcript is kept.
+
+A labeled seed is the policy author's own example and its label is ground truth: it is debated once (the verdict
+is recorded, and how often the judge agrees with the seeds measures the judge), never relabeled or dropped, and
+gets no second round, which could not change its label.
 """
 
 from __future__ import annotations
@@ -103,6 +107,8 @@ class Verdict(BaseModel):
     label: SeedLabel | None
     dropped: str | None = None
     """Why the candidate was dropped: ``mismatch``, ``low confidence`` or ``unusable debate``."""
+    given_label: bool = False
+    """``label`` is the policy author's (a labeled seed), whatever the judge said."""
     transcript: list[Turn]
 
 
@@ -113,8 +119,13 @@ class DebateStats(BaseModel):
     """Share of candidates with an intended label whose first-round verdict matched it."""
     extra_rounds: int
     flips: int
-    """Final verdict differs from the intended label."""
+    """Final verdict differs from the intended label (labeled seeds included)."""
     relabeled: int
+    """Flips whose candidate took the judge's label (never a labeled seed)."""
+    labeled_seeds: int
+    """Labeled seeds the judge gave a verdict on."""
+    seed_agreement: int
+    """Of those, how many the judge labeled as the policy author did: a measure of the judge itself."""
     dropped: dict[str, int]
     kept: int
     mean_confidence: float | None
@@ -154,8 +165,10 @@ def _judge_messages(policy: Policy, text: str, turns: Sequence[Turn]) -> list[Me
 
 
 async def debate(policy: Policy, candidate: Candidate, llm: LLMClient, config: DebateConfig | None = None) -> Verdict:
-    """Argue, judge, and on disagreement argue and judge once more. An unusable LLM reply drops the candidate."""
+    """Argue, judge, and on disagreement argue and judge once more. An unusable LLM reply drops the candidate
+    (a labeled seed keeps its label whatever the debate gives)."""
     config = config or DebateConfig()
+    given = candidate.intended if candidate.kind == "seed" else None
     turns: list[Turn] = []
     first: _Judgement | None = None
     judgement: _Judgement | None = None
@@ -198,37 +211,32 @@ async def debate(policy: Policy, candidate: Candidate, llm: LLMClient, config: D
                 if candidate.intended
                 else judgement.confidence / 100 < config.min_confidence
             )
-            if not (disagrees and config.extra_round):
+            if not (disagrees and config.extra_round) or given:
                 break
     except LLMOutputError:
         judgement = None
-    if judgement is None:
-        return Verdict(
-            candidate_id=candidate.id,
-            intended=candidate.intended,
-            first_verdict=first.verdict if first else None,
-            verdict=None,
-            confidence=0.0,
-            rounds=max((t.round for t in turns), default=0),
-            label=None,
-            dropped="unusable debate",
-            transcript=turns,
-        )
+    label: SeedLabel | None = None
     dropped: str | None = None
-    confidence = judgement.confidence / 100
-    if confidence < config.min_confidence:
+    if given:
+        label = given  # the author's label stands; the judge's verdict is kept for the record and the seed stats
+    elif judgement is None:
+        dropped = "unusable debate"
+    elif judgement.confidence / 100 < config.min_confidence:
         dropped = "low confidence"
     elif candidate.intended and judgement.verdict != candidate.intended and config.on_mismatch == "drop":
         dropped = "mismatch"
+    else:
+        label = judgement.verdict
     return Verdict(
         candidate_id=candidate.id,
         intended=candidate.intended,
         first_verdict=first.verdict if first else None,
-        verdict=judgement.verdict,
-        confidence=confidence,
-        rounds=turns[-1].round,
-        label=None if dropped else judgement.verdict,
+        verdict=judgement.verdict if judgement else None,
+        confidence=judgement.confidence / 100 if judgement else 0.0,
+        rounds=max((t.round for t in turns), default=0),
+        label=label,
         dropped=dropped,
+        given_label=given is not None,
         transcript=turns,
     )
 
@@ -245,6 +253,7 @@ def debate_stats(verdicts: Sequence[Verdict]) -> DebateStats:
         if v.dropped:
             dropped[v.dropped] = dropped.get(v.dropped, 0) + 1
     flips = [v for v in judged if v.intended and v.verdict != v.intended]
+    seeds = [v for v in judged if v.given_label]
     return DebateStats(
         candidates=len(verdicts),
         with_intended_label=len(with_intended),
@@ -253,7 +262,9 @@ def debate_stats(verdicts: Sequence[Verdict]) -> DebateStats:
         ),
         extra_rounds=sum(v.rounds > 1 for v in verdicts),
         flips=len(flips),
-        relabeled=sum(1 for v in flips if v.label is not None),
+        relabeled=sum(1 for v in flips if v.label is not None and not v.given_label),
+        labeled_seeds=len(seeds),
+        seed_agreement=sum(v.verdict == v.intended for v in seeds),
         dropped=dropped,
         kept=sum(v.label is not None for v in verdicts),
         mean_confidence=sum(v.confidence for v in judged) / len(judged) if judged else None,

@@ -172,14 +172,22 @@ build_dataset(load_policy({str(tmp_path / "policy.yaml")!r}), {str(out)!r}, llm_
     dataset = load_jsonl(out / "dataset.jsonl", ["salary-disclosure"])
     rows = [json.loads(line) for line in (out / "dataset.jsonl").read_text().splitlines()]
     assert len(rows) == sheet.counts["final"] == len(dataset.examples) > 0
+    given = {seed.text: seed.label for seed in parse_policy(POLICY).seeds}
     for row in rows:
         assert {"text", "labels", "cell", "kind", "prompt_id", "verdict", "confidence"} <= set(row)
-        assert row["labels"] == (["salary-disclosure"] if row["verdict"] == "violates" else [])
+        # The policy author's label is ground truth; everything else takes the judge's verdict.
+        label = given[row["text"]] if row["kind"] == "seed" else row["verdict"]
+        assert row["labels"] == (["salary-disclosure"] if label == "violates" else [])
+    seeds = [entry for entry in journal if entry["candidate_id"].startswith("seed-")]
+    assert len(seeds) == 2 and all(s["given_label"] and s["label"] == s["intended"] and not s["dropped"] for s in seeds)
     assert _lines(out / "transcripts.jsonl") == len(journal)
     stored = Datasheet.model_validate_json((out / "datasheet.json").read_text())
     assert stored.coverage.cells_total == 1 and stored.dimensions[0].source == "pinned"
     assert 0.0 <= (stored.debate.agreement_rate or 0.0) <= 1.0
     assert stored.unusable["texts"] == stored.counts["generated"] + stored.unusable["unusable"]
+    judged_seeds = [s for s in seeds if s["verdict"]]
+    assert stored.debate.labeled_seeds == len(judged_seeds)
+    assert stored.debate.seed_agreement == sum(s["verdict"] == s["intended"] for s in judged_seeds)
     assert "## Debate" in (out / "datasheet.md").read_text()
 
     before = (out / "dataset.jsonl").read_bytes()
