@@ -84,9 +84,11 @@ def _run_data(args: argparse.Namespace, out: str) -> tuple[Policy, Datasheet]:
         progress=not args.no_progress,
     )
     sheet = build_dataset(policy, out, llm_config=llm_config, config=config, embedded=args.embedded)
+    now = sheet.llm_invocations[-1]
     print(
         f"wrote {sheet.counts['final']} examples {sheet.counts['by_label']} to {Path(out) / 'dataset.jsonl'} "
-        f"({sheet.llm_usage.requests} LLM requests, {sheet.llm_usage.cache_hits} cached)",
+        f"({now.requests} LLM requests, {now.cache_hits} cached; {sheet.llm_usage.requests} requests in all "
+        f"{len(sheet.llm_invocations)} invocation(s) of this run)",
         file=sys.stderr,
     )
     return policy, sheet

@@ -28,7 +28,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -113,6 +113,15 @@ class LLMUsage(BaseModel):
     """Structured calls that still had no valid JSON after every repair turn."""
     request_seconds: float = 0.0
 
+    def __add__(self, other: LLMUsage) -> LLMUsage:
+        return self._combine(other, 1)
+
+    def __sub__(self, other: LLMUsage) -> LLMUsage:
+        return self._combine(other, -1)
+
+    def _combine(self, other: LLMUsage, sign: int) -> LLMUsage:
+        return LLMUsage(**{name: getattr(self, name) + sign * getattr(other, name) for name in LLMUsage.model_fields})
+
 
 class ResponseCache:
     """Replies on disk, one JSON file per request key, each written to a temporary file and renamed into place."""
@@ -157,6 +166,8 @@ class LLMClient:
         self.config = config
         self.cache = ResponseCache(cache_dir) if cache_dir is not None else None
         self.usage = LLMUsage()
+        self.on_usage: Callable[[LLMUsage], None] | None = None
+        """Called with a copy of :attr:`usage` after every change, e.g. to persist it as it grows."""
         self._usage_lock = threading.Lock()
         self._sync_client: openai.OpenAI | None = None
         self._async_client: openai.AsyncOpenAI | None = None
@@ -268,6 +279,7 @@ class LLMClient:
     def _record(self, key: str, response: Any, started: float) -> str:
         content = (response.choices[0].message.content or "") if response.choices else ""
         usage = response.usage
+        # Counted before it is cached: a process killed in between paid for a reply it will have to ask again.
         self._count(
             requests=1,
             prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
@@ -352,6 +364,9 @@ class LLMClient:
         with self._usage_lock:
             for name, amount in amounts.items():
                 setattr(self.usage, name, getattr(self.usage, name) + amount)
+            # Under the lock, so that listeners see the changes in order.
+            if self.on_usage is not None:
+                self.on_usage(self.usage.model_copy())
 
 
 def parse_reply(content: str | None, schema: type[T]) -> T:

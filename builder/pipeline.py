@@ -7,13 +7,14 @@ The output folder holds, when a run is complete:
 
 - ``dataset.jsonl``: ``{"text", "labels": [policy name] or [], "cell", "kind", "prompt_id", "candidate_id",
   "verdict", "confidence"}`` rows, readable by :func:`builder.dataset.load_jsonl`;
-- ``datasheet.json`` / ``datasheet.md``: counts, coverage, debate stats, curation rounds, LLM usage, throughput;
+- ``datasheet.json`` / ``datasheet.md``: counts, coverage, debate stats, curation rounds, LLM usage (summed over
+  every invocation of the run, a killed one included), throughput;
 - ``transcripts.jsonl``: every candidate's debate.
 
 Those three are written last, each through a temporary file and a rename: a file there is complete. While a run
 works, ``stages/`` holds its checkpoints (dimensions, cells, one journal line per finished generation prompt and
-per finished debate) and ``cache/`` every LLM reply. A run killed at any point continues from there; a run of the
-same policy and settings sends no request at all. Changing the policy or settings discards the checkpoints but
+per finished debate, the LLM usage of each invocation) and ``cache/`` every LLM reply. A run killed at any point
+continues from there; a run of the same policy and settings sends no request at all. Changing the policy or settings discards the checkpoints but
 not the cache, so unchanged prompts stay free.
 """
 
@@ -32,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
 from ._files import write_atomic
 from .curate import CurationConfig, CurationRound, Example, balance, filter_and_dedup
@@ -103,6 +104,9 @@ class Datasheet(BaseModel):
     debate: DebateStats
     curation: list[CurationRound]
     llm_usage: LLMUsage
+    """Of the whole run: every invocation, killed ones included."""
+    llm_invocations: list[LLMUsage]
+    """Per invocation, oldest first; the last is the one that wrote this datasheet."""
     throughput: dict[str, StageThroughput]
     config: dict[str, Any]
 
@@ -161,6 +165,16 @@ async def abuild_dataset(
 ) -> Datasheet:
     config = config or DataConfig()
     run = _RunFolder(Path(out_dir), _fingerprint(policy, config, llm.config.model or ""))
+    usage = _UsageLog(run.stages / "usage.json")
+    baseline = llm.usage.model_copy()  # the client may have served other work before this run
+    llm.on_usage = lambda now: usage.record(now - baseline)
+    try:
+        return await _build(policy, run, llm, config, usage)
+    finally:
+        llm.on_usage = None
+
+
+async def _build(policy: Policy, run: _RunFolder, llm: LLMClient, config: DataConfig, usage: _UsageLog) -> Datasheet:
     throughput: dict[str, StageThroughput] = {}
 
     dimensions = await run.stage(
@@ -271,7 +285,8 @@ async def abuild_dataset(
         dimensions=dimensions,
         debate=debate_stats(verdicts),
         curation=rounds,
-        llm_usage=llm.usage.model_copy(),
+        llm_usage=usage.total,
+        llm_invocations=usage.invocations,
         throughput=throughput,
         config=config.model_dump(mode="json"),
     )
@@ -353,6 +368,30 @@ class _Journal:
         self.entries.append(entry)
 
 
+class _UsageLog:
+    """The LLM usage of every invocation of a run, rewritten whenever it changes: the requests of an invocation that
+    is killed still count in the run's total."""
+
+    _adapter: TypeAdapter[list[LLMUsage]] = TypeAdapter(list[LLMUsage])
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.earlier = self._adapter.validate_json(path.read_bytes()) if path.is_file() else []
+        self.current = LLMUsage()
+
+    def record(self, current: LLMUsage) -> None:
+        self.current = current
+        write_atomic(self.path, self._adapter.dump_json(self.invocations).decode())
+
+    @property
+    def invocations(self) -> list[LLMUsage]:
+        return [*self.earlier, self.current]
+
+    @property
+    def total(self) -> LLMUsage:
+        return sum(self.earlier, self.current)
+
+
 class _RunFolder:
     def __init__(self, out: Path, fingerprint: str) -> None:
         self.out = out
@@ -372,8 +411,6 @@ class _RunFolder:
             stale.unlink(missing_ok=True)
 
     async def stage(self, name: str, kind: Any, compute: Callable[[], Awaitable[Any]]) -> Any:
-        from pydantic import TypeAdapter
-
         adapter = TypeAdapter(kind)
         path = self.stages / f"{name}.json"
         if path.is_file():
@@ -476,15 +513,16 @@ def render_datasheet(sheet: Datasheet) -> str:
         "## LLM usage",
         "",
         (
-            f"- requests: {usage.requests}, cache hits: {usage.cache_hits}, repairs: {usage.repairs}, "
-            f"unusable replies: {usage.unusable_replies}"
+            f"- over {len(sheet.llm_invocations)} invocation(s): requests: {usage.requests}, cache hits: "
+            f"{usage.cache_hits}, repairs: {usage.repairs}, unusable replies: {usage.unusable_replies}"
         ),
         (
             f"- tokens: {usage.prompt_tokens} prompt, {usage.completion_tokens} completion; "
             f"request time {usage.request_seconds:.0f} s"
         ),
+        f"- the last invocation: {sheet.llm_invocations[-1].requests} requests, throughput:",
         *(
-            f"- {stage}: {t.items} in {t.seconds:.0f} s ({t.per_minute or 0:.1f}/min)"
+            f"  - {stage}: {t.items} in {t.seconds:.0f} s ({t.per_minute or 0:.1f}/min)"
             for stage, t in sheet.throughput.items()
         ),
         "",

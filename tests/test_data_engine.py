@@ -160,9 +160,13 @@ build_dataset(load_policy({str(tmp_path / "policy.yaml")!r}), {str(out)!r}, llm_
     assert all(cache.get(entry.stem) for entry in (out / "cache").glob("??/*.json") if not entry.name.startswith("."))
 
     sheet = build_dataset(parse_policy(POLICY), out, llm_config=_llm_config(llm_server), config=TINY)
+    killed, resumed = sheet.llm_invocations
     # Every request of the resumed run was a new one: nothing done before the kill was asked again.
-    assert len(cache) == cached_before + sheet.llm_usage.requests
-    assert sheet.llm_usage.cache_hits >= 1, "the argument cached before the kill was reused"
+    assert len(cache) == cached_before + resumed.requests
+    assert resumed.cache_hits >= 1, "the argument cached before the kill was reused"
+    # The killed invocation's requests count in the run's usage: every cached reply was paid for once.
+    assert killed.requests == cached_before and sheet.llm_usage.requests == len(cache)
+    assert sheet.llm_usage.completion_tokens == killed.completion_tokens + resumed.completion_tokens > 0
     journal = [json.loads(line) for line in verification.read_text().splitlines()]
     assert len(journal) > debated_before
     assert not list(out.rglob(".tmp-*")) and not list(out.rglob("*.tmp")), "the resumed run swept temporary files"
@@ -192,7 +196,8 @@ build_dataset(load_policy({str(tmp_path / "policy.yaml")!r}), {str(out)!r}, llm_
 
     before = (out / "dataset.jsonl").read_bytes()
     again = build_dataset(parse_policy(POLICY), out, llm_config=_llm_config(llm_server), config=TINY)
-    assert again.llm_usage.requests == 0, "a re-run of a finished run sends no request"
+    assert again.llm_invocations[-1].requests == 0, "a re-run of a finished run sends no request"
+    assert again.llm_usage.requests == sheet.llm_usage.requests
     assert (out / "dataset.jsonl").read_bytes() == before
 
 
