@@ -56,6 +56,34 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """The bundle's options and the parity gate's tolerances, shared by ``export`` and ``all``: a small dataset
+    gives a tiny validation split, where one flipped decision can fail the int8 agreement gate."""
+    defaults = ExportConfig.model_fields
+    parser.add_argument("--keep-fp32", action="store_true", help="also ship the fp32 model")
+    parser.add_argument(
+        "--target-fpr", type=float, help="calibrate thresholds to this validation FPR (default: max F1)"
+    )
+    parser.add_argument("--max-int8-diff", type=float, default=defaults["max_int8_diff"].default)
+    parser.add_argument("--max-int8-mean-diff", type=float, default=defaults["max_int8_mean_diff"].default)
+    parser.add_argument("--min-int8-agreement", type=float, default=defaults["min_int8_agreement"].default)
+    parser.add_argument("--overwrite", action="store_true")
+
+
+def _export_config(args: argparse.Namespace, name: str, description: str) -> ExportConfig:
+    return ExportConfig(
+        name=name,
+        version=args.version,
+        description=description,
+        keep_fp32=args.keep_fp32,
+        target_fpr=args.target_fpr,
+        max_int8_diff=args.max_int8_diff,
+        max_int8_mean_diff=args.max_int8_mean_diff,
+        min_int8_agreement=args.min_int8_agreement,
+        overwrite=args.overwrite,
+    )
+
+
 def _run_data(args: argparse.Namespace, out: str) -> tuple[Policy, Datasheet]:
     from .curate import CurationConfig
     from .dimensions import DimensionConfig
@@ -122,18 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     export.add_argument("--name", required=True)
     export.add_argument("--version", default="0.1.0")
     export.add_argument("--description", default="")
-    export.add_argument("--keep-fp32", action="store_true", help="also ship the fp32 model")
-    export.add_argument(
-        "--target-fpr", type=float, help="calibrate thresholds to this validation FPR (default: max F1)"
-    )
-    export.add_argument("--max-int8-diff", type=float, default=ExportConfig.model_fields["max_int8_diff"].default)
-    export.add_argument(
-        "--max-int8-mean-diff", type=float, default=ExportConfig.model_fields["max_int8_mean_diff"].default
-    )
-    export.add_argument(
-        "--min-int8-agreement", type=float, default=ExportConfig.model_fields["min_int8_agreement"].default
-    )
-    export.add_argument("--overwrite", action="store_true")
+    _add_export_arguments(export)
 
     data = commands.add_parser("data", help="build a verified dataset from a policy (resumes; LLM replies cached)")
     _add_data_arguments(data)
@@ -146,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     everything.add_argument("--epochs", type=float, default=TrainConfig.model_fields["epochs"].default)
     everything.add_argument("--version", default="0.1.0")
     everything.add_argument("--threads", type=int)
-    everything.add_argument("--overwrite", action="store_true")
+    _add_export_arguments(everything)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
@@ -182,27 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     label_descriptions={policy.name: policy.description},
                 ),
             )
-            manifest = export_bundle(
-                work / "run",
-                args.out,
-                ExportConfig(
-                    name=policy.name, version=args.version, description=policy.description, overwrite=args.overwrite
-                ),
-            )
+            manifest = export_bundle(work / "run", args.out, _export_config(args, policy.name, policy.description))
             print(f"wrote {manifest.id} to {args.out}")
         else:
-            config_export = ExportConfig(
-                name=args.name,
-                version=args.version,
-                description=args.description,
-                keep_fp32=args.keep_fp32,
-                target_fpr=args.target_fpr,
-                max_int8_diff=args.max_int8_diff,
-                max_int8_mean_diff=args.max_int8_mean_diff,
-                min_int8_agreement=args.min_int8_agreement,
-                overwrite=args.overwrite,
-            )
-            manifest = export_bundle(args.run, args.out, config_export)
+            manifest = export_bundle(args.run, args.out, _export_config(args, args.name, args.description))
             print(f"wrote {manifest.id} to {args.out}")
             print(json.dumps(manifest.metrics, indent=2))
     except (BuilderError, GuardError, ValidationError, ValueError) as exc:
