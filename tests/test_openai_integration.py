@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,14 @@ class Traffic:
     def __init__(self) -> None:
         self.requests = 0
         self.responses = 0
+        self.received: list[httpx2.Response] = []
 
     def _request(self, request: Any) -> None:
         self.requests += 1
 
-    def _response(self, response: Any) -> None:
+    def _response(self, response: httpx2.Response) -> None:
         self.responses += 1
+        self.received.append(response)
 
     async def _arequest(self, request: Any) -> None:
         self.requests += 1
@@ -202,6 +205,27 @@ def test_async_client_and_parallel_input_check_cancels_the_request(guard: Guard,
         assert traffic.responses == 1, "the blocked request was cancelled: no response ever arrived"
 
     asyncio.run(main())
+
+
+def test_sync_client_parallel_input_check_does_not_wait_and_closes_the_stream(guard: Guard, llm_server: Any):
+    long_answer = [{"role": "user", "content": INJECTION + " Then write a long poem about the sea."}]
+    ask: dict[str, Any] = {"model": llm_server.model, "messages": long_answer, "temperature": 0, "max_tokens": 160}
+
+    streamed = Traffic()
+    with pytest.raises(GuardViolation):
+        guard.wrap(streamed.client(llm_server)).chat.completions.create(**ask, stream=True)
+    # A sync request cannot be interrupted mid-flight; its stream is closed as soon as it opens.
+    deadline = time.monotonic() + 60
+    while not (streamed.received and streamed.received[0].is_closed):
+        assert time.monotonic() < deadline, f"the abandoned stream was never closed ({streamed.received})"
+        time.sleep(0.05)
+    assert not streamed.received[0].is_stream_consumed, "closed unread, which stops the generation"
+
+    plain = Traffic()
+    with pytest.raises(GuardViolation):
+        guard.wrap(plain.client(llm_server)).chat.completions.create(**ask)
+    assert plain.requests == 1, "the request went out while the input was being checked"
+    assert plain.responses == 0, "the violation is raised without waiting for the answer (up to 160 tokens)"
 
 
 def _text(chunks: list[ChatCompletionChunk]) -> str:
