@@ -66,7 +66,8 @@ def load_jsonl(path: str | Path, label_names: Sequence[str] | None = None) -> La
         raise DatasetError(path, "no such file")
     raw = path.read_bytes()
     try:
-        lines = raw.decode("utf-8").splitlines()
+        # "\n" only: a text may hold U+2028 and other characters that str.splitlines() treats as line breaks.
+        lines = raw.decode("utf-8").split("\n")
     except UnicodeDecodeError as exc:
         raise DatasetError(
             path, f"is not UTF-8 text ({exc.reason} at byte {exc.start})", line=raw.count(b"\n", 0, exc.start) + 1

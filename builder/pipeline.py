@@ -345,16 +345,15 @@ class _Journal:
         self.path = path
         self.entries: list[dict[str, Any]] = []
         if path.is_file():
-            lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-            for line in lines:
+            # Split on "\n" only: JSON may hold U+2028 and other characters that str.splitlines() treats as breaks.
+            *complete, cut_short = path.read_text(encoding="utf-8").split("\n")
+            for line in complete:
                 try:
-                    if not line.endswith("\n"):
-                        raise ValueError("cut short")
                     self.entries.append(json.loads(line))
                 except ValueError:
                     break
-            if len(self.entries) < len(lines):
-                write_atomic(path, "".join(lines[: len(self.entries)]))
+            if cut_short or len(self.entries) < len(complete):
+                write_atomic(path, "".join(line + "\n" for line in complete[: len(self.entries)]))
 
     def append(self, entry: dict[str, Any]) -> None:
         line = json.dumps(entry, ensure_ascii=False) + "\n"

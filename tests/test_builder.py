@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.dataset import load_jsonl
+from builder.dataset import LabeledExample, load_jsonl, write_jsonl
 from builder.errors import DatasetError, ParityError
 from builder.export import ExportConfig, export_bundle
 from builder.train import TrainConfig, TrainingInfo, train
@@ -37,6 +37,13 @@ def test_dataset_errors_name_the_line(tmp_path: Path):
     (tmp_path / "latin1.jsonl").write_bytes(good.encode() + b'\n{"text": "caf\xe9", "labels": []}\n')
     with pytest.raises(DatasetError, match=r":2: is not UTF-8"):
         load_jsonl(tmp_path / "latin1.jsonl")
+
+
+def test_texts_with_unicode_line_separators_round_trip(tmp_path: Path):
+    # Seed sets and LLM replies hold U+2028/U+0085; written raw (ensure_ascii=False), they must not split a row.
+    texts = ["first\u2028line", "next\x85line\x1cgroup", "plain"]
+    write_jsonl(tmp_path / "u.jsonl", [LabeledExample(text=t, labels=["a"]) for t in texts])
+    assert [ex.text for ex in load_jsonl(tmp_path / "u.jsonl").examples] == texts
 
 
 def test_split_is_seeded_and_keeps_every_label_combination(tmp_path: Path):
