@@ -31,7 +31,7 @@ _sessions: weakref.WeakValueDictionary[tuple[str, str, int, int], onnxruntime.In
 _lock = threading.Lock()
 
 
-def import_onnxruntime():  # noqa: ANN201 - the module, typed by the caller's TYPE_CHECKING import
+def import_onnxruntime():
     # Imported on first use: it costs hundreds of milliseconds and `import guard_sdk` must stay cheap.
     try:
         import onnxruntime

@@ -72,8 +72,7 @@ def _read_jsonl(stream: TextIO) -> Iterator[str]:
 
 
 def _print(results: list[CheckResult], stream: TextIO) -> list[CheckResult]:
-    for result in results:
-        stream.write(result.model_dump_json() + "\n")
+    stream.writelines(result.model_dump_json() + "\n" for result in results)
     stream.flush()
     return results
 

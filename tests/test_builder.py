@@ -50,7 +50,7 @@ def test_split_is_seeded_and_keeps_every_label_combination(tmp_path: Path):
     rows = [json.dumps({"text": f"t{i}", "labels": ["a"] if i % 3 == 0 else []}) for i in range(60)]
     data = load_jsonl(_write(tmp_path / "d.jsonl", rows))
     train_a, val_a = data.split(0.2, seed=1)
-    train_b, val_b = data.split(0.2, seed=1)
+    _, val_b = data.split(0.2, seed=1)
     assert [e.text for e in val_a.examples] == [e.text for e in val_b.examples]
     assert len(val_a.examples) == 12 and len(train_a.examples) == 48
     assert sum(1 for e in val_a.examples if e.labels) == 4
