@@ -74,9 +74,10 @@ def embedded_model(name: str) -> tuple[Path, str | None]:
 def _die_with_parent() -> None:
     """In the child, before exec: ask Linux to end the server when the builder dies, even by SIGKILL, so that a
     killed run never leaves a model server behind. Nothing is imported here: between fork and exec another
-    thread's import lock could be held forever."""
+    thread's import lock could be held forever. SIGKILL, as on SIGTERM the server first finishes the request in
+    progress: minutes of a core with a slow model, for a reply nobody will read."""
     if _LIBC is not None:
-        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _free_port(host: str) -> int:
