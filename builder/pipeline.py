@@ -166,6 +166,7 @@ async def abuild_dataset(
     config = config or DataConfig()
     run = _RunFolder(Path(out_dir), _fingerprint(policy, config, llm.config.model or ""))
     usage = _UsageLog(run.stages / "usage.json")
+    usage.record(LLMUsage())  # every invocation is counted, even one that sends nothing
     baseline = llm.usage.model_copy()  # the client may have served other work before this run
     llm.on_usage = lambda now: usage.record(now - baseline)
     try:

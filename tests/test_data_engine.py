@@ -197,6 +197,7 @@ build_dataset(load_policy({str(tmp_path / "policy.yaml")!r}), {str(out)!r}, llm_
     before = (out / "dataset.jsonl").read_bytes()
     again = build_dataset(parse_policy(POLICY), out, llm_config=_llm_config(llm_server), config=TINY)
     assert again.llm_invocations[-1].requests == 0, "a re-run of a finished run sends no request"
+    assert len(again.llm_invocations) == 3
     assert again.llm_usage.requests == sheet.llm_usage.requests
     assert (out / "dataset.jsonl").read_bytes() == before
 
