@@ -1,11 +1,22 @@
-"""Data engine measurements with an embedded model: unusable share of generated text with a naive prompt vs the
-engineered prompts, throughput (candidates and verified examples per minute) and debate agreement/flip rates.
+"""Data engine measurements with an embedded model, on a small sample:
+
+- **unusable share** of generated text for three prompt variants on the same cells: ``naive`` (zero-shot: the task
+  and the reply format in one user turn; no system prompt, no example, no constrained decoding), ``few-shot`` (the
+  engineered prompt without constrained decoding) and ``engineered`` (what the data engine sends: system prompt, one
+  worked example, a JSON schema that llama.cpp turns into a grammar). One request per prompt, no repair turn. A reply
+  that is empty, not JSON or off-schema delivers none of the messages it was asked for: they all count as unusable;
+  each parsed message then passes the data engine's quality filter (:func:`builder.generate.text_problem`).
+- **speed** of each variant (requests, completion tokens, seconds) and of the judge;
+- **judge agreement with the policy's labeled seeds** (one debate round each; the author's label is ground truth);
+- optionally (``--pipeline``) a full data engine run: candidates and verified examples per minute, debate agreement
+  and flip rates.
 
     python -m benchmarks.data_engine --policy examples/policies/visa-advice.yaml --embedded smollm2 \\
         --out benchmarks/results/data_engine_smollm2.json
 
-Resumable: the run folder (``--work``) keeps the data engine's checkpoints and LLM cache; throughput counts only
-the work an invocation did itself, so measure on a fresh ``--work``.
+No request is cached here (every number is a live request); ``--pipeline`` keeps its run folder in ``--work`` and
+counts only the work an invocation did itself, so measure it on a fresh ``--work``. The sample is the same for
+every model: cells from the policy's pinned dimensions, completed with the builder's default dimensions.
 """
 
 from __future__ import annotations
@@ -13,108 +24,226 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
+import os
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Literal
 
-from builder.dimensions import DimensionConfig, propose_dimensions, sample_cells
+import openai
+from pydantic import BaseModel
+
+from builder.dimensions import DEFAULT_DIMENSIONS, Cell, Dimension, sample_cells
 from builder.generate import (
     INTENDED,
+    SYSTEM,
     TASKS,
     GenerationConfig,
+    GenerationPrompt,
+    Messages,
     candidates_from_reply,
     cell_prompts,
     reply_schema,
-    text_problem,
+    seed_candidates,
 )
-from builder.llm import LLMClient
-from builder.pipeline import DataConfig, build_dataset, llm_endpoint
-from builder.policy import load_policy
+from builder.llm import LLMClient, LLMConfig, Message, parse_reply
+from builder.pipeline import DataConfig, EmbeddedModel, build_dataset, llm_endpoint
+from builder.policy import Policy, load_policy
+from builder.verify import DebateConfig, debate
+
+Variant = Literal["naive", "few-shot", "engineered"]
+VARIANTS: tuple[Variant, ...] = ("naive", "few-shot", "engineered")
+NAIVE_FORMAT = 'Reply in JSON: {"messages": ["...", "..."]}'
 
 
-def naive_texts(reply: str) -> list[str]:
-    """What a user of a naive prompt would get out of a free-text reply: one message per non-empty line."""
-    lines = [re.sub(r"^\s*(?:[-*•]|\d+[.)])\s*", "", line).strip().strip('"') for line in reply.splitlines()]
-    return [line for line in lines if line]
+class VariantResult(BaseModel):
+    prompts: int
+    requested: int
+    """Messages asked for: prompts x per-prompt."""
+    replies_unusable: dict[str, int]
+    """Replies that delivered nothing, by reason (empty, not JSON, off-schema)."""
+    parsed: int
+    filtered: dict[str, int]
+    """Parsed messages that the quality filter dropped, by reason."""
+    usable: int
+    unusable_share: float
+    """1 - usable / requested."""
+    completion_tokens: int
+    seconds: float
+    usable_per_minute: float
 
 
-async def unusable_share(llm: LLMClient, policy_path: str, cells: int, per_prompt: int) -> dict[str, object]:
-    import openai
+class JudgeResult(BaseModel):
+    labeled_seeds: int
+    agreed: int
+    verdicts: list[tuple[str, str | None]]
+    """(author's label, judge's verdict) per seed: a judge that always says one thing agrees with that side only."""
+    unusable_debates: int
+    seconds: float
 
-    policy = load_policy(policy_path)
-    dims = await propose_dimensions(policy, llm, DimensionConfig(max_dimensions=3, values_per_dimension=3))
-    grid = sample_cells(dims, cells)
-    config = GenerationConfig(per_prompt=per_prompt)
-    engineered = cell_prompts(policy, grid, config)
-    client = openai.AsyncOpenAI(base_url=llm.config.base_url, api_key=llm.config.api_key or "none", timeout=300)
-    results: dict[str, dict[str, int]] = {}
-    for variant in ("naive", "engineered"):
-        usable = unusable = empty_prompts = 0
-        started = time.perf_counter()
-        for prompt in engineered:
+
+def sample(policy: Policy, cells: int) -> list[Cell]:
+    """Cells that do not depend on the model: pinned dimensions, then the builder's defaults up to two."""
+    dimensions = [Dimension(name=name, values=values, source="pinned") for name, values in policy.dimensions.items()]
+    for name, values in DEFAULT_DIMENSIONS.items():
+        if len(dimensions) >= 2:
+            break
+        dimensions.append(Dimension(name=name, values=values[:3], source="default"))
+    return sample_cells(dimensions, cells)
+
+
+def naive_messages(policy: Policy, cell: Cell, kind: str, count: int) -> list[Message]:
+    ask = f"{policy.rules_text()}\n\nSituation: {cell.describe()}\n{TASKS[kind].format(n=count)}\n{NAIVE_FORMAT}"
+    return [{"role": "user", "content": ask}]
+
+
+def why_unusable(content: str) -> str:
+    try:
+        parse_reply(content, Messages)
+    except ValueError as exc:
+        message = str(exc)
+        return "empty" if "empty" in message else "not JSON" if "not JSON" in message else "off-schema"
+    return "usable"
+
+
+async def measure_variant(
+    client: openai.AsyncOpenAI,
+    model: str,
+    policy: Policy,
+    prompts: list[tuple[Cell, GenerationPrompt]],
+    variant: Variant,
+    config: GenerationConfig,
+    seeds: list[int],
+) -> VariantResult:
+    replies_unusable: Counter[str] = Counter()
+    filtered: Counter[str] = Counter()
+    parsed = usable = tokens = 0
+    started = time.perf_counter()
+    for seed in seeds:
+        for cell, prompt in prompts:
+            # The pipeline's token budget for the engineered variant; the same room for the others.
+            request: dict[str, Any] = {
+                "model": model,
+                "messages": prompt.messages,
+                "temperature": 0.8,
+                "max_tokens": 20 + config.per_prompt * (config.max_chars // 4 + 5),
+                "seed": seed,
+            }
             if variant == "naive":
-                ask = f"{policy.rules_text()}\n\nSituation: {grid[int(prompt.cell_id[1:])].describe()}\n" + TASKS[
-                    prompt.kind
-                ].format(n=per_prompt)
-                reply = await client.chat.completions.create(
-                    model=llm.config.model or "",
-                    messages=[{"role": "user", "content": ask}],
-                    max_tokens=300,
-                    temperature=0.8,
-                    seed=13,
-                )
-                texts = naive_texts(reply.choices[0].message.content or "")
-                problems = [p for p in (text_problem(t) for t in texts) if p]
-                good = len(texts) - len(problems)
-            else:
-                parsed = await llm.structured(prompt.messages, reply_schema(prompt, config), seed=13, max_tokens=400)
-                kept, problems = candidates_from_reply(prompt, parsed.messages)
-                good = len(kept)
-            usable += good
-            unusable += len(problems)
-            empty_prompts += good == 0
-        results[variant] = {
-            "prompts": len(engineered),
-            "texts": usable + unusable,
-            "usable": usable,
-            "unusable": unusable,
-            "prompts_without_usable_text": empty_prompts,
-            "seconds": round(time.perf_counter() - started, 1),
-        }
-    await client.close()
-    for result in results.values():
-        result["unusable_share"] = round(result["unusable"] / max(1, result["texts"]), 3)  # type: ignore[assignment]
-    return {"kinds": list(INTENDED), "cells": cells, "per_prompt": per_prompt, **results}
+                request["messages"] = naive_messages(policy, cell, prompt.kind, config.per_prompt)
+            if variant == "engineered":  # what LLMConfig(structured_output="schema") sends
+                schema = reply_schema(prompt, config).model_json_schema()
+                request["response_format"] = {"type": "json_object", "schema": schema}
+            reply = await client.chat.completions.create(**request)
+            tokens += reply.usage.completion_tokens if reply.usage else 0
+            content = reply.choices[0].message.content or ""
+            reason = why_unusable(content)
+            if reason != "usable":
+                replies_unusable[reason] += 1
+                continue
+            texts = parse_reply(content, Messages).messages
+            kept, problems = candidates_from_reply(prompt, texts)
+            parsed += len(texts)
+            filtered.update(problems)
+            # A reply with more messages than asked for gets no credit for the extra ones.
+            usable += min(len(kept), config.per_prompt)
+    seconds = time.perf_counter() - started
+    requested = len(prompts) * len(seeds) * config.per_prompt
+    return VariantResult(
+        prompts=len(prompts) * len(seeds),
+        requested=requested,
+        replies_unusable=dict(replies_unusable),
+        parsed=parsed,
+        filtered=dict(filtered),
+        usable=usable,
+        unusable_share=round(1 - usable / requested, 3),
+        completion_tokens=tokens,
+        seconds=round(seconds, 1),
+        usable_per_minute=round(usable / seconds * 60, 1),
+    )
+
+
+async def judge_seeds(policy: Policy, endpoint: LLMConfig, limit: int | None = None) -> JudgeResult:
+    """One debate round on every labeled seed, uncached: how often the judge agrees with the author."""
+    seeds = [c for c in seed_candidates(policy) if c.intended][:limit]
+    started = time.perf_counter()
+    verdicts: list[tuple[str, str | None]] = []
+    async with LLMClient(endpoint) as llm:
+        for seed in seeds:
+            verdict = await debate(policy, seed, llm, DebateConfig(extra_round=False))
+            verdicts.append((seed.intended or "", verdict.verdict))
+    return JudgeResult(
+        labeled_seeds=len(seeds),
+        agreed=sum(given == judged for given, judged in verdicts),
+        verdicts=verdicts,
+        unusable_debates=sum(judged is None for _, judged in verdicts),
+        seconds=round(time.perf_counter() - started, 1),
+    )
+
+
+async def measure(
+    policy: Policy, endpoint: LLMConfig, args: argparse.Namespace, report: dict[str, Any], save: Callable[[], None]
+) -> None:
+    """Fill ``report["prompts"]`` one part at a time and save after each: a slow model's partial results survive."""
+    config = GenerationConfig(per_prompt=args.per_prompt)
+    grid = sample(policy, args.cells)
+    prompts = [(cell, prompt) for cell in grid for prompt in cell_prompts(policy, [cell], config)]
+    part: dict[str, Any] = {
+        "cells": [cell.describe() for cell in grid],
+        "kinds": list(INTENDED),
+        "per_prompt": args.per_prompt,
+        "seeds": args.seeds,
+        "variants": {},
+    }
+    report["prompts"] = part
+    part["judge"] = (await judge_seeds(policy, endpoint, args.judge_seeds)).model_dump()
+    save()
+    client = openai.AsyncOpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key or "none", timeout=1800)
+    try:
+        for variant in args.variants:
+            result = await measure_variant(client, endpoint.model or "", policy, prompts, variant, config, args.seeds)
+            part["variants"][variant] = result.model_dump()
+            save()
+    finally:
+        await client.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--policy", default="examples/policies/visa-advice.yaml")
     parser.add_argument("--embedded", choices=["smollm2", "gemma3"], default="smollm2")
-    parser.add_argument("--work", default=".cache/data-engine-bench")
     parser.add_argument("--out", required=True)
     parser.add_argument("--cells", type=int, default=2)
     parser.add_argument("--per-prompt", type=int, default=3)
-    parser.add_argument("--skip-pipeline", action="store_true", help="measure the unusable share only")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[13, 14], help="sampling seeds: one sample each")
+    parser.add_argument("--variants", nargs="*", choices=VARIANTS, default=list(VARIANTS), help="none: judge only")
+    parser.add_argument("--judge-seeds", type=int, help="judge only the first N labeled seeds (default: all)")
+    parser.add_argument("--pipeline", action="store_true", help="also run the data engine on --cells")
+    parser.add_argument("--work", default=".cache/data-engine-bench", help="the --pipeline run folder")
     args = parser.parse_args()
 
-    report: dict[str, object] = {"policy": args.policy, "embedded": args.embedded}
-    with llm_endpoint(None, args.embedded) as config:
-        llm = LLMClient(config, cache_dir=Path(args.work) / f"prompt-cache-{args.embedded}")
-        report["unusable"] = asyncio.run(unusable_share(llm, args.policy, args.cells, args.per_prompt))
-        print(json.dumps(report["unusable"], indent=2), flush=True)
-        if not args.skip_pipeline:
-            data = DataConfig(
-                cells=args.cells,
-                dimensions=DimensionConfig(max_dimensions=3, values_per_dimension=3),
-                generation=GenerationConfig(per_prompt=args.per_prompt, paraphrases_per_seed=1),
-            )
-            sheet = build_dataset(
-                load_policy(args.policy),
-                Path(args.work) / f"run-{args.embedded}",
-                llm_config=config,
-                config=data,
-            )
+    embedded: EmbeddedModel = args.embedded
+    policy = load_policy(args.policy)
+    report: dict[str, Any] = {
+        "policy": args.policy,
+        "embedded": embedded,
+        "system_prompt": SYSTEM,
+        "load_average_before": os.getloadavg(),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        report["load_average_after"] = os.getloadavg()
+        out.write_text(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2), flush=True)
+
+    with llm_endpoint(None, embedded) as endpoint:
+        asyncio.run(measure(policy, endpoint, args, report, save))
+        if args.pipeline:
+            data = DataConfig(cells=args.cells, generation=GenerationConfig(per_prompt=args.per_prompt))
+            sheet = build_dataset(policy, Path(args.work) / f"run-{embedded}", llm_config=endpoint, config=data)
             report["pipeline"] = {
                 "counts": sheet.counts,
                 "unusable": sheet.unusable,
@@ -122,9 +251,7 @@ def main() -> None:
                 "throughput": {k: v.model_dump() for k, v in sheet.throughput.items()},
                 "llm_usage": sheet.llm_usage.model_dump(),
             }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+            save()
 
 
 if __name__ == "__main__":
