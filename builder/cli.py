@@ -4,6 +4,7 @@ guard-build train --data train.jsonl --out runs/injection [--labels injection] [
 guard-build export --run runs/injection --out bundles/injection --name injection [--version 0.1.0]
 guard-build data policy.yaml --out runs/visa-data [--base-url URL --model NAME --api-key KEY]
 guard-build all policy.yaml --out bundles/visa [--work runs/visa]      # data -> train -> export
+guard-build pack [--seeds shared/train] [--out DIR]                   # the default content-safety + injection pack
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,11 +20,12 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from guard_sdk import GuardError
+from guard_sdk import GuardError, default_pack_dir
 
 from .dataset import load_jsonl
 from .errors import BuilderError
 from .export import ExportConfig, export_bundle
+from .pack import PackConfig, build_pack, default_work_dir, pack_datasets
 from .train import TrainConfig, train
 
 if TYPE_CHECKING:
@@ -165,6 +168,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     everything.add_argument("--threads", type=int)
     _add_export_arguments(everything)
 
+    pack = commands.add_parser("pack", help="build the default pack (content-safety, prompt-injection) from seed sets")
+    pack.add_argument(
+        "--seeds",
+        default=os.environ.get("GUARD_SDK_SEEDS", str(Path(__file__).resolve().parents[2] / "shared" / "train")),
+        help="seed sets folder (default: $GUARD_SDK_SEEDS, else shared/train beside the repository)",
+    )
+    pack.add_argument("--out", help="pack folder (default: guard_sdk.default_pack_dir(), where Guard.default() looks)")
+    pack.add_argument("--work", help="data and training runs (default: OUT-work); a killed build resumes from it")
+    pack.add_argument(
+        "--head",
+        choices=["embedding", "classifier"],
+        default=PackConfig.model_fields["head"].default,
+        help="model kind",
+    )
+    pack.add_argument("--epochs", type=float, default=PackConfig.model_fields["epochs"].default, help="classifier only")
+    pack.add_argument("--seed", type=int, default=PackConfig.model_fields["seed"].default)
+    pack.add_argument("--threads", type=int)
+    pack.add_argument("--data-only", action="store_true", help="write the two training files and stop")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     try:
@@ -201,6 +223,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             manifest = export_bundle(work / "run", args.out, _export_config(args, policy.name, policy.description))
             print(f"wrote {manifest.id} to {args.out}")
+        elif args.command == "pack":
+            config = PackConfig(
+                seeds=Path(args.seeds), head=args.head, epochs=args.epochs, seed=args.seed, threads=args.threads
+            )
+            out = Path(args.out) if args.out else default_pack_dir()
+            work = Path(args.work) if args.work else default_work_dir(out)
+            if args.data_only:
+                print(pack_datasets(config, work / "data").model_dump_json(indent=2))
+            else:
+                for bundle in build_pack(config, out, work):
+                    print(f"wrote {bundle}")
         else:
             manifest = export_bundle(args.run, args.out, _export_config(args, args.name, args.description))
             print(f"wrote {manifest.id} to {args.out}")

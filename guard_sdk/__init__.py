@@ -29,6 +29,7 @@ from ._errors import (
     TextTooLongError,
     UnsupportedClientError,
 )
+from ._pack import PACK_GUARDS, PACK_VERSION, default_pack_dir
 from ._result import CheckResult, LabelScore, Stage, Status
 from ._text import normalize
 from .decorators import guarded
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "PACK_GUARDS",
+    "PACK_VERSION",
     "SCHEMA_VERSION",
     "BatchingOptions",
     "BundleError",
@@ -70,6 +73,7 @@ __all__ = [
     "UnsupportedClientError",
     "WrapOptions",
     "__version__",
+    "default_pack_dir",
     "guarded",
     "normalize",
 ]

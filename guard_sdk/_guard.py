@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
@@ -18,6 +18,7 @@ from tokenizers import Encoding, Tokenizer
 from ._batching import BatchingOptions, MicroBatcher
 from ._bundle import GuardBundle, LabelSpec
 from ._errors import InputTypeError, ManifestError, ModelMismatchError, TextTooLongError
+from ._pack import ensure_default_pack
 from ._result import CheckResult, LabelScore, Stage
 from ._runtime import Device, create_session, resolve_device
 from ._text import NormalizedText, normalize
@@ -254,6 +255,15 @@ class Guard:
                     )
             results.append(CheckResult(stage=stage, status="checked", scores=label_scores, latency_ms=latency_ms))
         return results
+
+    @classmethod
+    def default(cls, *, build: bool = True, **options: Any) -> Guard:
+        """The default pack: ``content-safety`` and ``prompt-injection`` from ``guard_sdk.default_pack_dir()``.
+
+        When the pack is missing and ``build`` is set, ``guard-build pack`` builds it first (once; needs the
+        ``builder`` extra). ``options`` are ``Guard``'s own (device, threads, thresholds, ...).
+        """
+        return cls(ensure_default_pack(build=build), **options)
 
     def _prepare(self, text: object) -> NormalizedText:
         if not isinstance(text, str):

@@ -35,8 +35,15 @@ def multi_label_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def multi_label_bundle(multi_label_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from builder.export import ExportConfig, export_bundle
 
-    out = tmp_path_factory.mktemp("bundles") / "demo"
-    export_bundle(multi_label_run, out, ExportConfig(name="demo", version="1.0.0", keep_fp32=True))
+    folder = tmp_path_factory.mktemp("bundles")
+    notice = folder / "NOTICE.md"
+    notice.write_text("Trained on examples/data/demo.jsonl; see examples/data/README.md for its sources.\n")
+    out = folder / "demo"
+    export_bundle(
+        multi_label_run,
+        out,
+        ExportConfig(name="demo", version="1.0.0", keep_fp32=True, extra_files={"NOTICE.md": notice}),
+    )
     return out
 
 

