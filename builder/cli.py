@@ -183,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="model kind",
     )
     pack.add_argument("--epochs", type=float, default=PackConfig.model_fields["epochs"].default, help="classifier only")
+    pack.add_argument("--triplet-epochs", type=float, default=0.0, help="embedding: triplet fine-tuning first")
     pack.add_argument("--seed", type=int, default=PackConfig.model_fields["seed"].default)
     pack.add_argument("--threads", type=int)
     pack.add_argument("--data-only", action="store_true", help="write the two training files and stop")
@@ -225,7 +226,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {manifest.id} to {args.out}")
         elif args.command == "pack":
             config = PackConfig(
-                seeds=Path(args.seeds), head=args.head, epochs=args.epochs, seed=args.seed, threads=args.threads
+                seeds=Path(args.seeds),
+                head=args.head,
+                epochs=args.epochs,
+                triplet_epochs=args.triplet_epochs,
+                seed=args.seed,
+                threads=args.threads,
             )
             out = Path(args.out) if args.out else default_pack_dir()
             work = Path(args.work) if args.work else default_work_dir(out)

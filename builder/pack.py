@@ -234,6 +234,8 @@ class PackConfig(BaseModel):
     the whole encoder. On this data the embedding guard generalises much better (benchmarks/README.md)."""
     epochs: float = Field(1.0, gt=0)
     """Fine-tuning epochs (``head="classifier"`` only)."""
+    triplet_epochs: float = Field(0.0, ge=0)
+    """``head="embedding"``: fine-tune the embedding with a triplet loss first (``EmbeddingGuardConfig``)."""
     max_length: int = Field(128, ge=16, le=512)
     threads: int | None = None
     boundary_copies: int = Field(8, ge=0)
@@ -498,17 +500,22 @@ def build_pack(
     work = work or default_work_dir(out)
     report = pack_datasets(config, work / "data")
     bundles = []
+    # What a finished bundle must record to count as built by this config (``epochs`` holds the classifier's or the
+    # triplet fine-tuning's epochs).
+    epochs = config.epochs if config.head == "classifier" else config.triplet_epochs
+    variant = f"{config.head}-{epochs:g}"
     for data, labels in zip(report.guards, (_RECIPES[g][0] for g in PACK_GUARDS)):
         bundle_dir = out / data.name
         if (bundle_dir / "guard.json").is_file():
             existing = GuardBundle.load(bundle_dir).manifest
-            if existing.training_data_sha256 == data.sha256 and existing.training.get("head") == config.head:
+            recorded = (existing.training_data_sha256, existing.training.get("head"), existing.training.get("epochs"))
+            if recorded == (data.sha256, config.head, epochs):
                 progress(f"{data.name}: up to date in {bundle_dir}")
                 bundles.append(bundle_dir)
                 continue
         progress(f"{data.name}: training on {data.rows} rows {data.by_label}")
         dataset = load_jsonl(work / "data" / f"{data.name}.jsonl", list(labels))
-        run = work / f"run-{data.sha256[:12]}-{config.head}-{data.name}"
+        run = work / f"run-{data.sha256[:12]}-{variant}-{data.name}"
         if (run / MODEL_DIR / TRAINING_INFO).is_file():
             progress(f"{data.name}: trained already in {run}")
         elif config.head == "embedding":
@@ -517,6 +524,7 @@ def build_pack(
                 run,
                 EmbeddingGuardConfig(
                     label_descriptions=labels,
+                    triplet_epochs=config.triplet_epochs,
                     max_length=config.max_length,
                     seed=config.seed,
                     threads=config.threads,

@@ -106,10 +106,11 @@ def test_embedding_guard_exports_as_an_ordinary_bundle(tmp_path: Path, demo_rows
     from guard_sdk import Guard
 
     data = _write(tmp_path / "demo.jsonl", [json.dumps({"text": r["text"], "labels": r["labels"]}) for r in demo_rows])
-    info = train_embedding_guard(
-        load_jsonl(data), tmp_path / "run", EmbeddingGuardConfig(max_length=64, progress=False)
-    )
-    assert info.head == "embedding" and info.label_names == ["abuse", "injection"]
+    # A few triplet steps first (the fine-tuned variant); without them the base embedding is used as it is.
+    config = EmbeddingGuardConfig(max_length=64, progress=False, triplet_epochs=0.1, threads=2)
+    info = train_embedding_guard(load_jsonl(data), tmp_path / "run", config)
+    assert info.head == "embedding" and info.label_names == ["abuse", "injection"] and info.epochs == 0.1
+    assert list((tmp_path / "run" / "triplet").glob("checkpoint-*")), "triplet training checkpoints, for resume"
     manifest = export_bundle(tmp_path / "run", tmp_path / "bundle", ExportConfig(name="embedding-demo"))
     parity = manifest.metrics["parity"]
     assert parity["fp32_max_abs_diff"] < 1e-3, "the appended head computes what torch computes"

@@ -42,7 +42,7 @@ def test_exported_manifest_describes_the_bundle(multi_label_bundle: Path):
     assert [label.name for label in m.labels] == ["abuse", "injection"]
     assert all(0.0 < label.threshold < 1.0 for label in m.labels)
     assert m.model.precision == "int8" and m.model.fp32_file == "model.fp32.onnx"
-    assert set(m.files) == {"model.onnx", "model.fp32.onnx", "tokenizer.json"}
+    assert set(m.files) == {"model.onnx", "model.fp32.onnx", "tokenizer.json", "NOTICE.md"}
     assert m.tokenizer.max_length == 64 and 0 < m.tokenizer.stride < 32
     assert m.base_model == "sentence-transformers/all-MiniLM-L6-v2"
     assert len(m.training_data_sha256 or "") == 64
