@@ -29,10 +29,10 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from guard_sdk import PACK_GUARDS, PACK_VERSION, default_pack_dir
 
@@ -259,8 +259,14 @@ def load_seed_set(seeds: Path, name: str) -> list[SeedRow]:
     path = seeds / name / "data.jsonl"
     if not path.is_file():
         raise BuilderError(f"seed set {name!r} is missing: {path} does not exist (pass the shared/train folder)")
-    with path.open(encoding="utf-8") as f:
-        return [SeedRow.model_validate_json(line) for line in f if line.strip()]
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+        if line.strip():
+            try:
+                rows.append(SeedRow.model_validate_json(line))
+            except ValidationError as exc:
+                raise BuilderError(f"{path}:{number}: not a seed row ({exc.errors()[0]['msg']})") from None
+    return rows
 
 
 def _mapped_labels(row: SeedRow, mapping: dict[str, tuple[str, ...]]) -> list[str]:
@@ -311,7 +317,7 @@ class _BoundaryGroup(BaseModel):
     name: str
     labels: list[str]
     templates: list[str]
-    wrap: str | None = None
+    wrap: Literal["questions", "documents"] | None = None
     """``questions`` or ``documents``: each template is appended to (or hidden in) an ordinary benign text, and that
     benign text also goes in unchanged, so the pair differs only by the attack."""
 
@@ -326,7 +332,7 @@ class _Boundary(BaseModel):
 
 
 def _boundary_examples(
-    guard: str, seeds: Path, copies: int, rng: random.Random, carriers: dict[str, list[str]]
+    guard: str, copies: int, rng: random.Random, carriers: dict[str, list[str]]
 ) -> Iterator[LabeledExample]:
     spec = _Boundary.model_validate(yaml.safe_load(BOUNDARY_FILE.read_text(encoding="utf-8")))
     for group in (g for g in spec.groups if g.guard == guard):
@@ -427,7 +433,7 @@ def pack_datasets(config: PackConfig, out: Path) -> PackReport:
         examples = _dedup(
             itertools.chain(
                 _from_seed_sets(config.seeds, caps, mapping, relabeled, rng),
-                _boundary_examples(guard, config.seeds, config.boundary_copies, rng, carriers),
+                _boundary_examples(guard, config.boundary_copies, rng, carriers),
             )
         )
         rng.shuffle(examples)

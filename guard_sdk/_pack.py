@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -46,6 +45,8 @@ def ensure_default_pack(folder: Path | None = None, *, build: bool = True) -> li
             "the default pack is not built and the builder is not installed: "
             "`pip install guard-sdk[builder]`, then `guard-build pack` (about an hour on 2 cores)",
         )
+    import subprocess  # only here: `import guard_sdk` stays cheap
+
     print(f"guard-sdk: building the default guard pack into {folder} (first use only)", file=sys.stderr)
     done = subprocess.run([sys.executable, "-m", "builder.cli", "pack", "--out", str(folder)], check=False)
     if done.returncode != 0:
