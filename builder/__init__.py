@@ -2,9 +2,12 @@
 
 Each stage is a module with typed inputs and outputs that can be run and inspected alone:
 
-    dataset  labeled JSONL -> LabeledDataset
-    train    LabeledDataset -> fine-tuned checkpoint (safetensors) + validation split
-    export   checkpoint -> ONNX fp32 -> int8 -> parity gate -> calibrated thresholds -> guard bundle
+    policy, dimensions, generate, verify, curate, pipeline   policy YAML -> debate-verified dataset (data engine)
+    dataset    labeled JSONL -> LabeledDataset
+    train      LabeledDataset -> fine-tuned classifier checkpoint (safetensors) + validation split
+    embedding  LabeledDataset -> sentence embedding + linear head per label (the embedding guard)
+    export     either run -> ONNX fp32 -> int8 -> parity gate -> calibrated thresholds -> guard bundle
+    pack       shared/train seed sets -> the default content-safety and prompt-injection bundles
 
 Needs the ``builder`` extra (torch, transformers, optimum-onnx); the runtime, ``guard_sdk``, never imports it.
 """
