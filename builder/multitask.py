@@ -1,0 +1,120 @@
+"""Stage 6, alternative: one multi-task guard for many policies, each example paired with its policy's instruction.
+
+MultiTaskGuard's recipe: the encoder reads ``(instruction, text)`` as a sentence pair and answers one question,
+"does this text violate this instruction?". Trained on many policies at once, it learns to read instructions, so a
+policy it never saw can be checked with its instruction alone (zero-shot, ``guard-build instruct``) or after a short
+fine-tune on a few examples.
+
+The bundle of a multi-task guard lists one label per policy, each with its ``instruction``; the model has one
+output, and the runtime runs it once per label with that label's instruction (``guard_sdk`` reads the pair).
+
+Data comes as :class:`PolicyTask` objects: a name, an instruction and binary examples. :func:`binary_tasks` cuts
+them out of any multi-label dataset (e.g. the default pack's), with hard negatives from the other labels' positives,
+so a task learns *its* policy and not "anything harmful".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Mapping, Sequence
+
+from pydantic import BaseModel, Field
+
+from .dataset import LabeledDataset, LabeledExample
+from .policy import Policy
+
+__all__ = [
+    "VIOLATES",
+    "PolicyTask",
+    "binary_tasks",
+    "multitask_dataset",
+    "policy_instruction",
+    "task_dataset",
+]
+
+VIOLATES = "violates"
+"""The multi-task model's one output: does the text violate the instruction it is paired with."""
+
+
+class PolicyTask(BaseModel):
+    """One policy as a binary task: ``examples`` carry ``labels == [name]`` (violates) or ``[]`` (complies)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_./-]+$")
+    instruction: str = Field(min_length=1)
+    examples: list[LabeledExample]
+
+
+def policy_instruction(policy: Policy) -> str:
+    """A policy's task instruction: what violates it, in its own words (short: it shares the window with the text)."""
+    return f"{policy.name}: flag a message that is " + "; or ".join(rule.rstrip(".") for rule in policy.violates)
+
+
+def binary_tasks(
+    dataset: LabeledDataset,
+    instructions: Mapping[str, str],
+    *,
+    per_task: int = 600,
+    seed: int = 13,
+) -> list[PolicyTask]:
+    """One task per label of a multi-label dataset, at most ``per_task`` examples each, half of them positives.
+
+    Negatives are half other labels' positives (hard negatives: harmful, but not under *this* policy) and half
+    texts with no label. Labels without an instruction are left out.
+    """
+    rng = random.Random(seed)
+    unlabeled = [ex for ex in dataset.examples if not ex.labels]
+    tasks = []
+    for name in dataset.label_names:
+        if name not in instructions:
+            continue
+        positives = [ex for ex in dataset.examples if name in ex.labels]
+        others = [ex for ex in dataset.examples if ex.labels and name not in ex.labels]
+        if not positives:
+            raise ValueError(f"label {name!r} has no positive example to learn from")
+        chosen = _sample(positives, per_task // 2, rng)
+        hard = _sample(others, (per_task - len(chosen)) // 2, rng)
+        easy = _sample(unlabeled, per_task - len(chosen) - len(hard), rng)
+        examples = [_relabeled(ex, [name]) for ex in chosen] + [_relabeled(ex, []) for ex in hard + easy]
+        rng.shuffle(examples)
+        tasks.append(PolicyTask(name=name, instruction=instructions[name], examples=examples))
+    return tasks
+
+
+def task_dataset(task: PolicyTask) -> LabeledDataset:
+    """A task alone, as a binary dataset: what a single-policy guard trains on."""
+    return LabeledDataset(label_names=[task.name], examples=task.examples, sha256=_sha256([task]))
+
+
+def multitask_dataset(tasks: Sequence[PolicyTask]) -> LabeledDataset:
+    """Every task's examples paired with its instruction (``instruction`` and ``task`` fields), one label: violates."""
+    examples = [
+        LabeledExample(
+            text=ex.text,
+            labels=[VIOLATES] if ex.labels else [],
+            instruction=task.instruction,
+            task=task.name,
+        )
+        for task in tasks
+        for ex in task.examples
+    ]
+    random.Random(0).shuffle(examples)
+    return LabeledDataset(label_names=[VIOLATES], examples=examples, sha256=_sha256(tasks))
+
+
+def _sample(rows: list[LabeledExample], count: int, rng: random.Random) -> list[LabeledExample]:
+    return rng.sample(rows, min(count, len(rows)))
+
+
+def _relabeled(example: LabeledExample, labels: list[str]) -> LabeledExample:
+    return LabeledExample(**{**example.model_dump(), "labels": labels})
+
+
+def _sha256(tasks: Sequence[PolicyTask]) -> str:
+    digest = hashlib.sha256()
+    for task in tasks:
+        digest.update(json.dumps([task.name, task.instruction]).encode())
+        for ex in task.examples:
+            digest.update(json.dumps([ex.text, ex.labels]).encode())
+    return digest.hexdigest()
