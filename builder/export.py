@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -32,16 +33,18 @@ from guard_sdk._bundle import (
 
 from .dataset import LabeledDataset, load_jsonl
 from .errors import BuilderError, ParityError
-from .train import HEAD_FILE, MODEL_DIR, TRAINING_INFO, VALIDATION_FILE, Head, TrainingInfo
+from .train import HEAD_FILE, MODEL_DIR, TRAINING_INFO, VALIDATION_FILE, Head, TrainingInfo, tokenize
 
 __all__ = [
     "ExportConfig",
     "LabelMetrics",
     "ParityReport",
     "append_linear_head",
+    "calibrate_threshold",
     "export_bundle",
     "export_fused_fp32",
     "quantize_int8",
+    "staged_bundle",
 ]
 
 logger = logging.getLogger("builder.export")
@@ -106,21 +109,27 @@ def export_bundle(train_dir: str | Path, out: str | Path, config: ExportConfig) 
         raise BuilderError(f"{train_dir} is not a finished training run: {MODEL_DIR}/{TRAINING_INFO} is missing")
     info = TrainingInfo.model_validate_json(info_file.read_text())
     validation = load_jsonl(train_dir / VALIDATION_FILE, info.label_names)
-    if out.exists() and not config.overwrite:
-        raise BuilderError(f"{out} exists; choose another folder or pass overwrite")
+    with staged_bundle(out, overwrite=config.overwrite) as staging:
+        manifest = _build(model_dir, info, validation, staging, config)
+    logger.info("wrote bundle %s to %s", manifest.id, out)
+    return manifest
 
+
+@contextmanager
+def staged_bundle(out: Path, *, overwrite: bool) -> Iterator[Path]:
+    """A hidden folder to assemble a bundle in, renamed to ``out`` only when the block finishes without error."""
+    if out.exists() and not overwrite:
+        raise BuilderError(f"{out} exists; choose another folder or pass overwrite")
     staging = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        manifest = _build(model_dir, info, validation, staging, config)
+        yield staging
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    logger.info("wrote bundle %s to %s", manifest.id, out)
-    return manifest
 
 
 def _build(
@@ -135,14 +144,26 @@ def _build(
         shutil.copyfile(source, staging / name)
 
     texts = [normalize(ex.text).text for ex in validation.examples]
-    targets = np.asarray(validation.targets(), dtype=bool)
     torch_scores, fp32_scores, int8_scores = _score_three_ways(
-        model_dir, info.head, fp32, staging / MODEL_FILE, texts, info.max_length
+        model_dir, info.head, fp32, staging / MODEL_FILE, texts, validation.instructions(), info.max_length
     )
     shutil.rmtree(staging / "onnx")
 
     stride = config.stride if config.stride is not None else info.max_length // 4
-    labels = [LabelSpec(name=name, description=info.label_descriptions.get(name, "")) for name in info.label_names]
+    if info.instructions:
+        # A multi-task guard: one label per task, each validation row judged on its own task only.
+        names = list(info.instructions)
+        tasks = [names.index((ex.model_extra or {})["task"]) for ex in validation.examples]
+        relevant = np.arange(len(names))[None, :] == np.asarray(tasks)[:, None]
+        targets = relevant & np.asarray(validation.targets(), dtype=bool)
+    else:
+        names, tasks = info.label_names, []
+        targets = np.asarray(validation.targets(), dtype=bool)
+        relevant = np.ones_like(targets)
+    labels = [
+        LabelSpec(name=name, description=info.label_descriptions.get(name, ""), instruction=info.instructions.get(name))
+        for name in names
+    ]
     draft = _manifest(info, config, labels, stride, staging, metrics={})
     (staging / MANIFEST_NAME).write_text(draft.model_dump_json(indent=2))
     # Calibrate on what production will compute: the runtime's own normalisation, windows and int8 model.
@@ -150,8 +171,13 @@ def _build(
     runtime_scores = np.asarray([[s.score for s in r.scores] for r in runtime.check_batch(texts)], dtype=np.float64)
     del runtime
 
-    thresholds = [_calibrate(runtime_scores[:, j], targets[:, j], config.target_fpr) for j in range(len(labels))]
-    parity = _parity(torch_scores, fp32_scores, int8_scores, np.asarray(thresholds))
+    thresholds = [
+        calibrate_threshold(runtime_scores[relevant[:, j], j], targets[relevant[:, j], j], config.target_fpr)
+        for j in range(len(labels))
+    ]
+    # The torch/ONNX scores have one column per label, or one (violates) judged at each row's task's threshold.
+    row_thresholds = np.asarray(thresholds)[tasks][:, None] if info.instructions else np.asarray(thresholds)
+    parity = _parity(torch_scores, fp32_scores, int8_scores, row_thresholds)
     logger.info("parity: %s", parity.model_dump())
     problems = []
     if parity.fp32_max_abs_diff > config.max_fp32_diff:
@@ -175,8 +201,10 @@ def _build(
     labels = [label.model_copy(update={"threshold": t}) for label, t in zip(labels, thresholds)]
     metrics = {
         "validation": {
-            name: _label_metrics(runtime_scores[:, j], targets[:, j], thresholds[j]).model_dump()
-            for j, name in enumerate(info.label_names)
+            name: _label_metrics(
+                runtime_scores[relevant[:, j], j], targets[relevant[:, j], j], thresholds[j]
+            ).model_dump()
+            for j, name in enumerate(names)
         },
         "calibration": f"target_fpr={config.target_fpr}" if config.target_fpr else "max_f1",
         "parity": parity.model_dump(),
@@ -273,7 +301,13 @@ def _write_plain_tokenizer(source: Path, target: Path) -> None:
 
 
 def _score_three_ways(
-    model_dir: Path, head: Head, fp32: Path, int8: Path, texts: list[str], max_length: int
+    model_dir: Path,
+    head: Head,
+    fp32: Path,
+    int8: Path,
+    texts: list[str],
+    instructions: list[str] | None,
+    max_length: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sigmoid scores of torch, ONNX fp32 and ONNX int8 on identical token ids."""
     import onnxruntime as ort
@@ -284,8 +318,13 @@ def _score_three_ways(
     sessions = [ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]) for path in (fp32, int8)]
     results: list[list[np.ndarray]] = [[], [], []]
     for start in range(0, len(texts), 32):
-        batch = tokenizer(
-            texts[start : start + 32], truncation=True, max_length=max_length, padding=True, return_tensors="np"
+        batch = tokenize(
+            tokenizer,
+            texts[start : start + 32],
+            instructions[start : start + 32] if instructions else None,
+            max_length,
+            padding=True,
+            return_tensors="np",
         )
         results[0].append(reference(batch))
         for i, session in enumerate(sessions, start=1):
@@ -335,7 +374,7 @@ def _parity(torch_s: np.ndarray, fp32_s: np.ndarray, int8_s: np.ndarray, thresho
     )
 
 
-def _calibrate(scores: np.ndarray, truth: np.ndarray, target_fpr: float | None) -> float:
+def calibrate_threshold(scores: np.ndarray, truth: np.ndarray, target_fpr: float | None) -> float:
     """The threshold with the best F1 (or the lowest one within ``target_fpr``) on validation; 0.5 without both classes."""
     from sklearn.metrics import precision_recall_curve, roc_curve
 
@@ -397,7 +436,9 @@ def _manifest(
         tokenizer=TokenizerSpec(file=TOKENIZER_FILE, max_length=info.max_length, stride=stride),
         base_model=info.base_model,
         training_data_sha256=info.data_sha256,
-        training=info.model_dump(exclude={"label_names", "label_descriptions", "base_model", "data_sha256"}),
+        training=info.model_dump(
+            exclude={"label_names", "label_descriptions", "base_model", "data_sha256", "instructions"}
+        ),
         metrics=metrics,
         files={name: file_sha256(folder / name) for name in sorted(files)},
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),

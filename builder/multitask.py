@@ -18,20 +18,29 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import shutil
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from .dataset import LabeledDataset, LabeledExample
 from .policy import Policy
 
+if TYPE_CHECKING:
+    from guard_sdk._bundle import BundleManifest
+
 __all__ = [
     "VIOLATES",
     "PolicyTask",
     "binary_tasks",
+    "instruct_bundle",
     "multitask_dataset",
     "policy_instruction",
     "task_dataset",
+    "task_instruction",
 ]
 
 VIOLATES = "violates"
@@ -46,9 +55,15 @@ class PolicyTask(BaseModel):
     examples: list[LabeledExample]
 
 
+def task_instruction(name: str, violates: str | Sequence[str]) -> str:
+    """The one instruction format every task is trained and checked with (short: it shares the window with text)."""
+    rules = [violates] if isinstance(violates, str) else violates
+    return f"{name}: flag a message that is " + "; or ".join(rule.strip().rstrip(".") for rule in rules)
+
+
 def policy_instruction(policy: Policy) -> str:
-    """A policy's task instruction: what violates it, in its own words (short: it shares the window with the text)."""
-    return f"{policy.name}: flag a message that is " + "; or ".join(rule.rstrip(".") for rule in policy.violates)
+    """A policy's task instruction: what violates it, in its own words."""
+    return task_instruction(policy.name, policy.violates)
 
 
 def binary_tasks(
@@ -118,3 +133,72 @@ def _sha256(tasks: Sequence[PolicyTask]) -> str:
         for ex in task.examples:
             digest.update(json.dumps([ex.text, ex.labels]).encode())
     return digest.hexdigest()
+
+
+def instruct_bundle(
+    bundle: str | Path,
+    policies: Sequence[Policy],
+    out: str | Path,
+    *,
+    name: str | None = None,
+    version: str = "0.1.0",
+    overwrite: bool = False,
+) -> BundleManifest:
+    """Zero-shot: a bundle that checks ``policies`` with a multi-task guard's model and their instructions alone.
+
+    Model and tokenizer are copied from ``bundle`` unchanged. A policy whose seeds are labeled on both sides gets
+    the threshold that best separates them; otherwise it takes the median of the multi-task bundle's calibrated
+    thresholds. Either way the manifest says how each threshold was chosen.
+    """
+    from guard_sdk import Guard, GuardBundle
+    from guard_sdk._bundle import MANIFEST_NAME, LabelSpec, file_sha256
+
+    from .errors import BuilderError
+    from .export import calibrate_threshold, staged_bundle
+
+    source = GuardBundle.load(bundle)
+    if source.manifest.labels[0].instruction is None:
+        raise BuilderError(f"{source.path} is not a multi-task guard: its labels have no instructions")
+    if not policies:
+        raise BuilderError("instruct_bundle needs at least one policy")
+    if name is None and len(policies) > 1:
+        raise BuilderError("name the bundle of several policies")
+    fallback = float(np.median([label.threshold for label in source.manifest.labels]))
+    labels = [
+        LabelSpec(name=p.name, description=p.description, instruction=policy_instruction(p), threshold=fallback)
+        for p in policies
+    ]
+    with staged_bundle(Path(out), overwrite=overwrite) as staging:
+        for file in source.manifest.files:
+            shutil.copyfile(source.file(file), staging / file)
+        draft = source.manifest.model_copy(update={"labels": labels, "problem_type": _problem_type(labels)})
+        (staging / MANIFEST_NAME).write_text(draft.model_dump_json(indent=2))
+        guard = Guard(staging, device="cpu")
+        calibration: dict[str, object] = {}
+        for j, policy in enumerate(policies):
+            seeds = [(seed.text, seed.label == "violates") for seed in policy.seeds if seed.label]
+            truth = np.asarray([flag for _, flag in seeds], dtype=bool)
+            if truth.all() or not truth.any():
+                calibration[policy.name] = f"median of {source.manifest.id}'s thresholds (no seeds on both sides)"
+                continue
+            scores = np.asarray([r.scores[j].score for r in guard.check_batch([text for text, _ in seeds])])
+            labels[j] = labels[j].model_copy(update={"threshold": calibrate_threshold(scores, truth, None)})
+            calibration[policy.name] = f"max F1 on {len(seeds)} labeled seeds"
+        del guard
+        manifest = draft.model_copy(
+            update={
+                "name": name or policies[0].name,
+                "version": version,
+                "description": f"zero-shot from {source.manifest.id}",
+                "labels": labels,
+                "training": {**source.manifest.training, "zero_shot_from": source.manifest.id},
+                "metrics": {"calibration": calibration},
+                "files": {file: file_sha256(staging / file) for file in source.manifest.files},
+            }
+        )
+        (staging / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2))
+    return manifest
+
+
+def _problem_type(labels: Sequence[object]) -> Literal["binary", "multi_label"]:
+    return "binary" if len(labels) == 1 else "multi_label"

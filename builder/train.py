@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -19,7 +19,19 @@ from guard_sdk import normalize
 
 from .dataset import LabeledDataset, write_jsonl
 
-__all__ = ["TRAINING_INFO", "RunConfig", "TrainConfig", "TrainingInfo", "default_base_model", "start_run", "train"]
+if TYPE_CHECKING:
+    from transformers import BatchEncoding, PreTrainedTokenizerBase
+
+__all__ = [
+    "TRAINING_INFO",
+    "RunConfig",
+    "TrainConfig",
+    "TrainingInfo",
+    "default_base_model",
+    "start_run",
+    "tokenize",
+    "train",
+]
 
 logger = logging.getLogger("builder.train")
 
@@ -88,6 +100,9 @@ class TrainingInfo(BaseModel):
     head: Head = "classifier"
     """``classifier``: a fine-tuned sequence classifier (this module); ``embedding``: a sentence embedding with a
     linear head per label (``builder.embedding``)."""
+    instructions: dict[str, str] = {}
+    """A multi-task guard (``builder.multitask``): task name -> instruction. The model answers one question,
+    ``violates``, for a text paired with an instruction; its bundle has one label per task."""
 
     @classmethod
     def of_run(
@@ -105,6 +120,7 @@ class TrainingInfo(BaseModel):
             train_examples=len(split[0].examples),
             validation_examples=len(split[1].examples),
             seed=config.seed,
+            instructions=dataset.tasks(),
             **run,
         )
 
@@ -128,6 +144,19 @@ def start_run(
     train_set, validation_set = dataset.split(config.validation_fraction, config.seed)
     write_jsonl(out / VALIDATION_FILE, validation_set.examples)
     return out, train_set, validation_set
+
+
+def tokenize(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    instructions: list[str] | None,
+    max_length: int,
+    **options: Any,
+) -> BatchEncoding:
+    """Texts alone, or paired after their instructions (multi-task); only the text is ever truncated."""
+    if instructions is None:
+        return tokenizer(texts, truncation=True, max_length=max_length, **options)
+    return tokenizer(instructions, texts, truncation="only_second", max_length=max_length, **options)
 
 
 def train(dataset: LabeledDataset, out_dir: str | Path, config: TrainConfig | None = None) -> TrainingInfo:
@@ -160,7 +189,7 @@ def train(dataset: LabeledDataset, out_dir: str | Path, config: TrainConfig | No
 
     def encode(part: LabeledDataset) -> list[dict[str, object]]:
         texts = [normalize(ex.text).text for ex in part.examples]
-        encoded = tokenizer(texts, truncation=True, max_length=config.max_length)
+        encoded = tokenize(tokenizer, texts, part.instructions(), config.max_length)
         return [
             {**{key: encoded[key][i] for key in encoded}, "labels": target} for i, target in enumerate(part.targets())
         ]

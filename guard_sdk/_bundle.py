@@ -10,6 +10,10 @@ A bundle is a folder::
 Every file except guard.json is listed in ``files`` with its sha256, and the runtime refuses a bundle whose files
 are missing or differ. Scores are ``sigmoid(logit)`` per label for both problem types: ``binary`` has one label,
 ``multi_label`` several independent ones.
+
+A multi-task guard (``builder.multitask``) gives every label an ``instruction``: its model has one output and reads
+``(instruction, window)`` as a sentence pair, so the runtime runs it once per label. Labels have instructions all or
+none.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ class LabelSpec(_Strict):
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_./-]+$")]
     description: str = ""
     threshold: Probability = 0.5
+    instruction: str | None = None
+    """Multi-task guards only: the policy text paired with every window when scoring this label."""
 
 
 class ModelSpec(_Strict):
@@ -91,6 +97,8 @@ class BundleManifest(_Strict):
             raise ValueError(f"label names must be unique, got {names}")
         if self.problem_type == "binary" and len(names) != 1:
             raise ValueError(f"a binary bundle has exactly one label, got {len(names)}")
+        if len({label.instruction is None for label in self.labels}) > 1:
+            raise ValueError("either every label has an instruction (a multi-task guard) or none has")
         needed = [self.model.file, self.tokenizer.file] + ([self.model.fp32_file] if self.model.fp32_file else [])
         unlisted = [f for f in needed if f not in self.files]
         if unlisted:

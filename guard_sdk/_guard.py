@@ -44,6 +44,10 @@ class _Window:
     span: tuple[int, int]  # in the normalised text
 
 
+# Windows of the texts being checked, shared by bundles with the same tokenizer, window and instruction.
+_WindowCache = dict[tuple[str, int, int, str | None], list[_Window]]
+
+
 class _LoadedBundle:
     """One bundle with its ONNX session and a tokenizer set to the bundle's window size."""
 
@@ -57,36 +61,73 @@ class _LoadedBundle:
         unknown = [name for name in self.input_names if name not in _MODEL_INPUTS]
         if unknown:
             raise ModelMismatchError(bundle.path, f"model asks for inputs {unknown}; guard_sdk feeds {_MODEL_INPUTS}")
+        # A multi-task guard's one output answers for whichever label's instruction the window is paired with.
+        self.instructions: list[str | None] = (
+            [label.instruction for label in self.labels] if self.labels[0].instruction is not None else [None]
+        )
+        self.outputs = outputs = 1 if self.instructions[0] is not None else len(self.labels)
         width = self.session.get_outputs()[0].shape[-1]
-        if isinstance(width, int) and width != len(self.labels):
+        if isinstance(width, int) and width != outputs:
             raise ModelMismatchError(
                 bundle.path,
-                f"guard.json lists {len(self.labels)} labels {[label.name for label in self.labels]} "
-                f"but the model outputs {width} scores",
+                f"guard.json lists {len(self.labels)} labels {[label.name for label in self.labels]}"
+                f"{' with instructions' if outputs == 1 else ''}, so the model should output {outputs} scores, "
+                f"but it outputs {width}",
             )
         try:
             self.tokenizer = Tokenizer.from_file(str(bundle.file(manifest.tokenizer.file)))
         except Exception as exc:  # tokenizers raises a bare Exception on a malformed file
             raise ManifestError(bundle.path, f"{manifest.tokenizer.file} is not a valid tokenizer: {exc}") from exc
         self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(manifest.tokenizer.max_length, stride=manifest.tokenizer.stride)
+        self.tokenizer.no_truncation()
+        spec = manifest.tokenizer
+        for label in self.labels:
+            if label.instruction is not None:
+                room = spec.max_length - len(self.tokenizer.encode(label.instruction, "").ids)
+                if room <= 2 * spec.stride:
+                    raise ManifestError(
+                        bundle.path,
+                        f"label {label.name!r}: its instruction leaves {room} of the {spec.max_length} tokens of a "
+                        f"window for the text, not more than twice the stride ({spec.stride}); shorten it, or build "
+                        "the bundle with a longer max_length or a smaller stride",
+                    )
+        # only_second: an instruction is never cut; the text is windowed in what the instruction leaves.
+        strategy = "longest_first" if self.instructions[0] is None else "only_second"
+        self.tokenizer.enable_truncation(spec.max_length, stride=spec.stride, strategy=strategy)
         # Which bundles can share one tokenization of a text.
-        self.tokenization_key = (
-            manifest.files[manifest.tokenizer.file],
-            manifest.tokenizer.max_length,
-            manifest.tokenizer.stride,
-        )
+        self.tokenization_key = (manifest.files[spec.file], spec.max_length, spec.stride)
 
-    def windows(self, texts: Sequence[NormalizedText], indices: Sequence[int]) -> list[_Window]:
+    def best(
+        self, texts: Sequence[NormalizedText], indices: Sequence[int], batch_size: int, cache: _WindowCache
+    ) -> tuple[np.ndarray, list[list[tuple[int, int]]]]:
+        """Per text and label: the highest score over the text's windows, and that window's normalised span."""
+        tops = []
+        spans: list[list[tuple[int, int]]] = [[] for _ in texts]
+        for instruction in self.instructions:
+            key = (*self.tokenization_key, instruction)
+            windows = cache.get(key)
+            if windows is None:
+                windows = cache[key] = self.windows(texts, indices, instruction)
+            scores = self.scores(windows, batch_size) if windows else np.zeros((0, self.outputs), dtype=np.float32)
+            top, top_window = _max_per_text(scores, [w.text_index for w in windows], len(texts))
+            tops.append(top)
+            for i in indices:
+                spans[i] += [windows[w].span for w in top_window[i]]
+        return np.concatenate(tops, axis=1), spans
+
+    def windows(
+        self, texts: Sequence[NormalizedText], indices: Sequence[int], instruction: str | None = None
+    ) -> list[_Window]:
+        inputs = [texts[i].text if instruction is None else (instruction, texts[i].text) for i in indices]
         windows: list[_Window] = []
-        for index, encoding in zip(indices, self.tokenizer.encode_batch([texts[i].text for i in indices])):
+        for index, encoding in zip(indices, self.tokenizer.encode_batch(inputs)):
             for part in (encoding, *encoding.overflowing):
                 windows.append(_Window(index, part.ids, part.type_ids, _char_span(part)))
         return windows
 
     def scores(self, windows: Sequence[_Window], batch_size: int) -> np.ndarray:
-        """Sigmoid scores, one row per window, one column per label."""
-        out = np.empty((len(windows), len(self.labels)), dtype=np.float32)
+        """Sigmoid scores, one row per window, one column per model output."""
+        out = np.empty((len(windows), self.outputs), dtype=np.float32)
         # Windows of similar length share a batch so little time goes into padding.
         order = sorted(range(len(windows)), key=lambda i: len(windows[i].ids))
         for start in range(0, len(order), batch_size):
@@ -107,7 +148,9 @@ class _LoadedBundle:
 
 
 def _char_span(encoding: Encoding) -> tuple[int, int]:
-    offsets = [o for o, special in zip(encoding.offsets, encoding.special_tokens_mask) if not special]
+    """The window's span in the text: its last sequence (a pair's first one is the instruction), special tokens out."""
+    text_sequence = max((s for s in encoding.sequence_ids if s is not None), default=0)
+    offsets = [o for o, s in zip(encoding.offsets, encoding.sequence_ids) if s == text_sequence]
     return (offsets[0][0], offsets[-1][1]) if offsets else (0, 0)
 
 
@@ -223,15 +266,8 @@ class Guard:
         todo = [i for i, n in enumerate(normalized) if n.text.strip()]
         empty = set(range(len(texts))) - set(todo)
         # Per bundle: each text's best score per label, and the window (normalised offsets) that gave it.
-        best: list[tuple[np.ndarray, list[list[tuple[int, int]]]]] = []
-        encoded: dict[tuple[str, int, int], list[_Window]] = {}
-        for loaded in self._bundles:
-            windows = encoded.get(loaded.tokenization_key)
-            if windows is None:
-                windows = encoded[loaded.tokenization_key] = loaded.windows(normalized, todo)
-            window_scores = loaded.scores(windows, self.batch_size) if windows else np.zeros((0, len(loaded.labels)))
-            top, top_window = _max_per_text(window_scores, [w.text_index for w in windows], len(texts))
-            best.append((top, [[windows[w].span for w in row] for row in top_window.tolist()] if windows else []))
+        encoded: _WindowCache = {}
+        best = [loaded.best(normalized, todo, self.batch_size, encoded) for loaded in self._bundles]
         latency_ms = (time.perf_counter() - started) * 1000.0
         results = []
         for i, text in enumerate(texts):
