@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -39,9 +39,11 @@ __all__ = [
     "LabelMetrics",
     "ParityReport",
     "append_linear_head",
+    "calibrate_threshold",
     "export_bundle",
     "export_fused_fp32",
     "quantize_int8",
+    "torch_scorer",
 ]
 
 logger = logging.getLogger("builder.export")
@@ -321,6 +323,43 @@ def _torch_logits(model_dir: Path, head: Head) -> Callable[[Mapping[str, np.ndar
             return model(**{k: torch.from_numpy(np.asarray(v)) for k, v in batch.items()}).logits.numpy()
 
     return classifier_logits
+
+
+def torch_scorer(train_dir: str | Path, *, batch_size: int = 32) -> Callable[[Sequence[str]], np.ndarray]:
+    """The torch model of a finished training run as a function of texts: sigmoid scores, one row per text and one
+    column per label. Texts are normalised like the runtime's and truncated to the run's window (no sliding windows:
+    a cheap reference for builder stages that need the model's opinion before a bundle exists, such as
+    ``builder.adversarial``). Loads the model once."""
+    from transformers import AutoTokenizer
+
+    model_dir = Path(train_dir) / MODEL_DIR
+    info_file = model_dir / TRAINING_INFO
+    if not info_file.is_file():
+        raise BuilderError(f"{train_dir} is not a finished training run: {MODEL_DIR}/{TRAINING_INFO} is missing")
+    info = TrainingInfo.model_validate_json(info_file.read_text())
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    logits = _torch_logits(model_dir, info.head)
+
+    def score(texts: Sequence[str]) -> np.ndarray:
+        parts = [np.zeros((0, len(info.label_names)))]
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(
+                [normalize(text).text for text in texts[start : start + batch_size]],
+                truncation=True,
+                max_length=info.max_length,
+                padding=True,
+                return_tensors="np",
+            )
+            parts.append(logits(batch))
+        return 1.0 / (1.0 + np.exp(-np.concatenate(parts).astype(np.float64)))
+
+    return score
+
+
+def calibrate_threshold(scores: np.ndarray, truth: np.ndarray, target_fpr: float | None = None) -> float:
+    """The threshold export gives a label: best F1 on ``scores`` against ``truth`` (or the lowest one within
+    ``target_fpr``); 0.5 when ``truth`` has one class only."""
+    return _calibrate(np.asarray(scores, dtype=np.float64), np.asarray(truth, dtype=bool), target_fpr)
 
 
 def _parity(torch_s: np.ndarray, fp32_s: np.ndarray, int8_s: np.ndarray, thresholds: np.ndarray) -> ParityReport:
