@@ -8,6 +8,7 @@ Each stage is a module with typed inputs and outputs that can be run and inspect
     embedding  LabeledDataset -> sentence embedding + linear head per label (the embedding guard)
     export     either run -> ONNX fp32 -> int8 -> parity gate -> calibrated thresholds -> guard bundle
     pack       shared/train seed sets -> the default content-safety and prompt-injection bundles
+    adversarial  training JSONL + policy -> rounds of bandit-chosen, debate-verified hard examples, retrained each round
 
 Needs the ``builder`` extra (torch, transformers, optimum-onnx); the runtime, ``guard_sdk``, never imports it.
 """

@@ -92,6 +92,7 @@ __all__ = [
     "SetMetrics",
     "ThompsonBandit",
     "arun_adversarial",
+    "measure_run",
     "obfuscate",
     "role_play_wrap",
     "run_adversarial",
@@ -500,6 +501,21 @@ class _Model:
         return [words[i] for i in np.argsort(-scores, kind="stable")[:k]]
 
 
+def measure_run(run_dir: str | Path, eval_sets: Sequence[EvalSet]) -> dict[str, SetMetrics]:
+    """Metrics of any training run on ``eval_sets``, decided as the rounds decide (torch scores, any label at its
+    threshold calibrated on the run's validation split): e.g. the same data trained with other seeds, to see how
+    much of a round-to-round difference is the split's noise."""
+    return _measure(_Model(Path(run_dir)), [(s.name, *s.load()) for s in eval_sets])
+
+
+def _measure(model: _Model, sets: Sequence[tuple[str, list[str], np.ndarray]]) -> dict[str, SetMetrics]:
+    measured: dict[str, SetMetrics] = {}
+    for name, texts, truth in sets:
+        scores, flagged, _ = model.decide(texts)
+        measured[name] = _metrics(truth, scores, flagged)
+    return measured
+
+
 def _metrics(truth: np.ndarray, scores: np.ndarray, flagged: np.ndarray) -> SetMetrics:
     from sklearn.metrics import average_precision_score
 
@@ -889,11 +905,12 @@ def _evaluate_round(
         if list(saved.eval) == names:
             return saved
     model = _Model(run_dir)
-
-    def measure(texts: Sequence[str], truth: np.ndarray) -> SetMetrics:
-        scores, flagged, _ = model.decide(texts)
-        return _metrics(truth, scores, flagged)
-
+    holdout_set = (
+        "holdout",
+        [ex.text for ex in holdout.examples],
+        np.asarray([bool(ex.labels) for ex in holdout.examples]),
+    )
+    measured = _measure(model, [holdout_set, *evaluation])
     rows = load_jsonl(folder / TRAIN_FILE, model.labels).examples
     added = [ex for ex in rows if getattr(ex, "round", None) == number]
     verified = [p for p in pulls if p.verdict is not None and p.dropped is None]
@@ -916,8 +933,8 @@ def _evaluate_round(
         added_by_label=dict(sorted(Counter("+".join(ex.labels) or "(none)" for ex in added).items())),
         train_examples=len(rows),
         thresholds={name: round(float(t), 6) for name, t in zip(model.labels, model.thresholds, strict=True)},
-        holdout=measure([ex.text for ex in holdout.examples], np.asarray([bool(ex.labels) for ex in holdout.examples])),
-        eval={name: measure(texts, truth) for name, texts, truth in evaluation},
+        holdout=measured.pop("holdout"),
+        eval=measured,
         train_seconds=train_seconds,
         adversarial_seconds=round(adversarial_seconds, 1),
         llm_requests=llm_requests,

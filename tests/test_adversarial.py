@@ -18,6 +18,7 @@ from builder.adversarial import (
     AdversarialConfig,
     EvalSet,
     ThompsonBandit,
+    measure_run,
     obfuscate,
     role_play_wrap,
     run_adversarial,
@@ -168,6 +169,7 @@ def test_real_rounds_add_verified_hard_examples_and_resume(llm_server, tmp_path:
     assert [(a["text"], a["labels"]) for a in added] == [(p["candidate"]["text"], p["labels"]) for p in hard]
     assert first.added == len(added) and first.train_examples == len(round1)
     assert set(report.rounds[0].eval) == {"tiny"} and report.rounds[0].eval["tiny"].rows == 3
+    assert measure_run(out / "rounds" / "1" / "run", eval_sets) == first.eval
     assert (out / "report.md").is_file() and len((out / "transcripts.jsonl").read_text().splitlines()) == 3
 
     # A kill during round 1's last pull: its journal line and everything after it are gone.
