@@ -9,6 +9,7 @@ Each stage is a module with typed inputs and outputs that can be run and inspect
     multitask  many policies -> one model reading (instruction, text) pairs; new policies zero-shot by instruction
     export     either run -> ONNX fp32 -> int8 -> parity gate -> calibrated thresholds -> guard bundle
     pack       shared/train seed sets -> the default content-safety and prompt-injection bundles
+    adversarial  training JSONL + policy -> rounds of bandit-chosen, debate-verified hard examples, retrained each round
 
 Needs the ``builder`` extra (torch, transformers, optimum-onnx); the runtime, ``guard_sdk``, never imports it.
 """

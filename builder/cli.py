@@ -7,6 +7,8 @@ guard-build export --run runs/injection --out bundles/injection --name injection
 guard-build data policy.yaml --out runs/visa-data [--base-url URL --model NAME --api-key KEY]
 guard-build all policy.yaml --out bundles/visa [--work runs/visa]      # data -> train -> export
 guard-build pack [--seeds shared/train] [--out DIR]                   # the default content-safety + injection pack
+guard-build adversarial policy.yaml --data train.jsonl --out runs/adv [--rounds 3] [--candidates 8]
+                                    [--eval NAME=PATH[:SPLIT]] [LLM options as for data]   # bandit-guided hard rounds
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .pack import PackConfig, build_pack, default_work_dir, pack_datasets
 from .train import TrainConfig, train
 
 if TYPE_CHECKING:
+    from .llm import LLMConfig
     from .pipeline import Datasheet
     from .policy import Policy
 
@@ -42,6 +45,19 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     from .pipeline import DataConfig
 
     parser.add_argument("policy", help="policy YAML (name, description, violates, allowed, seeds, dimensions)")
+    _add_llm_arguments(parser)
+    defaults = DataConfig()
+    parser.add_argument("--cells", type=int, default=defaults.cells, help="cells of the dimension grid")
+    parser.add_argument("--per-prompt", type=int, default=defaults.generation.per_prompt, help="messages per request")
+    parser.add_argument("--paraphrases", type=int, default=defaults.generation.paraphrases_per_seed)
+    parser.add_argument("--on-mismatch", choices=["relabel", "drop"], default=defaults.debate.on_mismatch)
+    parser.add_argument("--min-confidence", type=float, default=defaults.debate.min_confidence)
+    parser.add_argument("--seed", type=int, default=defaults.dimensions.seed)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_llm_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the LLM is, shared by every command that asks one."""
     llm = parser.add_argument_group("LLM endpoint (default: OPENAI_* variables, else the embedded model)")
     llm.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1")
     llm.add_argument("--model", help="model name at that endpoint")
@@ -51,14 +67,20 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     llm.add_argument("--concurrency", type=int, help="requests in flight at once")
     llm.add_argument("--timeout", type=float, help="seconds per request")
     llm.add_argument("--embedded", choices=["smollm2", "gemma3"], default="smollm2", help="model when no endpoint")
-    defaults = DataConfig()
-    parser.add_argument("--cells", type=int, default=defaults.cells, help="cells of the dimension grid")
-    parser.add_argument("--per-prompt", type=int, default=defaults.generation.per_prompt, help="messages per request")
-    parser.add_argument("--paraphrases", type=int, default=defaults.generation.paraphrases_per_seed)
-    parser.add_argument("--on-mismatch", choices=["relabel", "drop"], default=defaults.debate.on_mismatch)
-    parser.add_argument("--min-confidence", type=float, default=defaults.debate.min_confidence)
-    parser.add_argument("--seed", type=int, default=defaults.dimensions.seed)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _llm_config(args: argparse.Namespace) -> LLMConfig:
+    from .llm import LLMConfig
+
+    return LLMConfig.resolve(
+        args.llm_config,
+        base_url=args.base_url,
+        model=args.model,
+        api_key=args.api_key,
+        structured_output=args.structured_output,
+        max_concurrency=args.concurrency,
+        timeout=args.timeout,
+    )
 
 
 def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
@@ -163,21 +185,12 @@ def _run_data(args: argparse.Namespace, out: str) -> tuple[Policy, Datasheet]:
     from .curate import CurationConfig
     from .dimensions import DimensionConfig
     from .generate import GenerationConfig
-    from .llm import LLMConfig
     from .pipeline import DataConfig, build_dataset
     from .policy import load_policy
     from .verify import DebateConfig
 
     policy = load_policy(args.policy)
-    llm_config = LLMConfig.resolve(
-        args.llm_config,
-        base_url=args.base_url,
-        model=args.model,
-        api_key=args.api_key,
-        structured_output=args.structured_output,
-        max_concurrency=args.concurrency,
-        timeout=args.timeout,
-    )
+    llm_config = _llm_config(args)
     config = DataConfig(
         cells=args.cells,
         dimensions=DimensionConfig(seed=args.seed),
@@ -195,6 +208,64 @@ def _run_data(args: argparse.Namespace, out: str) -> tuple[Policy, Datasheet]:
         file=sys.stderr,
     )
     return policy, sheet
+
+
+def _add_adversarial_arguments(parser: argparse.ArgumentParser) -> None:
+    from .adversarial import OPERATORS, AdversarialConfig
+
+    defaults = AdversarialConfig()
+    parser.add_argument("policy", help="policy YAML: what the debate verifies candidates against")
+    parser.add_argument("--data", required=True, help='training JSONL rows {"text": ..., "labels": [...]}')
+    parser.add_argument("--out", required=True, help="folder: rounds/<r>/run (models), report.md/json, cache")
+    parser.add_argument("--rounds", type=int, default=defaults.rounds, help="adversarial rounds after round 0")
+    parser.add_argument(
+        "--candidates", type=int, default=defaults.candidates_per_round, help="bandit pulls (candidates) per round"
+    )
+    parser.add_argument(
+        "--operators", default=",".join(OPERATORS), help=f"comma-separated arms (default: {','.join(OPERATORS)})"
+    )
+    parser.add_argument("--head", choices=["embedding", "classifier"], default=defaults.head, help="model kind")
+    parser.add_argument("--epochs", type=float, default=defaults.classifier.epochs, help="classifier only")
+    parser.add_argument("--discount", type=float, default=defaults.discount, help="posterior decay between rounds")
+    parser.add_argument("--min-confidence", type=float, default=defaults.debate.min_confidence)
+    parser.add_argument("--no-second-round", action="store_true", help="debate one round only (faster)")
+    parser.add_argument(
+        "--eval", action="append", default=[], metavar="NAME=PATH[:SPLIT]", help="extra set measured every round"
+    )
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--threads", type=int, help="torch threads for training and scoring")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_llm_arguments(parser)
+
+
+def _run_adversarial(args: argparse.Namespace) -> None:
+    from .adversarial import AdversarialConfig, EvalSet, render_report, run_adversarial
+    from .embedding import EmbeddingGuardConfig
+    from .policy import load_policy
+    from .verify import DebateConfig
+
+    policy = load_policy(args.policy)
+    config = AdversarialConfig(
+        rounds=args.rounds,
+        candidates_per_round=args.candidates,
+        operators=[name.strip() for name in args.operators.split(",") if name.strip()],
+        head=args.head,
+        discount=args.discount,
+        embedding=EmbeddingGuardConfig(threads=args.threads, progress=False),
+        classifier=TrainConfig(epochs=args.epochs, threads=args.threads),
+        debate=DebateConfig(
+            on_mismatch="drop", min_confidence=args.min_confidence, extra_round=not args.no_second_round
+        ),
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    eval_sets = [EvalSet.parse(spec) for spec in args.eval]
+    report = run_adversarial(
+        args.data, policy, args.out, llm_config=_llm_config(args), config=config, eval_sets=eval_sets,
+        embedded=args.embedded,
+    )  # fmt: skip
+    print(render_report(report))
+    print(f"the last round's model: {report.final_run} (export it with guard-build export --run)", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -276,6 +347,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     pack.add_argument("--threads", type=int)
     pack.add_argument("--data-only", action="store_true", help="write the two training files and stop")
 
+    adversarial = commands.add_parser(
+        "adversarial", help="rounds of bandit-chosen hard examples, debate-verified, retraining each round (resumes)"
+    )
+    _add_adversarial_arguments(adversarial)
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     try:
@@ -333,6 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 for bundle in build_pack(config, out, work):
                     print(f"wrote {bundle}")
+        elif args.command == "adversarial":
+            _run_adversarial(args)
         else:
             manifest = export_bundle(args.run, args.out, _export_config(args, args.name, args.description))
             print(f"wrote {manifest.id} to {args.out}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,6 +45,7 @@ __all__ = [
     "export_fused_fp32",
     "quantize_int8",
     "staged_bundle",
+    "torch_scorer",
 ]
 
 logger = logging.getLogger("builder.export")
@@ -362,6 +363,37 @@ def _torch_logits(model_dir: Path, head: Head) -> Callable[[Mapping[str, np.ndar
     return classifier_logits
 
 
+def torch_scorer(train_dir: str | Path, *, batch_size: int = 32) -> Callable[[Sequence[str]], np.ndarray]:
+    """The torch model of a finished training run as a function of texts: sigmoid scores, one row per text and one
+    column per label. Texts are normalised like the runtime's and truncated to the run's window (no sliding windows:
+    a cheap reference for builder stages that need the model's opinion before a bundle exists, such as
+    ``builder.adversarial``). Loads the model once."""
+    from transformers import AutoTokenizer
+
+    model_dir = Path(train_dir) / MODEL_DIR
+    info_file = model_dir / TRAINING_INFO
+    if not info_file.is_file():
+        raise BuilderError(f"{train_dir} is not a finished training run: {MODEL_DIR}/{TRAINING_INFO} is missing")
+    info = TrainingInfo.model_validate_json(info_file.read_text())
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    logits = _torch_logits(model_dir, info.head)
+
+    def score(texts: Sequence[str]) -> np.ndarray:
+        parts = [np.zeros((0, len(info.label_names)))]
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(
+                [normalize(text).text for text in texts[start : start + batch_size]],
+                truncation=True,
+                max_length=info.max_length,
+                padding=True,
+                return_tensors="np",
+            )
+            parts.append(logits(batch))
+        return 1.0 / (1.0 + np.exp(-np.concatenate(parts).astype(np.float64)))
+
+    return score
+
+
 def _parity(torch_s: np.ndarray, fp32_s: np.ndarray, int8_s: np.ndarray, thresholds: np.ndarray) -> ParityReport:
     decisions = torch_s >= thresholds
     return ParityReport(
@@ -374,9 +406,11 @@ def _parity(torch_s: np.ndarray, fp32_s: np.ndarray, int8_s: np.ndarray, thresho
     )
 
 
-def calibrate_threshold(scores: np.ndarray, truth: np.ndarray, target_fpr: float | None) -> float:
+def calibrate_threshold(scores: np.ndarray, truth: np.ndarray, target_fpr: float | None = None) -> float:
     """The threshold with the best F1 (or the lowest one within ``target_fpr``) on validation; 0.5 without both classes."""
     from sklearn.metrics import precision_recall_curve, roc_curve
+
+    scores, truth = np.asarray(scores, dtype=np.float64), np.asarray(truth, dtype=bool)
 
     if truth.all() or not truth.any():
         logger.warning("validation has only one class for a label: keeping threshold 0.5")
