@@ -51,7 +51,8 @@ class LabelSpec(_Strict):
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_./-]+$")]
     description: str = ""
     threshold: Probability = 0.5
-    instruction: str | None = None
+    # Left out of guard.json when unset, so runtimes that predate multi-task guards still read plain bundles.
+    instruction: str | None = Field(None, exclude_if=lambda value: value is None)
     """Multi-task guards only: the policy text paired with every window when scoring this label."""
 
 

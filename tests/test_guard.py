@@ -44,8 +44,10 @@ def test_violation_after_token_2000_is_found(guard: Guard):
     start, end = injection.window
     assert start <= len(filler) and end >= len(filler) + len(INJECTION), "the reported window holds the violation"
     assert end - start < 400, "the window, not the whole text"
-    # The text's score is that of its best window, scored like any short text.
-    assert injection.score == pytest.approx(guard.check(text[start:end]).score("injection").score, abs=0.02)
+    # The text's score is that of its best window, scored like any short text. Not exactly: dynamic int8 quantizes
+    # activations per ONNX Runtime call, so a window batched with the text's 30 others drifts a little from the same
+    # window alone (measured 0.022; equal with Guard(batch_size=1)).
+    assert injection.score == pytest.approx(guard.check(text[start:end]).score("injection").score, abs=0.05)
     assert injection.flagged
     assert not guard.check(filler + filler[:200]).score("injection").flagged
 
