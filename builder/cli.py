@@ -1,6 +1,6 @@
 """``guard-build``: the builder's command line.
 
-guard-build train --data train.jsonl --out runs/injection [--labels injection] [--epochs 3]
+guard-build train --data train.jsonl --out runs/injection [--labels injection] [--epochs 3] [--head embedding]
 guard-build multitask --data pack.jsonl --instructions labels.yaml --out runs/mt   # one model, many policies
 guard-build instruct --bundle bundles/mt --policy new.yaml --out bundles/new        # zero-shot, instruction only
 guard-build export --run runs/injection --out bundles/injection --name injection [--version 0.1.0]
@@ -30,7 +30,7 @@ from .dataset import LabeledDataset, load_jsonl, write_jsonl
 from .errors import BuilderError
 from .export import ExportConfig, export_bundle
 from .pack import PackConfig, build_pack, default_work_dir, pack_datasets
-from .train import TrainConfig, train
+from .train import RunConfig, TrainConfig, train
 
 if TYPE_CHECKING:
     from .llm import LLMConfig
@@ -278,6 +278,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     fit.add_argument("--out", required=True, help="run folder (checkpoints, model/, validation.jsonl); resumes")
     fit.add_argument("--labels", help="comma-separated label names (default: the labels seen in the data)")
     _add_training_arguments(fit)
+    fit.add_argument(
+        "--head",
+        choices=["classifier", "embedding"],
+        default="classifier",
+        help="classifier: fine-tune the encoder (the options above); embedding: the base model's sentence embedding "
+        "and a linear head per label (builder.embedding)",
+    )
+    fit.add_argument("--triplet-epochs", type=float, default=0.0, help="embedding: triplet fine-tuning first")
 
     multitask = commands.add_parser(
         "multitask", help="train one model on many policies, each example paired with its policy's instruction"
@@ -357,7 +365,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             labels = [name.strip() for name in args.labels.split(",")] if args.labels else None
-            info = train(load_jsonl(args.data, labels), args.out, _train_config(args))
+            dataset = load_jsonl(args.data, labels)
+            if args.head == "embedding":
+                from .embedding import EmbeddingGuardConfig, train_embedding_guard
+
+                config = _train_config(args)
+                info = train_embedding_guard(
+                    dataset,
+                    args.out,
+                    EmbeddingGuardConfig(
+                        **config.model_dump(include=set(RunConfig.model_fields)), triplet_epochs=args.triplet_epochs
+                    ),
+                )
+            else:
+                info = train(dataset, args.out, _train_config(args))
             print(info.model_dump_json(indent=2))
         elif args.command == "multitask":
             info = train(_multitask_data(args), args.out, _train_config(args))
