@@ -74,6 +74,7 @@ MERGE_FILE = "merge.json"
 """The full record of a merge run (every tried point), beside ``model/`` and ``validation.jsonl``."""
 HEAD_PREFIX = "classifier."
 MergeMethod = Literal["linear", "task_arithmetic", "ties"]
+HEAD_COSINE_WARNING = 0.9
 
 
 class MergeError(BuilderError):
@@ -175,6 +176,10 @@ class MergeReport(BaseModel):
     """Each label's own fine-tune, best-threshold F1 on the same search rows: what merging gives up."""
     holdout_f1: dict[str, float] | None = None
     single_holdout_f1: dict[str, float] | None = None
+    head_cosine_max: float | None
+    """Largest cosine similarity between two stacked head rows. Near 1: the runs started from the same head (same
+    seed) and barely moved it, so every task vector writes "positive" along one direction and the merged labels
+    collapse into one score; train each policy with its own seed."""
     search_rows: int
     holdout_rows: int
     seconds: float
@@ -525,6 +530,14 @@ def merge_runs(out_dir: str | Path, config: MergeConfig) -> MergeReport:
         if weight.shape != (len(run.info.label_names), base_state[HEAD_PREFIX + "weight"].shape[1]):
             raise MergeError(f"{run.folder}: only a single linear classifier head can be stacked ({weight.shape})")
     del states
+    head_cosine = _head_cosine_max(torch.cat([w for w, _ in heads]))
+    if head_cosine is not None and head_cosine > HEAD_COSINE_WARNING:
+        logger.warning(
+            "two task heads have cosine similarity %.3f: the runs share their head's initialisation (same seed?), so "
+            "their task vectors push one direction and the merged labels will score alike; train each policy with "
+            "its own seed",
+            head_cosine,
+        )
 
     model_config = AutoConfig.from_pretrained(tasks[0].model_dir)
     model_config.num_labels = len(labels)
@@ -666,12 +679,23 @@ def merge_runs(out_dir: str | Path, config: MergeConfig) -> MergeReport:
         single_f1=single,
         holdout_f1=holdout,
         single_holdout_f1=single_holdout,
+        head_cosine_max=head_cosine,
         search_rows=len(search_rows.texts),
         holdout_rows=len(holdout_rows.texts),
         seconds=round(time.perf_counter() - started, 1),
     )
     (out / MERGE_FILE).write_text(report.model_dump_json(indent=2))
     return report
+
+
+def _head_cosine_max(rows: torch.Tensor) -> float | None:
+    import torch
+
+    if rows.shape[0] < 2:
+        return None
+    unit = rows / rows.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    cosine = unit @ unit.T - 2 * torch.eye(rows.shape[0])
+    return round(float(cosine.max()), 4)
 
 
 def _check_vocabulary(base_dir: str, runs: list[_Run]) -> None:
