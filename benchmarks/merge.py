@@ -14,8 +14,8 @@ and merges them with each method (coefficients searched on the runs' validation 
   validation objective;
 - OpenAI Moderation AUPRC (max over the policies' labels) of the N single bundles together vs the one merged bundle;
 - merge + search time; latency of one check, N single bundles (N model runs) vs the merged bundle (one).
-- with ``--donor RUN`` (default: the lead's multi-task run at ``.cache/methods/multitask`` when it exists), each
-  method again with that run's encoder merged in as a donor.
+- with ``--donor RUN`` (default: ``.cache/methods/multitask``, else the newest ``.cache/methods/run-multitask-*``
+  when one exists), each method again with that run's encoder merged in as a donor.
 """
 
 from __future__ import annotations
@@ -72,6 +72,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def _finished(run: Path) -> bool:
     return (run / "model" / "guard_training.json").is_file()
+
+
+def _default_donor() -> Path | None:
+    """``.cache/methods/multitask``, else the newest finished ``run-multitask-*`` of ``benchmarks/multitask.py``."""
+    if _finished(DEFAULT_DONOR):
+        return DEFAULT_DONOR
+    runs = [run for run in DEFAULT_DONOR.parent.glob("run-multitask-*") if _finished(run)]
+    return max(runs, key=lambda run: (run / "model" / "guard_training.json").stat().st_mtime) if runs else None
 
 
 def _torch_scores(model_dir: Path, texts: list[str], max_length: int) -> Any:
@@ -166,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         singles[task.name] = run
         train_seconds[task.name] = json.loads((run / "model" / "guard_training.json").read_text())["train_seconds"]
 
-    donor = args.donor or (DEFAULT_DONOR if _finished(DEFAULT_DONOR) else None)
+    donor = args.donor or _default_donor()
     variants: list[tuple[str, str, list[Path]]] = [(m, m, []) for m in args.methods.split(",")]
     if donor is not None:
         variants += [(f"{m}+donor", m, [donor]) for m in args.methods.split(",")]
@@ -334,7 +342,7 @@ def markdown(result: dict[str, Any]) -> str:
             [
                 "merge",
                 "validation mean F1 (singles)",
-                f"coefficients ({', '.join(result['per_policy_test'])})",
+                f"coefficients ({', '.join([*result['per_policy_test'], *(['donor'] if result['donor'] else [])])})",
                 "density",
                 "points",
                 "merge + search s",
