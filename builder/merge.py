@@ -259,6 +259,10 @@ class _Run:
             raise MergeError(
                 f"{folder} is a {self.info.head!r} run: only fine-tuned classifiers (builder.train) can be merged"
             )
+        if role == "task" and self.info.instructions:
+            raise MergeError(
+                f"{folder} is a multi-task run (its one output reads (instruction, text) pairs): it can only be a donor"
+            )
         self.model_dir = folder / MODEL_DIR
         self.config = json.loads((self.model_dir / "config.json").read_text())
 

@@ -277,6 +277,9 @@ def test_errors_are_clear(runs, tmp_path):
     embedding = _copy(runs["injection"], tmp_path / "embedding", edit_info=lambda i: {**i, "head": "embedding"})
     with pytest.raises(MergeError, match="only fine-tuned classifiers"):
         merge(runs["abuse"], embedding)
+    multitask = _copy(runs["donor"], tmp_path / "mt", edit_info=lambda i: {**i, "instructions": {"abuse": "x"}})
+    with pytest.raises(MergeError, match="can only be a donor"):
+        merge(runs["abuse"], multitask)
     with pytest.raises(MergeError, match="not a finished training run"):
         merge(tmp_path / "nowhere")
     with pytest.raises(ValidationError, match="2 given for 1 sources"):
