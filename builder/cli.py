@@ -9,6 +9,7 @@ guard-build all policy.yaml --out bundles/visa [--work runs/visa]      # data ->
 guard-build pack [--seeds shared/train] [--out DIR]                   # the default content-safety + injection pack
 guard-build adversarial policy.yaml --data train.jsonl --out runs/adv [--rounds 3] [--candidates 8]
                                     [--eval NAME=PATH[:SPLIT]] [LLM options as for data]   # bandit-guided hard rounds
+guard-build merge --task runs/hate --task runs/violence [--donor runs/multitask] --out runs/merged [--method ties]
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from guard_sdk import GuardError, default_pack_dir
 from .dataset import LabeledDataset, load_jsonl, write_jsonl
 from .errors import BuilderError
 from .export import ExportConfig, export_bundle
+from .merge import MergeConfig, SearchConfig, merge_runs
 from .pack import PackConfig, build_pack, default_work_dir, pack_datasets
 from .train import RunConfig, TrainConfig, train
 
@@ -359,6 +361,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "adversarial", help="rounds of bandit-chosen hard examples, debate-verified, retraining each round (resumes)"
     )
     _add_adversarial_arguments(adversarial)
+    merge = commands.add_parser(
+        "merge", help="merge single-policy runs into one multi-label run, searching the merge coefficients"
+    )
+    merge.add_argument("--task", action="append", required=True, help="a single-policy run folder (repeat)")
+    merge.add_argument(
+        "--donor", action="append", default=[], help="a run whose encoder is merged in, head unused (repeat)"
+    )
+    merge.add_argument("--out", required=True, help="run folder to write (model/, validation.jsonl, merge.json)")
+    merge.add_argument("--method", choices=["linear", "task_arithmetic", "ties"], default="ties")
+    merge.add_argument("--coefficients", help="comma-separated lambda per source, tasks then donors: no search")
+    merge.add_argument("--density", type=float, help="ties with --coefficients: share of each task vector kept")
+    merge.add_argument("--max-evals", type=int, default=SearchConfig.model_fields["max_evals"].default)
+    merge.add_argument("--holdout-fraction", type=float, default=0.0, help="validation share kept out of the search")
+    merge.add_argument("--labels-from", help="the multi-label JSONL the tasks were cut from (labels validation fully)")
+    merge.add_argument("--base-model", help="local base folder (default: the one the runs record)")
+    merge.add_argument("--threads", type=int)
+    merge.add_argument("--overwrite", action="store_true")
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
@@ -414,6 +433,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             manifest = export_bundle(work / "run", args.out, _export_config(args, policy.name, policy.description))
             print(f"wrote {manifest.id} to {args.out}")
+        elif args.command == "merge":
+            report = merge_runs(
+                args.out,
+                MergeConfig(
+                    tasks=[Path(p) for p in args.task],
+                    donors=[Path(p) for p in args.donor],
+                    method=args.method,
+                    coefficients=[float(c) for c in args.coefficients.split(",")] if args.coefficients else None,
+                    density=args.density,
+                    search=SearchConfig(max_evals=args.max_evals, holdout_fraction=args.holdout_fraction),
+                    base_model=args.base_model,
+                    labels_from=Path(args.labels_from) if args.labels_from else None,
+                    threads=args.threads,
+                    overwrite=args.overwrite,
+                ),
+            )
+            print(report.summary.model_dump_json(indent=2))
+            print(
+                f"single-policy F1 {report.single_f1}; merged F1 {report.points[report.best].label_f1 if report.best is not None else None}",
+                file=sys.stderr,
+            )
         elif args.command == "pack":
             config = PackConfig(
                 seeds=Path(args.seeds),

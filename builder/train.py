@@ -103,6 +103,8 @@ class TrainingInfo(BaseModel):
     instructions: dict[str, str] = {}
     """A multi-task guard (``builder.multitask``): task name -> instruction. The model answers one question,
     ``violates``, for a text paired with an instruction; its bundle has one label per task."""
+    merge: dict[str, Any] | None = None
+    """Set by ``builder.merge`` on a merged run: method, coefficients, sources (``MergeSummary``)."""
 
     @classmethod
     def of_run(
