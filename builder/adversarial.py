@@ -40,7 +40,6 @@ model or settings starts over (the LLM cache is kept).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -49,9 +48,9 @@ import re
 import shutil
 import time
 from collections import Counter
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field, field_validator
@@ -116,7 +115,6 @@ ROUND_REPORT = "report.json"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 TRANSCRIPTS_FILE = "transcripts.jsonl"
-T = TypeVar("T")
 
 
 class EvalSet(BaseModel):
@@ -554,17 +552,7 @@ def run_adversarial(
     dataset = _check_inputs(data, config or AdversarialConfig(), eval_sets)
     with llm_endpoint(llm_config, embedded) as resolved:
         llm = LLMClient(resolved, cache_dir=Path(out_dir) / "cache")
-        try:
-            return asyncio.run(_close_after(arun_adversarial(dataset, policy, out_dir, llm, config, eval_sets), llm))
-        finally:
-            llm.close()
-
-
-async def _close_after(work: Awaitable[T], llm: LLMClient) -> T:
-    try:
-        return await work
-    finally:
-        await llm.aclose()
+        return llm.run(arun_adversarial(dataset, policy, out_dir, llm, config, eval_sets))
 
 
 def _check_inputs(

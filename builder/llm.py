@@ -28,7 +28,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["LLMClient", "LLMConfig", "LLMUsage", "Message", "ResponseCache", "StructuredOutput"]
 
 T = TypeVar("T", bound=BaseModel)
+R = TypeVar("R")
 Message = dict[str, str]
 StructuredOutput = Literal["schema", "json", "grammar"]
 
@@ -209,6 +210,20 @@ class LLMClient:
             await self._async_client.close()
             self._async_client = None
         self.close()
+
+    def run(self, work: Awaitable[R]) -> R:
+        """Run async work that uses this client on a new event loop and close the client, in that loop and after."""
+
+        async def closing() -> R:
+            try:
+                return await work
+            finally:
+                await self.aclose()
+
+        try:
+            return asyncio.run(closing())
+        finally:
+            self.close()
 
     def __enter__(self) -> Self:
         return self

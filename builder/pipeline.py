@@ -147,17 +147,7 @@ def build_dataset(
     """Run (or resume) the data engine; starts and stops the embedded LLM when no endpoint is configured."""
     with llm_endpoint(llm_config, embedded) as resolved:
         llm = LLMClient(resolved, cache_dir=Path(out_dir) / "cache")
-        try:
-            return asyncio.run(_close_after(abuild_dataset(policy, out_dir, llm, config), llm))
-        finally:
-            llm.close()
-
-
-async def _close_after(work: Awaitable[T], llm: LLMClient) -> T:
-    try:
-        return await work
-    finally:
-        await llm.aclose()
+        return llm.run(abuild_dataset(policy, out_dir, llm, config))
 
 
 async def abuild_dataset(
