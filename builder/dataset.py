@@ -42,7 +42,7 @@ class LabeledDataset(BaseModel):
             return None
         if not all(isinstance(value, str) and value.strip() for value in values):
             raise ValueError("some examples have an instruction and some do not: multi-task data needs one on each")
-        return values
+        return [str(value) for value in values]
 
     def tasks(self) -> dict[str, str]:
         """Multi-task data: task name -> instruction (sorted by name), from each example's ``task`` and

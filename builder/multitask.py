@@ -105,11 +105,13 @@ def task_dataset(task: PolicyTask) -> LabeledDataset:
 def multitask_dataset(tasks: Sequence[PolicyTask]) -> LabeledDataset:
     """Every task's examples paired with its instruction (``instruction`` and ``task`` fields), one label: violates."""
     examples = [
-        LabeledExample(
-            text=ex.text,
-            labels=[VIOLATES] if ex.labels else [],
-            instruction=task.instruction,
-            task=task.name,
+        LabeledExample.model_validate(
+            {
+                "text": ex.text,
+                "labels": [VIOLATES] if ex.labels else [],
+                "instruction": task.instruction,
+                "task": task.name,
+            }
         )
         for task in tasks
         for ex in task.examples
