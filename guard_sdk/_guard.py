@@ -71,8 +71,8 @@ class _LoadedBundle:
             raise ModelMismatchError(
                 bundle.path,
                 f"guard.json lists {len(self.labels)} labels {[label.name for label in self.labels]}"
-                f"{' with instructions' if outputs == 1 else ''}, so the model should output {outputs} scores, "
-                f"but it outputs {width}",
+                f"{' with instructions (one model output for all)' if self.instructions[0] is not None else ''} "
+                f"but the model outputs {width} scores",
             )
         try:
             self.tokenizer = Tokenizer.from_file(str(bundle.file(manifest.tokenizer.file)))

@@ -68,13 +68,19 @@ def test_empty_text_is_not_flagged(guard: Guard):
         assert result.status == "empty" and result.allowed and result.scores == []
 
 
-def test_batch_matches_single_checks(guard: Guard):
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_batch_matches_single_checks(multi_label_bundle: Path, precision: str):
+    guard = Guard(multi_label_bundle, device="cpu", threads=2, precision=precision)  # type: ignore[arg-type]
     texts = [BENIGN, INJECTION, "", FILLER * 40 + INJECTION, "thanks!"]
     batch = guard.check_batch(texts)
     assert [r.status for r in batch] == ["checked", "checked", "empty", "checked", "checked"]
     for text, result in zip(texts, batch):
         single = guard.check(text)
-        assert [s.score for s in result.scores] == pytest.approx([s.score for s in single.scores], abs=2e-3)
+        assert [s.flagged for s in result.scores] == [s.flagged for s in single.scores]
+        if precision == "fp32":  # padding is masked: a text scores the same alone or in a batch
+            assert [s.score for s in result.scores] == pytest.approx([s.score for s in single.scores], abs=1e-4)
+        # int8 quantizes activations per ONNX Runtime call, padded rows included, so a window batched with texts of
+        # other lengths drifts from the same window alone (measured up to 0.08 here): decisions must still agree.
 
 
 def test_bad_input_types_and_sizes(guard: Guard):
