@@ -73,10 +73,11 @@ def binary_tasks(
     per_task: int = 600,
     seed: int = 13,
 ) -> list[PolicyTask]:
-    """One task per label of a multi-label dataset, at most ``per_task`` examples each, half of them positives.
+    """One task per label of a multi-label dataset, at most ``per_task`` examples each, up to half of them positives.
 
     Negatives are half other labels' positives (hard negatives: harmful, but not under *this* policy) and half
-    texts with no label. Labels without an instruction are left out.
+    texts with no label; a label with few positives gets more negatives, not fewer examples. Labels without an
+    instruction are left out.
     """
     rng = random.Random(seed)
     unlabeled = [ex for ex in dataset.examples if not ex.labels]
