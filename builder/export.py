@@ -154,7 +154,12 @@ def _build(
     if info.instructions:
         # A multi-task guard: one label per task, each validation row judged on its own task only.
         names = list(info.instructions)
-        tasks = [names.index((ex.model_extra or {})["task"]) for ex in validation.examples]
+        row_tasks = [(ex.model_extra or {}).get("task") for ex in validation.examples]
+        if unknown := sorted({str(task) for task in row_tasks if task not in names}):
+            raise BuilderError(
+                f"{VALIDATION_FILE} has rows of tasks {unknown} that the run was not trained on (its tasks: {names})"
+            )
+        tasks = [names.index(str(task)) for task in row_tasks]
         relevant = np.arange(len(names))[None, :] == np.asarray(tasks)[:, None]
         targets = relevant & np.asarray(validation.targets(), dtype=bool)
     else:

@@ -153,7 +153,7 @@ def instruct_bundle(
     the threshold that best separates them; otherwise it takes the median of the multi-task bundle's calibrated
     thresholds. Either way the manifest says how each threshold was chosen.
     """
-    from guard_sdk import Guard, GuardBundle
+    from guard_sdk import BundleError, Guard, GuardBundle
     from guard_sdk._bundle import MANIFEST_NAME, LabelSpec, file_sha256
 
     from .errors import BuilderError
@@ -176,7 +176,10 @@ def instruct_bundle(
             shutil.copyfile(source.file(file), staging / file)
         draft = source.manifest.model_copy(update={"labels": labels, "problem_type": _problem_type(labels)})
         (staging / MANIFEST_NAME).write_text(draft.model_dump_json(indent=2))
-        guard = Guard(staging, device="cpu")
+        try:
+            guard = Guard(staging, device="cpu")
+        except BundleError as exc:  # e.g. an instruction too long for the model's window; name the source, not staging
+            raise BuilderError(f"{source.manifest.id} cannot check these policies: {exc.message}") from None
         calibration: dict[str, object] = {}
         for j, policy in enumerate(policies):
             seeds = [(seed.text, seed.label == "violates") for seed in policy.seeds if seed.label]

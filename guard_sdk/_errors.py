@@ -67,6 +67,7 @@ class BundleError(GuardError):
 
     def __init__(self, path: str | Path, message: str) -> None:
         self.path = Path(path)
+        self.message = message
         super().__init__(f"guard bundle {self.path}: {message}")
 
 

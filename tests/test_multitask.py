@@ -146,6 +146,10 @@ def test_multitask_errors_are_clear(multitask_bundle: Path, multi_label_bundle: 
         instruct_bundle(multi_label_bundle, [load_policy(VISA)], tmp_path / "x")
     with pytest.raises(BuilderError, match="name the bundle of several policies"):
         instruct_bundle(multitask_bundle, [load_policy(VISA)] * 2, tmp_path / "x")
+    wordy = load_policy(VISA).model_copy(update={"violates": ["asking about visas in any way at all"] * 30})
+    with pytest.raises(BuilderError, match=r"multitask@0.1.0 cannot check .* 'visa-advice': its instruction leaves"):
+        instruct_bundle(multitask_bundle, [wordy], tmp_path / "x")
+    assert not (tmp_path / "x").exists()
 
     manifest = json.loads((multitask_bundle / "guard.json").read_text())
     broken = tmp_path / "mixed"
