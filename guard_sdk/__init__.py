@@ -8,11 +8,10 @@
 This package runs bundles with ONNX Runtime and never imports torch, transformers or the builder.
 """
 
+import importlib
 from typing import TYPE_CHECKING
 
-from ._batching import BatchingOptions
-from ._bundle import SCHEMA_VERSION, BundleManifest, GuardBundle, LabelSpec
-from ._enforce import Decision, EnforceOptions, Enforcer, OnFail, SourcedResult, WrapOptions
+# The exception tree is loaded with the package, so `except guard_sdk.GuardError` costs nothing to set up.
 from ._errors import (
     BundleError,
     BundleIntegrityError,
@@ -29,13 +28,17 @@ from ._errors import (
     TextTooLongError,
     UnsupportedClientError,
 )
-from ._pack import PACK_GUARDS, PACK_VERSION, default_pack_dir
-from ._result import CheckResult, LabelScore, Stage, Status
-from ._text import normalize
-from .decorators import guarded
 
 if TYPE_CHECKING:
+    from . import decorators as decorators
+    from ._batching import BatchingOptions
+    from ._bundle import SCHEMA_VERSION, BundleManifest, GuardBundle, LabelSpec
+    from ._enforce import Decision, EnforceOptions, Enforcer, OnFail, SourcedResult, WrapOptions
     from ._guard import Guard
+    from ._pack import PACK_GUARDS, PACK_VERSION, default_pack_dir
+    from ._result import CheckResult, LabelScore, Stage, Status
+    from ._text import normalize
+    from .decorators import guarded
 
 __version__ = "0.1.0"
 
@@ -79,13 +82,47 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    # Guard brings numpy and tokenizers (~100 ms of imports): loaded on first use, so `import guard_sdk` stays cheap.
-    if name == "Guard":
-        from ._guard import Guard
+# Every other name is imported from its module on first use (PEP 562), so `import guard_sdk` stays cheap (~5 ms):
+# pydantic (results, manifests, decisions), numpy and tokenizers (Guard) come with the first name that needs them.
+# The TYPE_CHECKING imports above give type checkers and IDEs the same names.
+_LAZY = {
+    "BatchingOptions": "._batching",
+    "SCHEMA_VERSION": "._bundle",
+    "BundleManifest": "._bundle",
+    "GuardBundle": "._bundle",
+    "LabelSpec": "._bundle",
+    "Decision": "._enforce",
+    "EnforceOptions": "._enforce",
+    "Enforcer": "._enforce",
+    "OnFail": "._enforce",
+    "SourcedResult": "._enforce",
+    "WrapOptions": "._enforce",
+    "Guard": "._guard",
+    "PACK_GUARDS": "._pack",
+    "PACK_VERSION": "._pack",
+    "default_pack_dir": "._pack",
+    "CheckResult": "._result",
+    "LabelScore": "._result",
+    "Stage": "._result",
+    "Status": "._result",
+    "normalize": "._text",
+    "guarded": ".decorators",
+}
+# Public submodules that `import guard_sdk` used to load, still reachable as attributes.
+_SUBMODULES = frozenset({"decorators"})
 
-        return Guard
-    raise AttributeError(f"module 'guard_sdk' has no attribute {name!r}")
+
+if not TYPE_CHECKING:  # type checkers read the imports above, and flag names that are not there
+
+    def __getattr__(name: str) -> object:
+        if name in _SUBMODULES:
+            return importlib.import_module(f".{name}", __name__)
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module, __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
 
 
 def __dir__() -> list[str]:

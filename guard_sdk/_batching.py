@@ -17,15 +17,19 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ._errors import InputError
-from ._result import CheckResult, Stage
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from ._result import CheckResult, Stage
+
+    CheckBatch = Callable[[Sequence[str]], list[CheckResult]]
 
 __all__ = ["BatchingOptions", "MicroBatcher"]
-
-CheckBatch = Callable[[Sequence[str]], list[CheckResult]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,9 @@ class MicroBatcher:
 
         Cancelling the future before its batch starts drops the job.
         """
+        # Imported here, not with the module: `BatchingOptions` is public and must not bring concurrent.futures.
+        from concurrent.futures import Future
+
         job = _Job(list(texts), stage, Future())
         with self._wakeup:
             self._pending.append(job)

@@ -82,7 +82,8 @@ class BundleManifest(_Strict):
     description: str = ""
     problem_type: Literal["binary", "multi_label"]
     labels: Annotated[list[LabelSpec], Field(min_length=1)]
-    model: ModelSpec = ModelSpec()
+    # A factory, not a ModelSpec() instance: building one at import would build the model's validator then.
+    model: ModelSpec = Field(default_factory=ModelSpec)
     tokenizer: TokenizerSpec
     base_model: str
     training_data_sha256: str | None = None

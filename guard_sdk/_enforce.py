@@ -15,12 +15,9 @@ and logs the failure. Bad input (a text over ``max_chars``, a message of no know
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypedDict
 
@@ -30,6 +27,8 @@ from ._errors import GuardTimeoutError, GuardViolation, InputError
 from ._result import CheckResult, Stage
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from ._guard import Guard
 
 __all__ = [
@@ -260,6 +259,10 @@ class PendingCheck:
         if self._future is None:
             checked = []
         else:
+            # Imported here (asyncio too, in wait_async), not with the module: the future has loaded it already,
+            # and together they cost ~25 ms of import to whoever only needs this module's names.
+            from concurrent.futures import TimeoutError as FutureTimeoutError
+
             try:
                 checked = self._future.result(timeout=self._enforcer.timeout)
             except FutureTimeoutError:
@@ -272,6 +275,8 @@ class PendingCheck:
         return self._enforcer._decide(self._pieces, self._stage, checked, self._started)
 
     async def wait_async(self) -> Decision:
+        import asyncio  # loaded already: this runs in an event loop
+
         checked: list[CheckResult] | BaseException
         if self._future is None:
             checked = []

@@ -20,11 +20,12 @@ Catching ``GuardError`` catches everything this package raises on purpose.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
     from ._enforce import SourcedResult
     from ._result import Stage
 
@@ -66,6 +67,8 @@ class BundleError(GuardError):
     """A guard bundle cannot be loaded. ``path`` is the bundle folder."""
 
     def __init__(self, path: str | Path, message: str) -> None:
+        from pathlib import Path  # here, not at the top: `import guard_sdk` loads this module and stays cheap
+
         self.path = Path(path)
         self.message = message
         super().__init__(f"guard bundle {self.path}: {message}")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -24,6 +22,8 @@ from ._runtime import Device, create_session, resolve_device
 from ._text import NormalizedText, normalize
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     import openai
     from typing_extensions import Unpack
 
@@ -242,6 +242,8 @@ class Guard:
         return self.check_batch([text], stage=stage)[0]
 
     async def acheck(self, text: str, *, stage: Stage = "input") -> CheckResult:
+        import asyncio  # loaded already: this runs in an event loop (not imported with the module, to save ~20 ms)
+
         # ONNX Runtime releases the GIL, so a worker thread keeps the event loop free while the model runs.
         return (await asyncio.wrap_future(self.submit([text], stage=stage)))[0]
 
@@ -336,6 +338,8 @@ def _check_threads() -> ThreadPoolExecutor:
     global _threads
     with _threads_lock:
         if _threads is None:
+            from concurrent.futures import ThreadPoolExecutor  # only for background checks, not for check()
+
             _threads = ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="guard")
         return _threads
 

@@ -13,7 +13,6 @@ import os
 import sys
 from pathlib import Path
 
-from ._bundle import MANIFEST_NAME
 from ._errors import BundleNotFoundError
 
 __all__ = ["PACK_GUARDS", "PACK_VERSION", "default_pack_dir", "ensure_default_pack"]
@@ -33,6 +32,8 @@ def default_pack_dir() -> Path:
 def ensure_default_pack(folder: Path | None = None, *, build: bool = True) -> list[Path]:
     """The pack's bundle folders; when missing and ``build`` is set, ``guard-build pack`` builds them (its progress
     is printed to this process's terminal)."""
+    from ._bundle import MANIFEST_NAME  # here: `default_pack_dir` and the constants need no pydantic
+
     folder = folder or default_pack_dir()
     bundles = [folder / name for name in PACK_GUARDS]
     if all((b / MANIFEST_NAME).is_file() for b in bundles):

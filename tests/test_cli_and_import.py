@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import guard_sdk
 
@@ -28,20 +31,67 @@ def test_import_guard_sdk_pulls_no_torch_transformers_or_builder():
 
 
 def test_loading_a_guard_pulls_no_torch(multi_label_bundle: Path):
+    # Nor what only acheck, submit and the enforcement layer (wrap, guarded) need.
     code = (
         "import sys, guard_sdk; "
         f"guard_sdk.Guard({str(multi_label_bundle)!r}).check('hello'); "
-        "print([m for m in ('torch', 'transformers', 'builder') if m in sys.modules])"
+        "print([m for m in ('torch', 'transformers', 'builder', 'asyncio', 'concurrent.futures', 'guard_sdk._enforce')"
+        " if m in sys.modules])"
     )
     out = _run(sys.executable, "-c", code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
 
+def test_import_guard_sdk_loads_only_the_exception_tree():
+    # Everything but the exceptions is loaded on first use (guard_sdk.__getattr__): no pydantic, numpy or asyncio.
+    heavy = (
+        "numpy", "tokenizers", "onnxruntime", "torch", "transformers", "builder", "optimum", "pydantic",
+        "pydantic_core", "asyncio", "concurrent.futures", "importlib.metadata", "logging",
+    )  # fmt: skip
+    code = (
+        "import sys, guard_sdk; "
+        f"print([m for m in {heavy!r} if m in sys.modules]); "
+        "print(sorted(m for m in sys.modules if m.startswith('guard_sdk')))"
+    )
+    out = _run(sys.executable, "-c", code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["[]", "['guard_sdk', 'guard_sdk._errors']"]
+
+
 def test_public_api_is_curated():
     assert "Guard" in guard_sdk.__all__ and "CheckResult" in guard_sdk.__all__
     assert all(not name.startswith("_") or name == "__version__" for name in guard_sdk.__all__)
     assert all(hasattr(guard_sdk, name) for name in guard_sdk.__all__)
+    assert set(guard_sdk.__all__) <= set(dir(guard_sdk))
+
+
+def test_lazy_names_are_the_modules_own():
+    from guard_sdk import _enforce, _result, decorators
+
+    assert guard_sdk.CheckResult is _result.CheckResult and guard_sdk.Stage is _result.Stage
+    assert guard_sdk.SourcedResult is _enforce.SourcedResult and guard_sdk.guarded is decorators.guarded
+    assert guard_sdk.decorators is decorators
+    with pytest.raises(AttributeError, match="has no attribute 'Gaurd'"):
+        guard_sdk.Gaurd  # type: ignore[attr-defined]  # noqa: B018
+    with pytest.raises(ImportError, match="cannot import name 'Gaurd'"):
+        from guard_sdk import Gaurd  # type: ignore[attr-defined]  # noqa: F401
+
+
+def test_type_checkers_see_every_lazy_name():
+    # The names type checkers read (imports under TYPE_CHECKING) are those __getattr__ loads, and with the eager
+    # exception tree they make up __all__.
+    tree = ast.parse(Path(guard_sdk.__file__).read_text())
+    eager, checked = set(), set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module == "_errors":
+            eager |= {alias.asname or alias.name for alias in node.names}
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for statement in node.body:
+                assert isinstance(statement, ast.ImportFrom)
+                checked |= {alias.asname or alias.name for alias in statement.names}
+    assert checked - {"decorators"} == set(guard_sdk._LAZY)
+    assert eager | set(guard_sdk._LAZY) == set(guard_sdk.__all__) - {"__version__"}
 
 
 def test_guard_check_one_text(multi_label_bundle: Path):
