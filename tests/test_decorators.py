@@ -150,19 +150,22 @@ def test_monitor_and_callback_actions(guard: Guard, caplog: pytest.LogCaptureFix
 
 
 def test_guard_failure_blocks_unless_fail_open(guard: Guard):
+    # A text of ~40 windows: a short one could finish, under load, before its microsecond timeout is applied.
+    slow = " ".join([BENIGN] * 400)
+
     @guarded(guard, input="text", timeout=1e-6)
     def closed(text: str) -> str:
         return text
 
     with pytest.raises(GuardViolation) as blocked:
-        closed(BENIGN)
+        closed(slow)
     assert blocked.value.results[0].status == "error" and "did not finish" in (blocked.value.results[0].error or "")
 
     @guarded(guard, input="text", timeout=1e-6, fail_open=True)
     def open_(text: str) -> str:
         return text
 
-    assert open_(BENIGN) == BENIGN
+    assert open_(slow) == slow
 
 
 def test_bad_use_is_refused_clearly(guard: Guard):
