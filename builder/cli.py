@@ -314,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     instruct.add_argument("--out", required=True, help="bundle folder to write")
     instruct.add_argument("--name", help="bundle name (default: the policy's; required for several)")
     instruct.add_argument("--version", default="0.1.0")
+    instruct.add_argument("--max-length", type=int, help="window of instruction + text (default: the bundle's)")
     instruct.add_argument("--overwrite", action="store_true")
 
     export = commands.add_parser("export", help="export a training run as a guard bundle")
@@ -412,6 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.out,
                 name=args.name,
                 version=args.version,
+                max_length=args.max_length,
                 overwrite=args.overwrite,
             )
             print(f"wrote {manifest.id} to {args.out}")

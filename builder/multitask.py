@@ -145,13 +145,16 @@ def instruct_bundle(
     *,
     name: str | None = None,
     version: str = "0.1.0",
+    max_length: int | None = None,
     overwrite: bool = False,
 ) -> BundleManifest:
     """Zero-shot: a bundle that checks ``policies`` with a multi-task guard's model and their instructions alone.
 
-    Model and tokenizer are copied from ``bundle`` unchanged. A policy whose seeds are labeled on both sides gets
-    the threshold that best separates them; otherwise it takes the median of the multi-task bundle's calibrated
-    thresholds. Either way the manifest says how each threshold was chosen.
+    Model and tokenizer are copied from ``bundle`` unchanged. ``max_length`` widens the window (instruction + text)
+    for a policy whose instruction is long: the encoder reads up to its position table (512 tokens for MiniLM)
+    whatever length it was trained at. A policy whose seeds are labeled on both sides gets the threshold that best
+    separates them; otherwise it takes the median of the multi-task bundle's calibrated thresholds. Either way the
+    manifest says how each threshold was chosen.
     """
     from guard_sdk import BundleError, Guard, GuardBundle
     from guard_sdk._bundle import MANIFEST_NAME, LabelSpec, file_sha256
@@ -174,12 +177,21 @@ def instruct_bundle(
     with staged_bundle(Path(out), overwrite=overwrite) as staging:
         for file in source.manifest.files:
             shutil.copyfile(source.file(file), staging / file)
-        draft = source.manifest.model_copy(update={"labels": labels, "problem_type": _problem_type(labels)})
+        tokenizer = source.manifest.tokenizer
+        if max_length is not None:
+            tokenizer = tokenizer.model_copy(update={"max_length": max_length})
+        update = {"labels": labels, "problem_type": _problem_type(labels), "tokenizer": tokenizer}
+        draft = source.manifest.model_copy(update=update)
         (staging / MANIFEST_NAME).write_text(draft.model_dump_json(indent=2))
         try:
             guard = Guard(staging, device="cpu")
         except BundleError as exc:  # e.g. an instruction too long for the model's window; name the source, not staging
             raise BuilderError(f"{source.manifest.id} cannot check these policies: {exc.message}") from None
+        if max_length is not None:
+            try:  # one full window: an encoder whose position table is shorter fails here, not in production
+                guard.check("word " * max_length)
+            except Exception as exc:  # noqa: BLE001 -- ONNX Runtime's errors derive from Exception alone
+                raise BuilderError(f"{source.manifest.id} cannot read windows of {max_length} tokens: {exc}") from None
         calibration: dict[str, object] = {}
         for j, policy in enumerate(policies):
             seeds = [(seed.text, seed.label == "violates") for seed in policy.seeds if seed.label]

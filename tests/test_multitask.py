@@ -128,7 +128,8 @@ def test_zero_shot_bundle_checks_a_new_policy_by_its_instruction(multitask_bundl
     assert manifest.name == "visa-advice" and manifest.training["zero_shot_from"] == "multitask@0.1.0"
     (label,) = manifest.labels
     assert label.instruction == policy_instruction(policy)
-    assert manifest.metrics["calibration"] == {"visa-advice": "max F1 on 5 labeled seeds"}
+    labeled = sum(seed.label is not None for seed in policy.seeds)
+    assert manifest.metrics["calibration"] == {"visa-advice": f"max F1 on {labeled} labeled seeds"}
     result = Guard(tmp_path / "visa", device="cpu").check("Can you book me a hotel in Lisbon?")
     assert [s.label for s in result.scores] == ["visa-advice"]
 
@@ -149,6 +150,12 @@ def test_multitask_errors_are_clear(multitask_bundle: Path, multi_label_bundle: 
     wordy = load_policy(VISA).model_copy(update={"violates": ["asking about visas in any way at all"] * 30})
     with pytest.raises(BuilderError, match=r"multitask@0.1.0 cannot check .* 'visa-advice': its instruction leaves"):
         instruct_bundle(multitask_bundle, [wordy], tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+    # A wider window makes room for a long instruction, up to the encoder's 512 positions.
+    wide = instruct_bundle(multitask_bundle, [load_policy(VISA)], tmp_path / "wide", max_length=256)
+    assert wide.tokenizer.max_length == 256 and Guard(tmp_path / "wide", device="cpu").check("word " * 400).scores
+    with pytest.raises(BuilderError, match="multitask@0.1.0 cannot read windows of 600 tokens"):
+        instruct_bundle(multitask_bundle, [load_policy(VISA)], tmp_path / "x", max_length=600)
     assert not (tmp_path / "x").exists()
 
     manifest = json.loads((multitask_bundle / "guard.json").read_text())
