@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from guard_sdk import GuardError, default_pack_dir
 
 from .dataset import LabeledDataset, load_jsonl, write_jsonl
+from .distill import DistillConfig, distill_encoder, read_texts
 from .errors import BuilderError
 from .export import ExportConfig, export_bundle
 from .merge import MergeConfig, SearchConfig, merge_runs
@@ -354,9 +355,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     pack.add_argument("--epochs", type=float, default=PackConfig.model_fields["epochs"].default, help="classifier only")
     pack.add_argument("--triplet-epochs", type=float, default=0.0, help="embedding: triplet fine-tuning first")
+    pack.add_argument("--base-model", help="encoder folder, e.g. a 'guard-build distill' student (default: MiniLM)")
     pack.add_argument("--seed", type=int, default=PackConfig.model_fields["seed"].default)
     pack.add_argument("--threads", type=int)
     pack.add_argument("--data-only", action="store_true", help="write the two training files and stop")
+
+    distill = commands.add_parser(
+        "distill", help="a shallower student of the base encoder that reproduces its sentence embedding (faster guards)"
+    )
+    distill.add_argument("--texts", action="append", required=True, help="JSONL file with a text per row; repeatable")
+    distill.add_argument("--out", required=True, help="folder: model/ (a sentence-transformers model), distill.json")
+    distill.add_argument("--num-layers", type=int, default=DistillConfig.model_fields["num_layers"].default)
+    distill.add_argument("--base-model", help="the teacher (default: all-MiniLM-L6-v2 from PyPI)")
+    distill.add_argument("--epochs", type=float, default=DistillConfig.model_fields["epochs"].default)
+    distill.add_argument("--max-texts", type=int, help="train on a seeded sample of this many texts")
+    distill.add_argument("--seed", type=int, default=DistillConfig.model_fields["seed"].default)
+    distill.add_argument("--threads", type=int)
 
     adversarial = commands.add_parser(
         "adversarial", help="rounds of bandit-chosen hard examples, debate-verified, retraining each round (resumes)"
@@ -462,6 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 head=args.head,
                 epochs=args.epochs,
                 triplet_epochs=args.triplet_epochs,
+                base_model=args.base_model,
                 seed=args.seed,
                 threads=args.threads,
             )
@@ -474,6 +489,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"wrote {bundle}")
         elif args.command == "adversarial":
             _run_adversarial(args)
+        elif args.command == "distill":
+            texts = [text for path in args.texts for text in read_texts(path)]
+            config = DistillConfig(
+                base_model=args.base_model,
+                num_layers=args.num_layers,
+                epochs=args.epochs,
+                max_texts=args.max_texts,
+                seed=args.seed,
+                threads=args.threads,
+            )
+            print(distill_encoder(texts, args.out, config).model_dump_json(indent=2))
+            print(f"train a guard on it with --base-model {Path(args.out) / 'model'}", file=sys.stderr)
         else:
             manifest = export_bundle(args.run, args.out, _export_config(args, args.name, args.description))
             print(f"wrote {manifest.id} to {args.out}")

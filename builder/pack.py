@@ -21,6 +21,7 @@ into ``default_pack_dir()`` -- the folder ``guard_sdk.Guard.default()`` loads.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -38,7 +39,7 @@ from guard_sdk import PACK_GUARDS, PACK_VERSION, default_pack_dir
 
 from .dataset import LabeledExample, load_jsonl, write_jsonl
 from .errors import BuilderError
-from .train import MODEL_DIR, TRAINING_INFO, Head
+from .train import DEFAULT_BASE_MODEL_NAME, MODEL_DIR, TRAINING_INFO, Head
 
 __all__ = [
     "CONTENT_SAFETY_LABELS",
@@ -236,6 +237,8 @@ class PackConfig(BaseModel):
     """Fine-tuning epochs (``head="classifier"`` only)."""
     triplet_epochs: float = Field(0.0, ge=0)
     """``head="embedding"``: fine-tune the embedding with a triplet loss first (``EmbeddingGuardConfig``)."""
+    base_model: str | None = None
+    """The encoder both guards start from (default: all-MiniLM-L6-v2); e.g. a ``builder.distill`` student."""
     max_length: int = Field(128, ge=16, le=512)
     threads: int | None = None
     boundary_copies: int = Field(8, ge=0)
@@ -509,13 +512,21 @@ def build_pack(
     # What a finished bundle must record to count as built by this config (``epochs`` holds the classifier's or the
     # triplet fine-tuning's epochs).
     epochs = config.epochs if config.head == "classifier" else config.triplet_epochs
+    base_model = config.base_model or DEFAULT_BASE_MODEL_NAME
     variant = f"{config.head}-{epochs:g}"
+    if config.base_model:
+        variant += "-" + hashlib.sha256(config.base_model.encode()).hexdigest()[:8]
     for data, labels in zip(report.guards, (_RECIPES[g][0] for g in PACK_GUARDS)):
         bundle_dir = out / data.name
         if (bundle_dir / "guard.json").is_file():
             existing = GuardBundle.load(bundle_dir).manifest
-            recorded = (existing.training_data_sha256, existing.training.get("head"), existing.training.get("epochs"))
-            if recorded == (data.sha256, config.head, epochs):
+            recorded = (
+                existing.training_data_sha256,
+                existing.training.get("head"),
+                existing.training.get("epochs"),
+                existing.base_model,
+            )
+            if recorded == (data.sha256, config.head, epochs, base_model):
                 progress(f"{data.name}: up to date in {bundle_dir}")
                 bundles.append(bundle_dir)
                 continue
@@ -529,6 +540,7 @@ def build_pack(
                 dataset,
                 run,
                 EmbeddingGuardConfig(
+                    base_model=config.base_model,
                     label_descriptions=labels,
                     triplet_epochs=config.triplet_epochs,
                     max_length=config.max_length,
@@ -541,6 +553,7 @@ def build_pack(
                 dataset,
                 run,
                 TrainConfig(
+                    base_model=config.base_model,
                     label_descriptions=labels,
                     epochs=config.epochs,
                     max_length=config.max_length,
