@@ -4,9 +4,9 @@ A check's cost is the encoder's: all-MiniLM-L6-v2's six layers run ~9 ms at 64 t
 guard next to a chat call should spend. Cutting layers and fine-tuning the cut model as a classifier loses most of
 what the sentence embedding knew (benchmarks/README.md, "Levers"); distillation instead trains the student to
 reproduce the teacher's embedding of each text (mean squared error, as sentence-transformers' model-distillation
-recipe), on unlabeled texts from the guard's own domain. The student starts from every ``n``-th teacher layer, so it
-begins close. Any embedding guard then trains on it as on the base model (``train --head embedding --base-model
-STUDENT``, or ``pack --base-model``), and export needs nothing new: it is a smaller BERT.
+recipe), on unlabeled texts from the guard's own domain. The student starts from evenly spaced teacher layers (the
+first and the last kept), so it begins close. Any embedding guard then trains on it as on the base model (``train
+--head embedding --base-model STUDENT``, or ``pack --base-model``); export needs nothing new: it is a smaller BERT.
 
 The output folder is a sentence-transformers model (``model/``) with ``distill.json``: the layers kept, the texts,
 and the mean cosine between student and teacher embeddings on held-out texts before and after training.
@@ -28,8 +28,9 @@ from pydantic import BaseModel, Field
 from guard_sdk import normalize
 
 from ._files import write_atomic
+from .embedding import train_sentence_model
 from .errors import BuilderError, DatasetError
-from .train import default_base_model
+from .train import MODEL_DIR, default_base_model
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -38,7 +39,6 @@ __all__ = ["DistillConfig", "DistillInfo", "distill_encoder", "read_texts", "stu
 
 logger = logging.getLogger("builder.distill")
 
-MODEL_DIR = "model"
 INFO_FILE = "distill.json"
 MIN_TEXTS = 50
 
@@ -105,11 +105,7 @@ def distill_encoder(texts: Sequence[str], out_dir: str | Path, config: DistillCo
     """Train a ``num_layers`` student to reproduce the teacher's sentence embedding of ``texts``; resumes."""
     import torch
     from datasets import Dataset
-    from sentence_transformers import (
-        SentenceTransformer,
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
+    from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import MSELoss
 
     config = config or DistillConfig()
@@ -141,23 +137,10 @@ def distill_encoder(texts: Sequence[str], out_dir: str | Path, config: DistillCo
     before = _mean_cosine(_encode(student, held_out, config), target)
     labels = _encode(teacher, train_texts, config)
     data = Dataset.from_dict({"text": train_texts, "label": labels.tolist()})
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(out / "checkpoints"),
-        num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        warmup_ratio=0.1,
-        seed=config.seed,
-        save_strategy="steps",
-        save_steps=100,
-        save_total_limit=1,
-        logging_steps=50,
-        report_to=[],
-        use_cpu=True,
-        disable_tqdm=not config.progress,
-    )
-    trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=data, loss=MSELoss(student))
-    trainer.train(resume_from_checkpoint=True if any((out / "checkpoints").glob("checkpoint-*")) else None)
+    train_sentence_model(
+        student, data, MSELoss(student), out / "checkpoints", epochs=config.epochs, batch_size=config.batch_size,
+        learning_rate=config.learning_rate, seed=config.seed, progress=config.progress,
+    )  # fmt: skip
     after = _mean_cosine(_encode(student, held_out, config), target)
 
     student.save(str(out / MODEL_DIR))

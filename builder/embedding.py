@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field
@@ -34,9 +34,11 @@ from .train import (
 )
 
 if TYPE_CHECKING:
+    from datasets import Dataset
     from sentence_transformers import SentenceTransformer
+    from torch import nn
 
-__all__ = ["EmbeddingGuardConfig", "train_embedding_guard"]
+__all__ = ["EmbeddingGuardConfig", "train_embedding_guard", "train_sentence_model"]
 
 logger = logging.getLogger("builder.embedding")
 
@@ -115,7 +117,6 @@ def _fine_tune_with_triplets(
 ) -> None:
     """Pull texts with the same labels together and push the others apart; resumes from ``out``'s checkpoints."""
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
     from sentence_transformers.sentence_transformer.losses import BatchHardSoftMarginTripletLoss
 
@@ -126,24 +127,46 @@ def _fine_tune_with_triplets(
             "label": [combinations.index(tuple(sorted(ex.labels))) for ex in train_set.examples],
         }
     )
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(out),
-        num_train_epochs=config.triplet_epochs,
-        per_device_train_batch_size=config.triplet_batch_size,
-        learning_rate=config.learning_rate,
-        warmup_ratio=0.1,
-        seed=config.seed,
+    train_sentence_model(
+        encoder, data, BatchHardSoftMarginTripletLoss(encoder), out, epochs=config.triplet_epochs,
+        batch_size=config.triplet_batch_size, learning_rate=config.learning_rate, seed=config.seed,
+        progress=config.progress,
         # Every batch holds several texts of each class it draws from: a triplet needs an anchor and a positive.
         batch_sampler=BatchSamplers.GROUP_BY_LABEL,
+    )  # fmt: skip
+
+
+def train_sentence_model(
+    model: SentenceTransformer,
+    data: Dataset,
+    loss: nn.Module,
+    out: Path,
+    *,
+    epochs: float,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    progress: bool,
+    **arguments: Any,
+) -> None:
+    """sentence-transformers' trainer on the CPU with the builder's settings; resumes from ``out``'s checkpoints."""
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(out),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        warmup_ratio=0.1,
+        seed=seed,
         save_strategy="steps",
         save_steps=100,
         save_total_limit=1,
         logging_steps=20,
         report_to=[],
         use_cpu=True,
-        disable_tqdm=not config.progress,
+        disable_tqdm=not progress,
+        **arguments,
     )
-    trainer = SentenceTransformerTrainer(
-        model=encoder, args=args, train_dataset=data, loss=BatchHardSoftMarginTripletLoss(encoder)
-    )
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=loss)
     trainer.train(resume_from_checkpoint=True if any(out.glob("checkpoint-*")) else None)
