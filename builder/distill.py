@@ -30,7 +30,7 @@ from guard_sdk import normalize
 from ._files import write_atomic
 from .embedding import train_sentence_model
 from .errors import BuilderError, DatasetError
-from .train import MODEL_DIR, default_base_model
+from .train import MODEL_DIR, base_model_path
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -122,7 +122,7 @@ def distill_encoder(texts: Sequence[str], out_dir: str | Path, config: DistillCo
     held = min(config.validation_texts, len(unique) // 5)
     held_out, train_texts = unique[:held], unique[held:][: config.max_texts]
 
-    base = config.base_model or default_base_model()
+    base = base_model_path(config.base_model)
     teacher = SentenceTransformer(base, device="cpu")
     teacher.max_seq_length = config.max_length
     student = SentenceTransformer(base, device="cpu")

@@ -29,7 +29,7 @@ from .train import (
     TRAINING_INFO,
     RunConfig,
     TrainingInfo,
-    default_base_model,
+    base_model_path,
     start_run,
 )
 
@@ -67,9 +67,10 @@ def train_embedding_guard(
     config = config or EmbeddingGuardConfig()
     if dataset.instructions() is not None:
         raise ValueError("the embedding guard does not read instructions: train multi-task data with builder.train")
+    base = base_model_path(config.base_model)
     out, train_set, validation_set = start_run(dataset, out_dir, config)
 
-    encoder = SentenceTransformer(config.base_model or default_base_model(), device="cpu")
+    encoder = SentenceTransformer(base, device="cpu")
     encoder.max_seq_length = config.max_length
     started = time.perf_counter()
     if config.triplet_epochs:

@@ -39,7 +39,7 @@ from guard_sdk import PACK_GUARDS, PACK_VERSION, default_pack_dir
 
 from .dataset import LabeledExample, load_jsonl, write_jsonl
 from .errors import BuilderError
-from .train import DEFAULT_BASE_MODEL_NAME, MODEL_DIR, TRAINING_INFO, Head
+from .train import DEFAULT_BASE_MODEL_NAME, MODEL_DIR, TRAINING_INFO, Head, base_model_path
 
 __all__ = [
     "CONTENT_SAFETY_LABELS",
@@ -505,6 +505,7 @@ def build_pack(
     from .export import ExportConfig, export_bundle
     from .train import TrainConfig, train
 
+    base_model_path(config.base_model)  # a missing student folder fails here, not after the data is written
     out = out or default_pack_dir()
     work = work or default_work_dir(out)
     report = pack_datasets(config, work / "data")

