@@ -75,7 +75,11 @@ def fp32_bundle(bundle_dir: Path, checkpoint: Path | None) -> tuple[Path, str] |
     if not (derived / MANIFEST_NAME).is_file():
         log(f"exporting the fp32 model of {manifest.id} from {checkpoint} ...")
         shutil.rmtree(derived, ignore_errors=True)
-        fp32 = export_fused_fp32(checkpoint, derived / "onnx")
+        fp32 = export_fused_fp32(
+            checkpoint,
+            derived / "onnx",
+            head=manifest.training.get("head", "classifier"),  # type: ignore[arg-type]
+        )
         shutil.move(str(fp32), derived / "model.onnx")
         shutil.rmtree(derived / "onnx")
         shutil.copyfile(bundle.file(manifest.tokenizer.file), derived / manifest.tokenizer.file)
@@ -87,16 +91,33 @@ def fp32_bundle(bundle_dir: Path, checkpoint: Path | None) -> tuple[Path, str] |
     return derived, "fp32"
 
 
-class TorchClassifier:
-    """The bundle's checkpoint in torch eager, over the same normalisation and windows as the runtime."""
+class TorchGuard:
+    """The bundle's checkpoint in torch eager, over the same normalisation and windows as the runtime.
+
+    A classifier checkpoint runs through its sequence-classification head; an embedding guard's (``head.npz`` beside a
+    sentence-transformers folder) through sentence-transformers' pooling and normalisation, then its linear head.
+    """
 
     def __init__(self, checkpoint: Path, tokenizer_file: Path, max_length: int, stride: int) -> None:
+        import numpy as np
         import torch
         from tokenizers import Tokenizer
-        from transformers import AutoModelForSequenceClassification
+
+        from builder.train import HEAD_FILE
 
         self.torch = torch
-        self.model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+        if (checkpoint / HEAD_FILE).is_file():
+            from sentence_transformers import SentenceTransformer
+
+            encoder = SentenceTransformer(str(checkpoint), device="cpu").eval()
+            head = np.load(checkpoint / HEAD_FILE)
+            weight, bias = torch.from_numpy(head["weight"]), torch.from_numpy(head["bias"])
+            self.logits = lambda feeds: encoder(feeds)["sentence_embedding"] @ weight + bias
+        else:
+            from transformers import AutoModelForSequenceClassification
+
+            model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+            self.logits = lambda feeds: model(**feeds).logits
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length, stride=stride)
@@ -114,7 +135,7 @@ class TorchClassifier:
             ids[row, : len(part.ids)] = torch.tensor(part.ids)
             mask[row, : len(part.ids)] = 1
         with torch.inference_mode():
-            logits = self.model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).logits
+            logits = self.logits({"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)})
         return torch.sigmoid(logits).amax(dim=0).tolist()
 
 
@@ -167,7 +188,7 @@ def latency_by_length(
     peer_models = {key: peers.peer_onnx(peers.PEERS[key]) for key in args.peers}
     torch_peers = {key: peers.peer_torch_model(peers.PEERS[key]) for key in args.torch_peers}
     torch_model = (
-        TorchClassifier(
+        TorchGuard(
             args.checkpoint, args.bundle / "tokenizer.json", bundle_max, _bundle(args.bundle).manifest.tokenizer.stride
         )
         if args.checkpoint
@@ -266,46 +287,47 @@ def latency_by_batch(args: argparse.Namespace, texts: list[str], fp32: tuple[Pat
 
 
 def throughput(args: argparse.Namespace, texts: list[str]) -> list[dict]:
-    """Checks per second when N threads call ``check`` on one shared Guard, with and without micro-batching."""
+    """Checks per second when N threads call ``check`` on one shared Guard, with and without micro-batching, for
+    each intra-op thread setting (many callers on 1-thread sessions fill the cores without the pool's hand-offs)."""
     from guard_sdk import Guard
 
-    threads = max(args.threads)
-    modes: dict[str, Guard] = {"direct": Guard(args.bundle, device=args.device, threads=threads)}
-    batching = _batching_guard(args, threads)
-    if batching is not None:
-        modes["micro-batching"] = batching
     rows = []
-    for mode, guard in modes.items():
-        guard.warmup()
-        for callers in args.callers:
-            log(f"throughput: {callers} caller(s), {mode}")
-            latencies: list[list[float]] = [[] for _ in range(callers)]
-            stop = threading.Event()
+    for threads in args.threads:
+        modes = {
+            "direct": Guard(args.bundle, device=args.device, threads=threads),
+            "micro-batching": Guard(args.bundle, device=args.device, threads=threads, batching=True),
+        }
+        for mode, guard in modes.items():
+            guard.warmup()
+            for callers in args.callers:
+                log(f"throughput: {callers} caller(s), {mode}, {threads} thread(s)")
+                latencies: list[list[float]] = [[] for _ in range(callers)]
+                stop = threading.Event()
 
-            workers = [
-                threading.Thread(target=_caller, args=(guard, texts, k, callers, stop, latencies[k]), daemon=True)
-                for k in range(callers)
-            ]
-            started = time.perf_counter()
-            for w in workers:
-                w.start()
-            time.sleep(args.throughput_s)
-            stop.set()
-            for w in workers:
-                w.join()
-            elapsed = time.perf_counter() - started
-            done = [x for per in latencies for x in per]
-            stats = Stats.of(done)
-            rows.append(
-                {
-                    "mode": mode,
-                    "callers": callers,
-                    "tokens": args.batch_tokens,
-                    "threads": threads,
-                    "checks_per_s": round(len(done) / elapsed, 1),
-                    **{f"latency_{k}": v for k, v in vars(stats).items()},
-                }
-            )
+                workers = [
+                    threading.Thread(target=_caller, args=(guard, texts, k, callers, stop, latencies[k]), daemon=True)
+                    for k in range(callers)
+                ]
+                started = time.perf_counter()
+                for w in workers:
+                    w.start()
+                time.sleep(args.throughput_s)
+                stop.set()
+                for w in workers:
+                    w.join()
+                elapsed = time.perf_counter() - started
+                done = [x for per in latencies for x in per]
+                stats = Stats.of(done)
+                rows.append(
+                    {
+                        "mode": mode,
+                        "callers": callers,
+                        "tokens": args.batch_tokens,
+                        "threads": threads,
+                        "checks_per_s": round(len(done) / elapsed, 1),
+                        **{f"latency_{k}": v for k, v in vars(stats).items()},
+                    }
+                )
     return rows
 
 
@@ -319,17 +341,6 @@ def _caller(
         guard.check(texts[i % len(texts)])
         latencies.append((time.perf_counter() - started) * 1000.0)
         i += callers
-
-
-def _batching_guard(args: argparse.Namespace, threads: int):
-    """A Guard with micro-batching on, when this guard_sdk has it (``Guard(batching=...)``)."""
-    import inspect
-
-    from guard_sdk import Guard
-
-    if "batching" not in inspect.signature(Guard.__init__).parameters:
-        return None
-    return Guard(args.bundle, device=args.device, threads=threads, batching=True)  # type: ignore[call-arg]
 
 
 _IMPORT_SNIPPET = """
@@ -497,9 +508,9 @@ def markdown(result: dict[str, Any]) -> str:
         out += [f"## Concurrent callers (one shared Guard), texts of {result['throughput'][0]['tokens']} tokens", ""]
         out += [
             markdown_table(
-                ["callers", "mode", "checks/s", "p50 ms", "p99 ms"],
+                ["callers", "mode", "threads", "checks/s", "p50 ms", "p99 ms"],
                 [
-                    [r["callers"], r["mode"], r["checks_per_s"], r["latency_p50"], r["latency_p99"]]
+                    [r["callers"], r["mode"], r["threads"], r["checks_per_s"], r["latency_p50"], r["latency_p99"]]
                     for r in result["throughput"]
                 ],
             ),
@@ -566,9 +577,14 @@ def plots(result: dict[str, Any], out: Path) -> list[str]:
     plt.close(fig)
     if result["throughput"]:
         fig, ax = plt.subplots(figsize=(6, 4))
-        for mode in dict.fromkeys(r["mode"] for r in result["throughput"]):
-            rows = [r for r in result["throughput"] if r["mode"] == mode]
-            ax.plot([r["callers"] for r in rows], [r["checks_per_s"] for r in rows], marker="o", label=mode)
+        for mode, threads in dict.fromkeys((r["mode"], r["threads"]) for r in result["throughput"]):
+            rows = [r for r in result["throughput"] if (r["mode"], r["threads"]) == (mode, threads)]
+            ax.plot(
+                [r["callers"] for r in rows],
+                [r["checks_per_s"] for r in rows],
+                marker="o",
+                label=f"{mode}, {threads} thread(s)",
+            )
         ax.axhline(TARGETS["checks_per_s_64_32_callers"], color="grey", linestyle="--", label="target (32 callers)")
         ax.set(xscale="log", xlabel="concurrent callers", ylabel="checks / s", title="Throughput, one shared Guard")
         ax.grid(True, alpha=0.3)

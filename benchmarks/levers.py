@@ -3,7 +3,7 @@
     python -m benchmarks.levers --bundle .cache/demo/bundle --checkpoint .cache/demo/run/model \
         --student .cache/benchmarks/students/L3/bundle --student .cache/benchmarks/students/L2/bundle
 
-Levers: session options (thread spinning), IO binding, int8 settings (per-channel or not, reduce_range, uint8
+Levers: session options (thread spinning, the SkipLayerNormalization fusion), IO binding, int8 settings (per-channel or not, reduce_range, uint8
 weights, fused or plain graph; each with its drift from fp32 on real texts), threads, and smaller students
 (fewer layers, their own validation metrics from the manifest). Timings are of one window of the given lengths.
 """
@@ -62,7 +62,8 @@ def int8_variants(fp32: Path, plain_fp32: Path | None, folder: Path) -> dict[str
     return out
 
 
-def session(model: Path, threads: int, spinning: bool = True):
+def session(model: Path, threads: int, spinning: bool = True, skip_layer_norm_fusion: bool = True):
+    """ONNX Runtime's defaults (every fusion, spinning pool threads) unless a lever turns one off."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -70,7 +71,10 @@ def session(model: Path, threads: int, spinning: bool = True):
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+    disabled = [] if skip_layer_norm_fusion else ["SkipLayerNormFusion"]
+    return ort.InferenceSession(
+        str(model), sess_options=options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled
+    )
 
 
 def feeds_for(tokenizer_file: Path, texts: Sequence[str], session: Any, max_length: int) -> list[dict[str, Any]]:
@@ -143,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     work = CACHE / "levers" / f"{manifest.name}-{manifest.files[manifest.model.file][:12]}"
     fp32 = work / "onnx" / "model_optimized.onnx"
     if not fp32.is_file():
-        export_fused_fp32(args.checkpoint, work / "onnx")
+        export_fused_fp32(args.checkpoint, work / "onnx", head=manifest.training.get("head", "classifier"))  # type: ignore[arg-type]
     models = {"fp32 fused": fp32, **int8_variants(fp32, work / "onnx" / "model.onnx", work)}
     students = {f"student {GuardBundle.load(s).manifest.id} int8": s for s in args.student}
     tokenizer_file = bundle.file(manifest.tokenizer.file)
@@ -172,6 +176,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         Engine("  + no thread spinning", lambda i, s=quiet, f=feeds: s.run(None, f[i % len(f)]))
                     )
                     engines.append(Engine("  + IO binding", io_bound_call(s, feeds)))
+                    unfused = session(path, threads, skip_layer_norm_fusion=False)
+                    engines.append(
+                        Engine("  + no SkipLayerNorm fusion", lambda i, s=unfused, f=feeds: s.run(None, f[i % len(f)]))
+                    )
             for name, folder in students.items():
                 sb = GuardBundle.load(folder)
                 s = session(sb.model_path(), threads)

@@ -24,6 +24,11 @@ _PROVIDERS: dict[str, list[str]] = {
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
 }
 
+# ONNX Runtime's CPU SkipLayerNormalization kernel is slower than the Add + LayerNormalization it replaces (165 vs
+# 35 us on one 64x384 window with onnxruntime 1.32): without that fusion a MiniLM check runs 12-20 % faster
+# (benchmarks/README.md, "Levers"). On CUDA the fused kernel is the fast one.
+_UNFUSED: dict[str, list[str]] = {"cpu": ["SkipLayerNormFusion"], "cuda": []}
+
 # Weak values: a session lives as long as some Guard uses it, and is shared while it does.
 _sessions: weakref.WeakValueDictionary[tuple[str, str, int, int], onnxruntime.InferenceSession] = (
     weakref.WeakValueDictionary()
@@ -74,7 +79,9 @@ def create_session(
         # processes: measured 0.54-0.7x the p50 with 2 threads on a shared 2-core VM (benchmarks/README.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        session = ort.InferenceSession(str(model), sess_options=options, providers=_PROVIDERS[device])
+        session = ort.InferenceSession(
+            str(model), sess_options=options, providers=_PROVIDERS[device], disabled_optimizers=_UNFUSED[device]
+        )
         active = session.get_providers()
         if active[0] != _PROVIDERS[device][0]:
             # onnxruntime-gpu falls back to CPU silently when CUDA cannot start; say it loudly instead.
