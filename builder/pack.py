@@ -172,13 +172,17 @@ INJECTION_CAPS: dict[str, tuple[int | None, int | None]] = {
     "gsm8k_questions": (0, 100),
     "clinc150_queries": (0, 250),
     "banking77_nlupp_queries": (0, 200),
-    "hwu64_assistant_commands": (0, 200),
+    # Short imperatives to an assistant ("forget my 3 pm alarm") read like injections to a sentence embedding: 200
+    # rows left half of the held-out ones with trigger words flagged; 600 took the trigger-word FPR 0.106 -> 0.065.
+    "hwu64_assistant_commands": (0, 600),
     "snips_voice_queries": (0, 150),
     "taskmaster4_coffee_dialogs": (0, 150),
     "synthetic_persona_chat": (0, 250),
     "dstc9_faq_dialogs": (0, 250),
     "mtrag_conversations": (0, 250),
-    "gpteacher_roleplay_responses": (0, 200),
+    # Replies written in character share their persona prompt's topic: at 200 rows the guard called half of the
+    # held-out ones role-play; 600 (beside 400 persona prompts) took the trigger-word FPR 0.211 -> 0.106.
+    "gpteacher_roleplay_responses": (0, 600),
     "hatecheck": (0, 150),
     "convabuse": (0, 150),
     "davidson_hate_speech": (0, 150),
