@@ -17,7 +17,10 @@ from ._errors import BundleNotFoundError
 
 __all__ = ["PACK_GUARDS", "PACK_VERSION", "default_pack_dir", "ensure_default_pack"]
 
-PACK_VERSION = "0.1.0"
+# Bumped whenever the recipe changes (data or model): Guard.default() looks in one folder per version, so a changed
+# recipe is built on first use instead of an older pack being loaded. 0.2.0 added benign dark-topic questions and more
+# in-character replies and assistant commands (benchmarks/README.md, "Default pack").
+PACK_VERSION = "0.2.0"
 PACK_GUARDS = ("content-safety", "prompt-injection")
 
 
