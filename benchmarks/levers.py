@@ -3,9 +3,9 @@
     python -m benchmarks.levers --bundle .cache/demo/bundle --checkpoint .cache/demo/run/model \
         --student .cache/benchmarks/students/L3/bundle --student .cache/benchmarks/students/L2/bundle
 
-Levers: session options (thread spinning, the SkipLayerNormalization fusion), IO binding, int8 settings (per-channel or not, reduce_range, uint8
-weights, fused or plain graph; each with its drift from fp32 on real texts), threads, and smaller students
-(fewer layers, their own validation metrics from the manifest). Timings are of one window of the given lengths.
+Levers: session options (thread spinning, the SkipLayerNormalization fusion), IO binding, int8 settings
+(per-channel or not, reduce_range, uint8 weights, fused or plain graph; each with its drift from fp32 on real texts),
+threads, and smaller students (fewer layers, their own validation metrics from the manifest). Timings are of one window of the given lengths.
 """
 
 from __future__ import annotations

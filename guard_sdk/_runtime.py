@@ -25,7 +25,7 @@ _PROVIDERS: dict[str, list[str]] = {
 }
 
 # ONNX Runtime's CPU SkipLayerNormalization kernel is slower than the Add + LayerNormalization it replaces (165 vs
-# 35 us on one 64x384 window with onnxruntime 1.32): without that fusion a MiniLM check runs 12-20 % faster
+# 35 us on one 64x384 window with onnxruntime 1.32): without that fusion a MiniLM window runs 11-19 % faster
 # (benchmarks/README.md, "Levers"). On CUDA the fused kernel is the fast one.
 _UNFUSED: dict[str, list[str]] = {"cpu": ["SkipLayerNormFusion"], "cuda": []}
 
