@@ -11,7 +11,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from builder.train import Head
+    from guard_sdk import BundleManifest
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -19,6 +23,11 @@ CACHE = ROOT / ".cache" / "benchmarks"
 SHARED = ROOT.parent / "shared"
 TRAIN_DIR = SHARED / "train"
 EVAL_DIR = SHARED / "eval"
+
+
+def bundle_head(manifest: BundleManifest) -> Head:
+    """The bundle's head (``classifier`` or ``embedding``), which decides how its checkpoint is exported and run."""
+    return manifest.training.get("head", "classifier")  # type: ignore[return-value]
 
 
 def machine_info(threads: Sequence[int] = ()) -> dict[str, Any]:

@@ -26,13 +26,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._common import (
     CACHE,
     RESULTS,
     Engine,
     Stats,
+    bundle_head,
     corpus,
     log,
     machine_info,
@@ -41,6 +42,9 @@ from ._common import (
     time_interleaved,
     write_json,
 )
+
+if TYPE_CHECKING:
+    from guard_sdk import GuardBundle
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -75,11 +79,7 @@ def fp32_bundle(bundle_dir: Path, checkpoint: Path | None) -> tuple[Path, str] |
     if not (derived / MANIFEST_NAME).is_file():
         log(f"exporting the fp32 model of {manifest.id} from {checkpoint} ...")
         shutil.rmtree(derived, ignore_errors=True)
-        fp32 = export_fused_fp32(
-            checkpoint,
-            derived / "onnx",
-            head=manifest.training.get("head", "classifier"),  # type: ignore[arg-type]
-        )
+        fp32 = export_fused_fp32(checkpoint, derived / "onnx", head=bundle_head(manifest))
         shutil.move(str(fp32), derived / "model.onnx")
         shutil.rmtree(derived / "onnx")
         shutil.copyfile(bundle.file(manifest.tokenizer.file), derived / manifest.tokenizer.file)
@@ -92,51 +92,35 @@ def fp32_bundle(bundle_dir: Path, checkpoint: Path | None) -> tuple[Path, str] |
 
 
 class TorchGuard:
-    """The bundle's checkpoint in torch eager, over the same normalisation and windows as the runtime.
+    """The bundle's checkpoint in torch eager (``builder.export``'s reference model, classifier or embedding guard),
+    over the same normalisation and windows as the runtime."""
 
-    A classifier checkpoint runs through its sequence-classification head; an embedding guard's (``head.npz`` beside a
-    sentence-transformers folder) through sentence-transformers' pooling and normalisation, then its linear head.
-    """
-
-    def __init__(self, checkpoint: Path, tokenizer_file: Path, max_length: int, stride: int) -> None:
-        import numpy as np
-        import torch
+    def __init__(self, checkpoint: Path, bundle: GuardBundle) -> None:
         from tokenizers import Tokenizer
 
-        from builder.train import HEAD_FILE
+        from builder.export import _torch_logits
 
-        self.torch = torch
-        if (checkpoint / HEAD_FILE).is_file():
-            from sentence_transformers import SentenceTransformer
-
-            encoder = SentenceTransformer(str(checkpoint), device="cpu").eval()
-            head = np.load(checkpoint / HEAD_FILE)
-            weight, bias = torch.from_numpy(head["weight"]), torch.from_numpy(head["bias"])
-            self.logits = lambda feeds: encoder(feeds)["sentence_embedding"] @ weight + bias
-        else:
-            from transformers import AutoModelForSequenceClassification
-
-            model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
-            self.logits = lambda feeds: model(**feeds).logits
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        spec = bundle.manifest.tokenizer
+        self.logits = _torch_logits(checkpoint, bundle_head(bundle.manifest))
+        self.tokenizer = Tokenizer.from_file(str(bundle.file(spec.file)))
         self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_length, stride=stride)
+        self.tokenizer.enable_truncation(spec.max_length, stride=spec.stride)
 
     def check(self, text: str) -> list[float]:
+        import numpy as np
+
         from guard_sdk import normalize
 
-        torch = self.torch
         encoding = self.tokenizer.encode(normalize(text).text)
         parts = [encoding, *encoding.overflowing]
         width = max(len(p.ids) for p in parts)
-        ids = torch.zeros((len(parts), width), dtype=torch.long)
-        mask = torch.zeros_like(ids)
+        ids = np.zeros((len(parts), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
         for row, part in enumerate(parts):
-            ids[row, : len(part.ids)] = torch.tensor(part.ids)
+            ids[row, : len(part.ids)] = part.ids
             mask[row, : len(part.ids)] = 1
-        with torch.inference_mode():
-            logits = self.logits({"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)})
-        return torch.sigmoid(logits).amax(dim=0).tolist()
+        logits = self.logits({"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})
+        return (1.0 / (1.0 + np.exp(-logits))).max(axis=0).tolist()
 
 
 def ort_session(model: Path, threads: int):
@@ -187,13 +171,7 @@ def latency_by_length(
     tokenizer = Tokenizer.from_file(str(args.bundle / _bundle(args.bundle).manifest.tokenizer.file))
     peer_models = {key: peers.peer_onnx(peers.PEERS[key]) for key in args.peers}
     torch_peers = {key: peers.peer_torch_model(peers.PEERS[key]) for key in args.torch_peers}
-    torch_model = (
-        TorchGuard(
-            args.checkpoint, args.bundle / "tokenizer.json", bundle_max, _bundle(args.bundle).manifest.tokenizer.stride
-        )
-        if args.checkpoint
-        else None
-    )
+    torch_model = TorchGuard(args.checkpoint, _bundle(args.bundle)) if args.checkpoint else None
     rows = []
     for threads in args.threads:
         guards = {"onnx-int8": Guard(args.bundle, device=args.device, threads=threads)}

@@ -20,6 +20,7 @@ from ._common import (
     CACHE,
     RESULTS,
     Engine,
+    bundle_head,
     corpus,
     log,
     machine_info,
@@ -147,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     work = CACHE / "levers" / f"{manifest.name}-{manifest.files[manifest.model.file][:12]}"
     fp32 = work / "onnx" / "model_optimized.onnx"
     if not fp32.is_file():
-        export_fused_fp32(args.checkpoint, work / "onnx", head=manifest.training.get("head", "classifier"))  # type: ignore[arg-type]
+        export_fused_fp32(args.checkpoint, work / "onnx", head=bundle_head(manifest))
     models = {"fp32 fused": fp32, **int8_variants(fp32, work / "onnx" / "model.onnx", work)}
     students = {f"student {GuardBundle.load(s).manifest.id} int8": s for s in args.student}
     tokenizer_file = bundle.file(manifest.tokenizer.file)
