@@ -94,6 +94,12 @@ def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target-fpr", type=float, help="calibrate thresholds to this validation FPR (default: max F1)"
     )
+    parser.add_argument(
+        "--benign-flag-rate",
+        type=float,
+        help="calibrate thresholds so that any label flags at most this share of the validation texts that violate "
+        "nothing (default: max F1)",
+    )
     parser.add_argument("--max-int8-diff", type=float, default=defaults["max_int8_diff"].default)
     parser.add_argument("--max-int8-mean-diff", type=float, default=defaults["max_int8_mean_diff"].default)
     parser.add_argument("--min-int8-agreement", type=float, default=defaults["min_int8_agreement"].default)
@@ -177,6 +183,7 @@ def _export_config(args: argparse.Namespace, name: str, description: str) -> Exp
         description=description,
         keep_fp32=args.keep_fp32,
         target_fpr=args.target_fpr,
+        benign_flag_rate=args.benign_flag_rate,
         max_int8_diff=args.max_int8_diff,
         max_int8_mean_diff=args.max_int8_mean_diff,
         min_int8_agreement=args.min_int8_agreement,

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from guard_sdk import Guard, normalize
 from guard_sdk._bundle import (
@@ -76,9 +76,27 @@ class ExportConfig(BaseModel):
     """Share of validation decisions (at the calibrated thresholds) on which int8 must agree with torch."""
     target_fpr: float | None = Field(None, gt=0, lt=1)
     """Calibrate each threshold to this false-positive rate on validation instead of maximising F1."""
+    benign_flag_rate: float | None = Field(None, gt=0, lt=1)
+    """Calibrate so that at most this share of the validation texts that violate nothing is flagged by any label:
+    each label gets an equal part of it as its false-positive rate on those texts (instead of maximising F1)."""
     extra_files: dict[str, Path] = {}
     """Files copied into the bundle under these names (e.g. ATTRIBUTION.md) and listed with their sha256."""
     overwrite: bool = False
+
+    @model_validator(mode="after")
+    def _one_calibration(self) -> ExportConfig:
+        if self.target_fpr is not None and self.benign_flag_rate is not None:
+            raise ValueError("give target_fpr or benign_flag_rate, not both: each sets the thresholds")
+        return self
+
+    @property
+    def calibration(self) -> str:
+        """How the thresholds are set, as recorded in the manifest's metrics."""
+        if self.target_fpr is not None:
+            return f"target_fpr={self.target_fpr}"
+        if self.benign_flag_rate is not None:
+            return f"benign_flag_rate={self.benign_flag_rate}"
+        return "max_f1"
 
 
 class ParityReport(BaseModel):
@@ -177,8 +195,16 @@ def _build(
     runtime_scores = np.asarray([[s.score for s in r.scores] for r in runtime.check_batch(texts)], dtype=np.float64)
     del runtime
 
+    benign = ~targets.any(axis=1)
+    if config.benign_flag_rate is not None:
+        # Negatives are only the texts that violate nothing (another label's violations do not count against this
+        # one), and an equal share of the budget per label keeps their union within it.
+        calibrated = relevant & (benign[:, None] | targets)
+        rate: float | None = config.benign_flag_rate / len(labels)
+    else:
+        calibrated, rate = relevant, config.target_fpr
     thresholds = [
-        calibrate_threshold(runtime_scores[relevant[:, j], j], targets[relevant[:, j], j], config.target_fpr)
+        calibrate_threshold(runtime_scores[calibrated[:, j], j], targets[calibrated[:, j], j], rate)
         for j in range(len(labels))
     ]
     # The torch/ONNX scores have one column per label, or one (violates) judged at each row's task's threshold.
@@ -212,7 +238,11 @@ def _build(
             ).model_dump()
             for j, name in enumerate(names)
         },
-        "calibration": f"target_fpr={config.target_fpr}" if config.target_fpr else "max_f1",
+        "calibration": config.calibration,
+        # Share of the validation texts that violate nothing flagged by some label (each row on its own labels).
+        "benign_flagged": round(float(((runtime_scores >= row_thresholds) & relevant).any(axis=1)[benign].mean()), 4)
+        if benign.any()
+        else None,
         "parity": parity.model_dump(),
     }
     manifest = _manifest(info, config, labels, stride, staging, metrics)

@@ -247,6 +247,10 @@ class PackConfig(BaseModel):
     threads: int | None = None
     boundary_copies: int = Field(8, ge=0)
     """How many filled-in variants of each hand-written boundary template."""
+    benign_flag_rate: float = Field(0.04, gt=0, lt=1)
+    """Thresholds flag at most this share of the benign validation texts (``ExportConfig.benign_flag_rate``). Max-F1
+    thresholds sit where our own positives stop and moved with the validation split (the held-out trigger-word FPR
+    0.065 -> 0.103 after 49 more benign rows); at 4 % it stays at 1-2 %."""
 
 
 class GuardData(BaseModel):
@@ -523,6 +527,19 @@ def build_pack(
         variant += "-" + hashlib.sha256(config.base_model.encode()).hexdigest()[:8]
     for data, labels in zip(report.guards, (_RECIPES[g][0] for g in PACK_GUARDS)):
         bundle_dir = out / data.name
+        notice = work / f"{data.name}-ATTRIBUTION.md"
+        export_config = ExportConfig(
+            name=data.name,
+            version=PACK_VERSION,
+            description=f"guard-sdk default pack: {data.name}",
+            extra_files={"ATTRIBUTION.md": notice},
+            # A steep linear head on the sentence embedding turns int8 drift of the encoder into a single-text jump
+            # of up to ~0.26 (1 of 1,569 validation texts); the mean drift and decision-agreement gates still hold
+            # at their defaults.
+            max_int8_diff=0.3,
+            benign_flag_rate=config.benign_flag_rate,
+            overwrite=True,
+        )
         if (bundle_dir / "guard.json").is_file():
             existing = GuardBundle.load(bundle_dir).manifest
             recorded = (
@@ -530,8 +547,9 @@ def build_pack(
                 existing.training.get("head"),
                 existing.training.get("epochs"),
                 existing.base_model,
+                existing.metrics.get("calibration"),
             )
-            if recorded == (data.sha256, config.head, epochs, base_model):
+            if recorded == (data.sha256, config.head, epochs, base_model, export_config.calibration):
                 progress(f"{data.name}: up to date in {bundle_dir}")
                 bundles.append(bundle_dir)
                 continue
@@ -566,23 +584,8 @@ def build_pack(
                     threads=config.threads,
                 ),
             )
-        notice = work / f"{data.name}-ATTRIBUTION.md"
         notice.write_text(attribution(config.seeds, data.by_source), encoding="utf-8")
-        export_bundle(
-            run,
-            bundle_dir,
-            ExportConfig(
-                name=data.name,
-                version=PACK_VERSION,
-                description=f"guard-sdk default pack: {data.name}",
-                extra_files={"ATTRIBUTION.md": notice},
-                # A steep linear head on the sentence embedding turns int8 drift of the encoder into a single-text
-                # jump of up to ~0.26 (1 of 1,569 validation texts); the mean drift and decision-agreement gates
-                # still hold at their defaults.
-                max_int8_diff=0.3,
-                overwrite=True,
-            ),
-        )
+        export_bundle(run, bundle_dir, export_config)
         progress(f"{data.name}: wrote {bundle_dir}")
         bundles.append(bundle_dir)
     (out / "pack.json").write_text(json.dumps({"version": PACK_VERSION, "guards": list(PACK_GUARDS)}, indent=2))

@@ -87,6 +87,32 @@ def test_parity_gate_refuses_to_write_past_tolerance(multi_label_run: Path, tmp_
     assert not list(tmp_path.glob(".strict*")), "no staging folder is left behind"
 
 
+def test_benign_flag_rate_bounds_the_benign_texts_flagged(
+    multi_label_run: Path, multi_label_bundle: Path, tmp_path: Path
+):
+    from guard_sdk import Guard, GuardBundle
+
+    validation = load_jsonl(multi_label_run / "validation.jsonl")
+    benign = [ex.text for ex in validation.examples if not ex.labels]
+
+    def benign_flagged(bundle: Path) -> list[float]:
+        results = Guard(bundle, threads=1).check_batch(benign)
+        return [sum(r.score(label).flagged for r in results) / len(benign) for label in ("abuse", "injection")]
+
+    rate = 0.1  # the demo run's validation has 15 benign texts: 5 % per label leaves none flagged
+    manifest = export_bundle(multi_label_run, tmp_path / "budget", ExportConfig(name="demo", benign_flag_rate=rate))
+    assert manifest.metrics["calibration"] == f"benign_flag_rate={rate}"
+    per_label = benign_flagged(tmp_path / "budget")
+    assert all(share <= rate / 2 for share in per_label), per_label
+    assert manifest.metrics["benign_flagged"] <= rate
+    # The budget moves the thresholds: max-F1 calibration of the same run flags more of those texts.
+    assert GuardBundle.load(multi_label_bundle).manifest.metrics["calibration"] == "max_f1"
+    assert sum(benign_flagged(multi_label_bundle)) > sum(per_label)
+
+    with pytest.raises(ValueError, match="not both"):
+        ExportConfig(name="demo", benign_flag_rate=rate, target_fpr=0.1)
+
+
 def test_export_refuses_to_overwrite_unless_asked(multi_label_run: Path, multi_label_bundle: Path):
     from builder.errors import BuilderError
 
