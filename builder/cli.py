@@ -364,6 +364,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     pack.add_argument("--triplet-epochs", type=float, default=0.0, help="embedding: triplet fine-tuning first")
     pack.add_argument("--base-model", help="encoder folder, e.g. a 'guard-build distill' student (default: MiniLM)")
     pack.add_argument("--seed", type=int, default=PackConfig.model_fields["seed"].default)
+    pack.add_argument(
+        "--benign-flag-rate",
+        type=float,
+        default=PackConfig.model_fields["benign_flag_rate"].default,
+        help="thresholds flag at most this share of the benign validation texts (default: %(default)s)",
+    )
     pack.add_argument("--threads", type=int)
     pack.add_argument("--data-only", action="store_true", help="write the two training files and stop")
 
@@ -485,6 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 triplet_epochs=args.triplet_epochs,
                 base_model=args.base_model,
                 seed=args.seed,
+                benign_flag_rate=args.benign_flag_rate,
                 threads=args.threads,
             )
             out = Path(args.out) if args.out else default_pack_dir()
