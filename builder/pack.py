@@ -250,7 +250,7 @@ class PackConfig(BaseModel):
     benign_flag_rate: float = Field(0.04, gt=0, lt=1)
     """Thresholds flag at most this share of the benign validation texts (``ExportConfig.benign_flag_rate``). Max-F1
     thresholds sit where our own positives stop and moved with the validation split (the held-out trigger-word FPR
-    0.065 -> 0.103 after 49 more benign rows); at 4 % it stays at 1-2 %."""
+    0.065 -> 0.103 after 49 more benign rows); at 4 % it measured 1.2-2.4 % over three builds."""
 
 
 class GuardData(BaseModel):
