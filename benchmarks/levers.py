@@ -5,7 +5,8 @@
 
 Levers: session options (thread spinning, the SkipLayerNormalization fusion), IO binding, int8 settings
 (per-channel or not, reduce_range, uint8 weights, fused or plain graph; each with its drift from fp32 on real texts),
-threads, and smaller students (fewer layers, their own validation metrics from the manifest). Timings are of one window of the given lengths.
+threads, and smaller students (fewer layers, their own validation metrics from the manifest). Timings are of one
+window of the given lengths.
 """
 
 from __future__ import annotations
