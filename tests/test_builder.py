@@ -93,21 +93,29 @@ def test_benign_flag_rate_bounds_the_benign_texts_flagged(
     from guard_sdk import Guard, GuardBundle
 
     validation = load_jsonl(multi_label_run / "validation.jsonl")
-    benign = [ex.text for ex in validation.examples if not ex.labels]
+    texts = [ex.text for ex in validation.examples]
+    benign = [not ex.labels for ex in validation.examples]
+    labels = ("abuse", "injection")
 
-    def benign_flagged(bundle: Path) -> list[float]:
-        results = Guard(bundle, threads=1).check_batch(benign)
-        return [sum(r.score(label).flagged for r in results) / len(benign) for label in ("abuse", "injection")]
+    def benign_flagged(results: list) -> list[float]:
+        return [sum(r.score(label).flagged for r, b in zip(results, benign) if b) / sum(benign) for label in labels]
 
     rate = 0.1  # the demo run's validation has 15 benign texts: 5 % per label leaves none flagged
     manifest = export_bundle(multi_label_run, tmp_path / "budget", ExportConfig(name="demo", benign_flag_rate=rate))
     assert manifest.metrics["calibration"] == f"benign_flag_rate={rate}"
-    per_label = benign_flagged(tmp_path / "budget")
+    guard = Guard(tmp_path / "budget")
+    results = [guard.check(text) for text in texts]
+    per_label = benign_flagged(results)
     assert all(share <= rate / 2 for share in per_label), per_label
     assert manifest.metrics["benign_flagged"] <= rate
+    # Calibrated on the scores `check` gives (one text per call): a budget threshold is one of those scores exactly.
+    # In a batch an int8 score moves with its neighbours, and thresholds set on batch scores would match none.
+    for label in manifest.labels:
+        assert label.threshold in {r.score(label.name).score for r in results}, label
     # The budget moves the thresholds: max-F1 calibration of the same run flags more of those texts.
     assert GuardBundle.load(multi_label_bundle).manifest.metrics["calibration"] == "max_f1"
-    assert sum(benign_flagged(multi_label_bundle)) > sum(per_label)
+    max_f1 = Guard(multi_label_bundle)
+    assert sum(benign_flagged([max_f1.check(text) for text in texts])) > sum(per_label)
 
     with pytest.raises(ValueError, match="not both"):
         ExportConfig(name="demo", benign_flag_rate=rate, target_fpr=0.1)
