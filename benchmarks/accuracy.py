@@ -89,16 +89,16 @@ def chosen_labels(spec: str, labels: Sequence[str], set_name: str) -> list[str]:
     return names
 
 
-def score_texts(guard: Any, texts: Sequence[str], labels: Sequence[str]) -> tuple[list[float], list[bool]]:
-    """Per text: the highest score among ``labels`` and whether any of them reached its threshold.
-
-    One ``check`` per text, as an app calls it and as export calibrates: in a ``check_batch`` an int8 score moves
-    with the other texts of the batch (dynamic quantization picks one activation scale per call)."""
+def score_texts(
+    guard: Any, texts: Sequence[str], labels: Sequence[str], batch_size: int = 64
+) -> tuple[list[float], list[bool]]:
+    """Per text: the highest score among ``labels`` and whether any of them reached its threshold."""
     scores, flagged = [], []
-    for text in texts:
-        chosen = [s for s in guard.check(text).scores if s.label in labels]
-        scores.append(max((s.score for s in chosen), default=0.0))
-        flagged.append(any(s.flagged for s in chosen))
+    for start in range(0, len(texts), batch_size):
+        for result in guard.check_batch(list(texts[start : start + batch_size])):
+            chosen = [s for s in result.scores if s.label in labels]
+            scores.append(max((s.score for s in chosen), default=0.0))
+            flagged.append(any(s.flagged for s in chosen))
     return scores, flagged
 
 

@@ -190,10 +190,10 @@ def _build(
     ]
     draft = _manifest(info, config, labels, stride, staging, metrics={})
     (staging / MANIFEST_NAME).write_text(draft.model_dump_json(indent=2))
-    # Calibrate on what production will compute: the runtime's own normalisation, windows and int8 model, one text
-    # per call as `check` scores it (in a batch, int8 scores move with the neighbours').
+    # Calibrate on what production will compute: the runtime's own normalisation, windows and int8 model (which
+    # `check_batch` runs one text per call, as `check` does).
     runtime = Guard(staging, device="cpu")
-    runtime_scores = np.asarray([[s.score for s in runtime.check(text).scores] for text in texts], dtype=np.float64)
+    runtime_scores = np.asarray([[s.score for s in r.scores] for r in runtime.check_batch(texts)], dtype=np.float64)
     del runtime
 
     benign = ~targets.any(axis=1)

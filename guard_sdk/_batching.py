@@ -8,7 +8,8 @@ batches grow with the load and a lone caller pays no waiting.
 Batching pays off where one call costs much more than one text (a GPU). On a CPU the work per text stays the same and
 texts of different lengths pad each other: with 32 callers on a loaded 2-core VM (benchmarks/middleware.py) it cut
 throughput from 34 to 8 checks/s with the Guard's default 32 windows per ONNX Runtime call, and to 18 with
-``batch_size=4``. Leave it off on small CPUs.
+``batch_size=4``. Leave it off on small CPUs. An int8 model shares calls only in a ``Guard(batch_invariant=False)``:
+by default it runs one text per call, so that batching never changes a text's scores.
 """
 
 from __future__ import annotations
