@@ -109,7 +109,7 @@ def test_benign_flag_rate_bounds_the_benign_texts_flagged(
     assert all(share <= rate / 2 for share in per_label), per_label
     assert manifest.metrics["benign_flagged"] <= rate
     # Calibrated on the scores `check` gives (one text per call): a budget threshold is one of those scores exactly.
-    # In a batch an int8 score moves with its neighbours, and thresholds set on batch scores would match none.
+    # In shared calls an int8 score moves with its neighbours, and thresholds set on such scores would match none.
     for label in manifest.labels:
         assert label.threshold in {r.score(label.name).score for r in results}, label
     # The budget moves the thresholds: max-F1 calibration of the same run flags more of those texts.

@@ -75,9 +75,9 @@ class Traffic:
 @pytest.fixture(scope="module")
 def guard(multi_label_bundle: Path) -> Guard:
     # These tests are about what the wrapper checks and does, not about calibration: the demo run's validation
-    # separates injections perfectly, so max-F1 puts that threshold anywhere in a wide gap (0.26-0.31 over builds),
-    # where the out-of-domain tool argument '{"query": "pool hours"}' scores 0.25-0.27. The texts here score
-    # below 0.06 or above 0.87.
+    # separates injections perfectly, so max-F1 puts that threshold in the middle of a wide gap (0.26, or 0.31 when
+    # validation was scored in shared int8 calls), where the out-of-domain tool argument '{"query": "pool hours"}'
+    # scores 0.25-0.27. The texts here score below 0.06 or above 0.87.
     guard = Guard(multi_label_bundle, device="cpu", threads=2, thresholds={"abuse": 0.5, "injection": 0.5})
     guard.warmup()
     return guard
