@@ -252,9 +252,9 @@ def _score(
         for name, (bundle, label) in by_policy.items():
             if bundle not in scored:
                 log(f"example_policies: scoring {len(texts)} held-out texts with {bundle.name}")
-                # One text per ONNX Runtime call: int8 scores move a little with the batch (per-call activation
-                # scales), and a method's numbers must not depend on which other texts were scored beside them.
-                scored[bundle] = dict(zip(texts, Guard(bundle, device="cpu", batch_size=1).check_batch(texts)))
+                # The Guard is batch-invariant (its default): a method's numbers do not depend on which other texts
+                # were scored beside them.
+                scored[bundle] = dict(zip(texts, Guard(bundle, device="cpu").check_batch(texts)))
             score = {
                 text: next(s for s in result.scores if s.label == label) for text, result in scored[bundle].items()
             }
