@@ -217,6 +217,8 @@ class Guard:
         sources = [bundles] if isinstance(bundles, (str, os.PathLike, GuardBundle)) else list(bundles)
         if not sources:
             raise ValueError("Guard needs at least one bundle")
+        if not isinstance(batch_invariant, bool):  # a truthy string such as "no" would otherwise mean True
+            raise TypeError(f"batch_invariant must be True or False, got {type(batch_invariant).__name__}")
         self.device = resolve_device(device)
         self.threads = threads or os.cpu_count() or 1
         self.max_chars = max_chars

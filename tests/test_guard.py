@@ -97,6 +97,8 @@ def test_bad_input_types_and_sizes(guard: Guard):
         guard.check(None)  # type: ignore[arg-type]
     with pytest.raises(TypeError):  # InputTypeError is also a TypeError
         guard.check_batch(INJECTION)
+    with pytest.raises(TypeError, match="batch_invariant must be True or False, got str"):
+        Guard(guard.bundles[0].path, batch_invariant="no")  # type: ignore[arg-type]
     with pytest.raises(TextTooLongError, match="1,048,576 characters") as info:
         guard.check("a" * (1 << 20))
     assert isinstance(info.value, ValueError)
