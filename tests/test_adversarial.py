@@ -131,7 +131,8 @@ def test_real_rounds_add_verified_hard_examples_and_resume(llm_server, tmp_path:
         source_sample=40,
         source_pool=6,
         embedding=EmbeddingGuardConfig(threads=1, max_length=64, progress=False),
-        debate=DebateConfig(on_mismatch="drop", extra_round=False, min_confidence=0.3),
+        # Every verdict counts, whatever confidence the 135M judge states (it rarely states more than 0.3).
+        debate=DebateConfig(on_mismatch="drop", extra_round=False, min_confidence=0.0),
         seed=3,
         progress=False,
     )
@@ -150,8 +151,7 @@ def test_real_rounds_add_verified_hard_examples_and_resume(llm_server, tmp_path:
         rewards = sum(p["reward"] for p in mine)
         assert (arm.pulls, arm.alpha, arm.beta) == (len(mine), 1 + rewards, 1 + len(mine) - rewards)
         assert first.pulls[arm.operator] == len(mine)
-        if mine:
-            assert first.posterior_means[arm.operator] != 0.5
+        assert first.posterior_means[arm.operator] == round(arm.alpha / (arm.alpha + arm.beta), 4)
     # Reward 1 exactly when the verified label (== the intended one) disagrees with the model's decision.
     for p in pulls:
         if p["dropped"] is None:
