@@ -25,8 +25,8 @@ _PROVIDERS: dict[str, list[str]] = {
 }
 
 # ONNX Runtime's CPU SkipLayerNormalization kernel is slower than the Add + LayerNormalization it replaces (165 vs
-# 35 us on one 64x384 window with onnxruntime 1.32): without that fusion a MiniLM window runs 11-19 % faster
-# (benchmarks/README.md, "Levers"). On CUDA the fused kernel is the fast one.
+# 35 us on one 64x384 window with onnxruntime 1.32). Bundles are exported without it; this keeps the session from
+# fusing the pair again at load (benchmarks/README.md, "Levers"). On CUDA the fused kernel is the fast one.
 _UNFUSED: dict[str, list[str]] = {"cpu": ["SkipLayerNormFusion"], "cuda": []}
 
 # Weak values: a session lives as long as some Guard uses it, and is shared while it does.
@@ -76,7 +76,8 @@ def create_session(
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle pool threads that spin steal the cores from the app, other sessions (one per bundle) and other
-        # processes: measured 0.54-0.7x the p50 with 2 threads on a shared 2-core VM (benchmarks/README.md).
+        # processes: measured 0.54-0.7x the p50 with 2 threads on a shared 2-core VM. Spinning only inside a run
+        # (session.force_spinning_stop) still tripled the p99 beside another busy engine (benchmarks/README.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         session = ort.InferenceSession(
