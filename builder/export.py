@@ -273,7 +273,7 @@ def export_fused_fp32(model_dir: Path, folder: Path, head: Head = "classifier") 
     else:
         main_export(str(model_dir), output=folder, task="text-classification", device="cpu")
     # Level 2 fuses attention, GELU and LayerNorm: measured ~20 % faster after int8 than the plain export. Not the
-    # residual Add into LayerNorm: ONNX Runtime's CPU SkipLayerNormalization kernel is ~6x slower than the two ops
+    # residual Add into LayerNorm: ONNX Runtime's CPU SkipLayerNormalization kernel is ~5x slower than the two ops
     # (guard_sdk._runtime, which also keeps the session from re-fusing them at load).
     ORTOptimizer.from_pretrained(folder).optimize(
         OptimizationConfig(

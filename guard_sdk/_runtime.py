@@ -77,7 +77,7 @@ def create_session(
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle pool threads that spin steal the cores from the app, other sessions (one per bundle) and other
         # processes: measured 0.54-0.7x the p50 with 2 threads on a shared 2-core VM. Spinning only inside a run
-        # (session.force_spinning_stop) still tripled the p99 beside another busy engine (benchmarks/README.md).
+        # (session.force_spinning_stop) still made the p99 2.5x beside another busy engine (benchmarks/README.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         session = ort.InferenceSession(

@@ -19,6 +19,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   flags="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON}"
   wheels="${XDG_CACHE_HOME:-$HOME/.cache}/guard-sdk/wheels/llama-cpp-python-$llama-$(echo "$flags" | sha256sum | cut -c1-12)"
   if ! ls "$wheels"/llama_cpp_python-*.whl > /dev/null 2>&1; then
+    rm -rf "$wheels" "$wheels.tmp"  # what a killed build left
     CMAKE_ARGS="$flags" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
       .venv/bin/python -m pip wheel --quiet --no-cache-dir --no-deps -w "$wheels.tmp" "llama-cpp-python==$llama"
     mv "$wheels.tmp" "$wheels"
