@@ -15,7 +15,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # pip's wheel cache then serves that wheel on any other: on a CPU with AMX its AMX matmul crashed the server
   # (SIGSEGV, llama-cpp-python 0.3.36). So it is built once for plain AVX2, outside pip's cache, into a folder named
   # by version and flags, and installed from there.
-  llama=$(grep -o 'llama-cpp-python\[server\]==[0-9.]*' pyproject.toml | cut -d= -f3)
+  llama=$(grep -o 'llama-cpp-python\[server\]==[0-9.]*' pyproject.toml | cut -d= -f3 || true)
+  if [ -z "$llama" ]; then
+    echo "setup.sh: pyproject.toml must pin llama-cpp-python[server]==VERSION (the wheel is built for that version)" >&2
+    exit 1
+  fi
   flags="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON}"
   wheels="${XDG_CACHE_HOME:-$HOME/.cache}/guard-sdk/wheels/llama-cpp-python-$llama-$(echo "$flags" | sha256sum | cut -c1-12)"
   if ! ls "$wheels"/llama_cpp_python-*.whl > /dev/null 2>&1; then
