@@ -174,10 +174,21 @@ class Engine:
 
 
 def time_interleaved(
-    engines: Sequence[Engine], *, warmup: int, min_reps: int, max_reps: int, budget_s: float
+    engines: Sequence[Engine],
+    *,
+    warmup: int,
+    min_reps: int,
+    max_reps: int,
+    budget_s: float,
+    block: int = 1,
+    rewarm: int = 0,
 ) -> dict[str, Stats]:
-    """Time the engines round-robin, one call each per round, so a noisy neighbour slows them all alike.
+    """Time the engines in turns, so a noisy neighbour slows them all alike: in each turn every engine makes
+    ``rewarm`` unmeasured calls, then ``block`` measured ones.
 
+    ``block=1, rewarm=0`` is strict round-robin: every call then first refills the caches the other engines emptied
+    (torch's fp32 weights, a peer's hundreds of MB) and, with 2 threads, shares the cores with torch's OpenMP
+    workers still spinning after its call. Blocks measure each engine warm, as a process that runs only it would.
     An engine stops when it has ``max_reps`` samples, or ``min_reps`` samples and ``budget_s`` seconds spent;
     a slow engine (a 184M-parameter peer at 512 tokens) so gets fewer repetitions instead of stalling the run.
     """
@@ -189,14 +200,18 @@ def time_interleaved(
     i = 0
     while active:
         for engine in list(active):
-            started = time.perf_counter()
-            engine.call(i)
-            elapsed = time.perf_counter() - started
-            engine.samples.append(elapsed * 1000.0)
-            engine.spent_s += elapsed
-            if len(engine.samples) >= max_reps or (len(engine.samples) >= min_reps and engine.spent_s >= budget_s):
-                active.remove(engine)
-        i += 1
+            for j in range(rewarm):
+                engine.call(i + j)
+            for j in range(block):
+                started = time.perf_counter()
+                engine.call(i + j)
+                elapsed = time.perf_counter() - started
+                engine.samples.append(elapsed * 1000.0)
+                engine.spent_s += elapsed
+                if len(engine.samples) >= max_reps or (len(engine.samples) >= min_reps and engine.spent_s >= budget_s):
+                    active.remove(engine)
+                    break
+        i += block
     return {engine.name: Stats.of(engine.samples) for engine in engines}
 
 

@@ -176,13 +176,13 @@ def latency_by_length(
     torch_model = TorchGuard(args.checkpoint, _bundle(args.bundle)) if args.checkpoint else None
     rows = []
     for threads in args.threads:
-        guards = {"onnx-int8": Guard(args.bundle, device=args.device, threads=threads)}
+        guards = {"onnx-int8": Guard(args.bundle, device=args.device, threads=threads, spin=args.spin)}
         if fp32:
-            guards["onnx-fp32"] = Guard(fp32[0], device=args.device, threads=threads, precision=fp32[1])  # type: ignore[arg-type]
+            guards["onnx-fp32"] = Guard(fp32[0], device=args.device, threads=threads, spin=args.spin, precision=fp32[1])  # type: ignore[arg-type]
         sessions = {key: ort_session(path, threads) for key, path in peer_models.items()}
         # The very session Guard runs (sessions are shared per model file and settings): its time alone.
         int8_session = create_session(
-            _bundle(args.bundle).model_path(), device=guards["onnx-int8"].device, threads=threads
+            _bundle(args.bundle).model_path(), device=guards["onnx-int8"].device, threads=threads, spin=args.spin
         )
         for tokens in args.tokens:
             engines = [Engine(name, _cycle(texts[tokens], guard.check)) for name, guard in guards.items()]
@@ -202,12 +202,15 @@ def latency_by_length(
                         Engine(f"peer:{key}-torch", _torch_threads(threads, _peer_torch_call(model, tokens)))
                     )
             log(f"latency: {tokens} tokens, {threads} thread(s): {[e.name for e in engines]}")
-            stats = time_interleaved(
-                engines, warmup=args.warmup, min_reps=args.min_reps, max_reps=args.max_reps, budget_s=args.budget_s
-            )
+            stats = time_interleaved(engines, **_turns(args))
             for name, s in stats.items():
                 rows.append({"tokens": tokens, "threads": threads, "engine": name, **vars(s)})
     return rows
+
+
+def _turns(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("warmup", "min_reps", "max_reps", "budget_s", "block", "rewarm")
+    return {key: getattr(args, key) for key in keys}
 
 
 def _feeds(tokenizer: Any, text: str, session: Any) -> dict[str, Any]:
@@ -241,20 +244,20 @@ def latency_by_batch(args: argparse.Namespace, texts: list[str], fp32: tuple[Pat
 
     threads = max(args.threads)
     guards = {
-        "onnx-int8": Guard(args.bundle, device=args.device, threads=threads),
+        "onnx-int8": Guard(args.bundle, device=args.device, threads=threads, spin=args.spin),
         # Texts share ONNX Runtime calls: faster, but each int8 score moves with its batch.
-        "onnx-int8-shared": Guard(args.bundle, device=args.device, threads=threads, batch_invariant=False),
+        "onnx-int8-shared": Guard(
+            args.bundle, device=args.device, threads=threads, spin=args.spin, batch_invariant=False
+        ),
     }
     if fp32:
-        guards["onnx-fp32"] = Guard(fp32[0], device=args.device, threads=threads, precision=fp32[1])  # type: ignore[arg-type]
+        guards["onnx-fp32"] = Guard(fp32[0], device=args.device, threads=threads, spin=args.spin, precision=fp32[1])  # type: ignore[arg-type]
     rows = []
     for size in args.batch_sizes:
         batches = [[texts[(i * size + j) % len(texts)] for j in range(size)] for i in range(8)]
         engines = [Engine(name, _cycle(batches, guard.check_batch)) for name, guard in guards.items()]
         log(f"batch: {size} texts of {args.batch_tokens} tokens")
-        stats = time_interleaved(
-            engines, warmup=1, min_reps=max(3, args.min_reps // 4), max_reps=args.max_reps, budget_s=args.budget_s
-        )
+        stats = time_interleaved(engines, **_turns(args) | {"warmup": 1, "min_reps": max(3, args.min_reps // 4)})
         for name, s in stats.items():
             rows.append(
                 {
@@ -278,10 +281,10 @@ def throughput(args: argparse.Namespace, texts: list[str]) -> list[dict]:
     rows = []
     for threads in args.threads:
         modes = {
-            "direct": Guard(args.bundle, device=args.device, threads=threads),
+            "direct": Guard(args.bundle, device=args.device, threads=threads, spin=args.spin),
             # Shared calls are what micro-batching is for (batch-invariant int8 would run its texts one by one).
             "micro-batching": Guard(
-                args.bundle, device=args.device, threads=threads, batching=True, batch_invariant=False
+                args.bundle, device=args.device, threads=threads, spin=args.spin, batching=True, batch_invariant=False
             ),
         }
         for mode, guard in modes.items():
@@ -438,6 +441,13 @@ def _ratio(slow: dict | None, fast: dict | None) -> float | None:
     return round(slow["p50"] / fast["p50"], 2) if slow and fast else None
 
 
+def _turns_text(settings: dict[str, Any]) -> str:
+    block, rewarm = settings.get("block", 1), settings.get("rewarm", 0)  # results from before turns had neither
+    if block == 1 and rewarm == 0:
+        return "Engines timed round-robin (one call each per turn)"
+    return f"Engines timed in turns of {block} calls each, after {rewarm} unmeasured"
+
+
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     s = result["settings"]
@@ -448,7 +458,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"Machine: {m['cpu']} ({', '.join(m['cpu_flags'])}), {m['usable_cpus']} usable CPUs, load average "
             f"{', '.join(f'{x:.2f}' for x in m['load_average_1_5_15'] or [])} at the start; Python {m['python']}, "
             f"onnxruntime {m['onnxruntime']} ({s['provider']}), torch {m['torch']}. Threads measured: {s['threads']} "
-            f"(intra-op; inter-op 1). Engines timed round-robin; warm-up {s['warmup']}, {s['min_reps']}–{s['max_reps']} "
+            f"(intra-op; inter-op 1{'; spinning inside a check' if s.get('spin') else ''}). {_turns_text(s)}; warm-up {s['warmup']}, {s['min_reps']}–{s['max_reps']} "
             f"repetitions or {s['budget_s']} s per engine and cell. Milliseconds per check, texts cut from ../shared/train."
         ),
         "",
@@ -616,7 +626,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--torch-peers", nargs="*", default=["prompt-guard-2"], help="peers also timed in torch eager")
     parser.add_argument("--texts", type=int, default=32, help="distinct texts per length")
+    parser.add_argument("--spin", action="store_true", help="Guard(spin=True): ONNX Runtime threads spin in a check")
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--block", type=int, default=20, help="measured calls per engine and turn (1: round-robin)")
+    parser.add_argument("--rewarm", type=int, default=2, help="unmeasured calls per engine at the start of a turn")
     parser.add_argument("--min-reps", type=int, default=20)
     parser.add_argument("--max-reps", type=int, default=400)
     parser.add_argument(
@@ -630,7 +643,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.tokens, args.threads, args.batch_sizes, args.callers = [16, 64, 200], [1], [1, 8], [1, 4]
-        args.peers, args.torch_peers, args.texts, args.warmup = [], [], 4, 1
+        args.peers, args.torch_peers, args.texts, args.warmup, args.block, args.rewarm = [], [], 4, 1, 2, 1
         args.min_reps, args.max_reps, args.budget_s, args.throughput_s, args.import_reps = 3, 5, 0.1, 0.5, 1
     return args
 

@@ -57,6 +57,7 @@ class _LoadedBundle:
         *,
         device: str,
         threads: int,
+        spin: bool,
         precision: Literal["int8", "fp32"] | None,
         batch_invariant: bool,
     ):
@@ -64,7 +65,7 @@ class _LoadedBundle:
         self.bundle = bundle
         self.id = manifest.id
         self.labels: list[LabelSpec] = list(manifest.labels)
-        self.session = create_session(bundle.model_path(precision), device=device, threads=threads)
+        self.session = create_session(bundle.model_path(precision), device=device, threads=threads, spin=spin)
         # Dynamic int8 quantizes each activation tensor with one scale per ONNX Runtime call: beside other texts'
         # windows a text's score moves with theirs (up to 0.19 in probability on the default pack). fp32 masks
         # padding and is batch-invariant as it is.
@@ -184,6 +185,10 @@ class Guard:
         bundles: bundle folders (or loaded ``GuardBundle`` objects).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when this ONNX Runtime build has it).
         threads: intra-op threads per session; default: the machine's core count.
+        spin: let the intra-op threads spin between the steps of a check instead of sleeping (they stop when it
+            returns). With 2 threads on a 2-core host that ran nothing else, 64-token checks of the default pack
+            took ~30 % less time (5.6 -> 4.0 ms); beside other busy threads the spinning ones compete with them
+            and the tail grows (benchmarks/README.md). No effect with ``threads=1``.
         precision: ``"int8"`` or ``"fp32"``; default: what each bundle's manifest names.
         thresholds: per-label overrides of the manifests' thresholds.
         max_chars: longer texts raise ``TextTooLongError`` instead of being checked slowly or cut.
@@ -206,6 +211,7 @@ class Guard:
         *,
         device: Device = "auto",
         threads: int | None = None,
+        spin: bool = False,
         precision: Literal["int8", "fp32"] | None = None,
         thresholds: Mapping[str, float] | None = None,
         max_chars: int = 200_000,
@@ -217,10 +223,12 @@ class Guard:
         sources = [bundles] if isinstance(bundles, (str, os.PathLike, GuardBundle)) else list(bundles)
         if not sources:
             raise ValueError("Guard needs at least one bundle")
-        if not isinstance(batch_invariant, bool):  # a truthy string such as "no" would otherwise mean True
-            raise TypeError(f"batch_invariant must be True or False, got {type(batch_invariant).__name__}")
+        for name, flag in (("spin", spin), ("batch_invariant", batch_invariant)):
+            if not isinstance(flag, bool):  # a truthy string such as "no" would otherwise mean True
+                raise TypeError(f"{name} must be True or False, got {type(flag).__name__}")
         self.device = resolve_device(device)
         self.threads = threads or os.cpu_count() or 1
+        self.spin = spin
         self.max_chars = max_chars
         self.batch_size = batch_size
         self._bundles = [
@@ -228,6 +236,7 @@ class Guard:
                 source if isinstance(source, GuardBundle) else GuardBundle.load(Path(source), verify=verify),
                 device=self.device,
                 threads=self.threads,
+                spin=spin,
                 precision=precision,
                 batch_invariant=batch_invariant,
             )
@@ -359,7 +368,8 @@ class Guard:
         return wrap(client, self, **options)
 
     def __repr__(self) -> str:
-        return f"Guard({[b.id for b in self._bundles]}, device={self.device!r}, threads={self.threads})"
+        spin = ", spin=True" if self.spin else ""
+        return f"Guard({[b.id for b in self._bundles]}, device={self.device!r}, threads={self.threads}{spin})"
 
 
 _threads: ThreadPoolExecutor | None = None

@@ -30,7 +30,7 @@ _PROVIDERS: dict[str, list[str]] = {
 _UNFUSED: dict[str, list[str]] = {"cpu": ["SkipLayerNormFusion"], "cuda": []}
 
 # Weak values: a session lives as long as some Guard uses it, and is shared while it does.
-_sessions: weakref.WeakValueDictionary[tuple[str, str, int, int], onnxruntime.InferenceSession] = (
+_sessions: weakref.WeakValueDictionary[tuple[str, str, int, int, bool], onnxruntime.InferenceSession] = (
     weakref.WeakValueDictionary()
 )
 _lock = threading.Lock()
@@ -61,10 +61,10 @@ def resolve_device(device: Device) -> str:
 
 
 def create_session(
-    model: Path, *, device: str, threads: int, inter_op_threads: int = 1
+    model: Path, *, device: str, threads: int, inter_op_threads: int = 1, spin: bool = False
 ) -> onnxruntime.InferenceSession:
-    """One InferenceSession per (file, device, threads), shared by every Guard: ``run`` is thread-safe."""
-    key = (str(model.resolve()), device, threads, inter_op_threads)
+    """One InferenceSession per (file, device, threads, spin), shared by every Guard: ``run`` is thread-safe."""
+    key = (str(model.resolve()), device, threads, inter_op_threads, spin)
     with _lock:
         session = _sessions.get(key)
         if session is not None:
@@ -76,10 +76,14 @@ def create_session(
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle pool threads that spin steal the cores from the app, other sessions (one per bundle) and other
-        # processes: measured 0.54-0.7x the p50 with 2 threads on a shared 2-core VM. Spinning only inside a run
-        # (session.force_spinning_stop) still made the p99 2.5x beside another busy engine (benchmarks/README.md).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # processes: measured 0.54-0.7x the p50 with 2 threads on a shared 2-core VM. So by default they sleep;
+        # `spin` lets them spin between a run's steps only (force_spinning_stop), for a host the guard has to
+        # itself: it saves a thread wake-up per step, but the p99 went 2.5x beside another busy engine
+        # (benchmarks/README.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        if spin:
+            options.add_session_config_entry("session.force_spinning_stop", "1")
         session = ort.InferenceSession(
             str(model), sess_options=options, providers=_PROVIDERS[device], disabled_optimizers=_UNFUSED[device]
         )
@@ -90,6 +94,6 @@ def create_session(
                 f"{_PROVIDERS[device][0]} failed to start for {model.name} (active providers: {active}); "
                 "check the CUDA and cuDNN libraries, or use device='cpu'"
             )
-        logger.debug("loaded %s on %s with %d threads", model, active[0], threads)
+        logger.debug("loaded %s on %s with %d threads%s", model, active[0], threads, " (spinning)" if spin else "")
         _sessions[key] = session
         return session

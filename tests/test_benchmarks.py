@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import accuracy, latency
-from benchmarks._common import corpus, texts_of_length
+from benchmarks._common import Engine, corpus, texts_of_length, time_interleaved
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,6 +35,18 @@ def test_texts_are_cut_to_exact_token_counts(multi_label_bundle: Path):
         texts = texts_of_length(multi_label_bundle / "tokenizer.json", pool, tokens, 5, seed=tokens)
         assert len(set(texts)) == 5
         assert [len(tokenizer.encode(t).ids) for t in texts] == [tokens] * 5
+
+
+@pytest.mark.parametrize(("block", "rewarm"), [(1, 0), (4, 2)])
+def test_engines_take_turns_of_measured_calls_after_unmeasured_ones(block: int, rewarm: int):
+    calls: list[tuple[str, int]] = []
+    engines = [Engine(name, lambda i, name=name: calls.append((name, i))) for name in ("a", "b")]
+    stats = time_interleaved(engines, warmup=1, min_reps=10, max_reps=10, budget_s=60, block=block, rewarm=rewarm)
+    assert [s.n for s in stats.values()] == [10, 10]
+    turns = calls[2:]  # after one warm-up call each
+    assert len(turns) == 2 * 10 + 2 * rewarm * -(-10 // block)
+    # Each turn: one engine's rewarm + block calls in a row, then the other's.
+    assert turns[: 2 * (rewarm + block)] == [(name, i) for name in ("a", "b") for i in [*range(rewarm), *range(block)]]
 
 
 def test_latency_quick_run_writes_complete_results(multi_label_bundle: Path, multi_label_run: Path, tmp_path: Path):

@@ -99,9 +99,22 @@ def test_bad_input_types_and_sizes(guard: Guard):
         guard.check_batch(INJECTION)
     with pytest.raises(TypeError, match="batch_invariant must be True or False, got str"):
         Guard(guard.bundles[0].path, batch_invariant="no")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="spin must be True or False, got int"):
+        Guard(guard.bundles[0].path, spin=1)  # type: ignore[arg-type]
     with pytest.raises(TextTooLongError, match="1,048,576 characters") as info:
         guard.check("a" * (1 << 20))
     assert isinstance(info.value, ValueError)
+
+
+def test_spinning_threads_get_their_own_session_and_the_same_scores(multi_label_bundle: Path):
+    sleeping = Guard(multi_label_bundle, device="cpu", threads=2)
+    spinning = Guard(multi_label_bundle, device="cpu", threads=2, spin=True)
+    options = [g._bundles[0].session.get_session_options() for g in (sleeping, spinning)]
+    assert [o.get_session_config_entry("session.intra_op.allow_spinning") for o in options] == ["0", "1"]
+    assert options[1].get_session_config_entry("session.force_spinning_stop") == "1"
+    assert "spin=True" in repr(spinning) and "spin" not in repr(sleeping)
+    for text in (BENIGN, INJECTION, FILLER * 40 + INJECTION):
+        assert [s.score for s in spinning.check(text).scores] == [s.score for s in sleeping.check(text).scores]
 
 
 def test_max_chars_is_configurable(multi_label_bundle: Path):
