@@ -2,9 +2,10 @@
 
     python -m benchmarks.latency --bundle .cache/demo/bundle --checkpoint .cache/demo/run/model
 
-Every engine checks the same texts, cut from ../shared/train to exact token counts, and engines are timed
-round-robin (one call each per round) so that load from other processes on a shared machine hits all of them
-alike: compare engines by the ratios of one run, not by milliseconds across runs.
+Every engine checks the same texts, cut from ../shared/train to exact token counts, and engines take turns (20
+measured calls each after 2 unmeasured, ``--block``/``--rewarm``) so that load from other processes on a shared
+machine hits all of them alike while each runs warm: compare engines by the ratios of one run, not by milliseconds
+across runs. ``--spin`` times ``Guard(spin=True)``.
 
 - ``onnx-int8`` / ``onnx-fp32``: ``Guard.check(text)``, the product path (normalise, tokenize, windows, ONNX
   Runtime, result). fp32 comes from the bundle's ``model.fp32.onnx`` or, given ``--checkpoint``, is exported from it.
