@@ -47,7 +47,7 @@ from ._common import (
 )
 
 if TYPE_CHECKING:
-    from guard_sdk import GuardBundle
+    from guard_sdk import Guard, GuardBundle
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -165,7 +165,6 @@ def latency_by_length(
 ) -> list[dict]:
     from tokenizers import Tokenizer
 
-    from guard_sdk import Guard
     from guard_sdk._runtime import create_session
 
     from . import peers
@@ -177,9 +176,9 @@ def latency_by_length(
     torch_model = TorchGuard(args.checkpoint, _bundle(args.bundle)) if args.checkpoint else None
     rows = []
     for threads in args.threads:
-        guards = {"onnx-int8": Guard(args.bundle, device=args.device, threads=threads, spin=args.spin)}
+        guards = {"onnx-int8": _guard(args, threads)}
         if fp32:
-            guards["onnx-fp32"] = Guard(fp32[0], device=args.device, threads=threads, spin=args.spin, precision=fp32[1])  # type: ignore[arg-type]
+            guards["onnx-fp32"] = _guard(args, threads, fp32[0], precision=fp32[1])
         sessions = {key: ort_session(path, threads) for key, path in peer_models.items()}
         # The very session Guard runs (sessions are shared per model file and settings): its time alone.
         int8_session = create_session(
@@ -207,6 +206,13 @@ def latency_by_length(
             for name, s in stats.items():
                 rows.append({"tokens": tokens, "threads": threads, "engine": name, **vars(s)})
     return rows
+
+
+def _guard(args: argparse.Namespace, threads: int, bundle: Path | None = None, **options: Any) -> Guard:
+    """A Guard on ``bundle`` (default: the measured one) with this run's device and spinning."""
+    from guard_sdk import Guard
+
+    return Guard(bundle or args.bundle, device=args.device, threads=threads, spin=args.spin, **options)
 
 
 def _turns(args: argparse.Namespace) -> dict[str, Any]:
@@ -241,18 +247,14 @@ def _peer_torch_call(model: Any, tokens: int) -> Callable[[int], object]:
 
 
 def latency_by_batch(args: argparse.Namespace, texts: list[str], fp32: tuple[Path, str] | None) -> list[dict]:
-    from guard_sdk import Guard
-
     threads = max(args.threads)
     guards = {
-        "onnx-int8": Guard(args.bundle, device=args.device, threads=threads, spin=args.spin),
+        "onnx-int8": _guard(args, threads),
         # Texts share ONNX Runtime calls: faster, but each int8 score moves with its batch.
-        "onnx-int8-shared": Guard(
-            args.bundle, device=args.device, threads=threads, spin=args.spin, batch_invariant=False
-        ),
+        "onnx-int8-shared": _guard(args, threads, batch_invariant=False),
     }
     if fp32:
-        guards["onnx-fp32"] = Guard(fp32[0], device=args.device, threads=threads, spin=args.spin, precision=fp32[1])  # type: ignore[arg-type]
+        guards["onnx-fp32"] = _guard(args, threads, fp32[0], precision=fp32[1])
     rows = []
     for size in args.batch_sizes:
         batches = [[texts[(i * size + j) % len(texts)] for j in range(size)] for i in range(8)]
@@ -277,16 +279,12 @@ def latency_by_batch(args: argparse.Namespace, texts: list[str], fp32: tuple[Pat
 def throughput(args: argparse.Namespace, texts: list[str]) -> list[dict]:
     """Checks per second when N threads call ``check`` on one shared Guard, with and without micro-batching, for
     each intra-op thread setting (many callers on 1-thread sessions fill the cores without the pool's hand-offs)."""
-    from guard_sdk import Guard
-
     rows = []
     for threads in args.threads:
         modes = {
-            "direct": Guard(args.bundle, device=args.device, threads=threads, spin=args.spin),
+            "direct": _guard(args, threads),
             # Shared calls are what micro-batching is for (batch-invariant int8 would run its texts one by one).
-            "micro-batching": Guard(
-                args.bundle, device=args.device, threads=threads, spin=args.spin, batching=True, batch_invariant=False
-            ),
+            "micro-batching": _guard(args, threads, batching=True, batch_invariant=False),
         }
         for mode, guard in modes.items():
             guard.warmup()
@@ -443,7 +441,7 @@ def _ratio(slow: dict | None, fast: dict | None) -> float | None:
 
 
 def _turns_text(settings: dict[str, Any]) -> str:
-    block, rewarm = settings.get("block", 1), settings.get("rewarm", 0)  # results from before turns had neither
+    block, rewarm = settings["block"], settings["rewarm"]
     if block == 1 and rewarm == 0:
         return "Engines timed round-robin (one call each per turn)"
     return f"Engines timed in turns of {block} calls each, after {rewarm} unmeasured"
@@ -459,7 +457,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"Machine: {m['cpu']} ({', '.join(m['cpu_flags'])}), {m['usable_cpus']} usable CPUs, load average "
             f"{', '.join(f'{x:.2f}' for x in m['load_average_1_5_15'] or [])} at the start; Python {m['python']}, "
             f"onnxruntime {m['onnxruntime']} ({s['provider']}), torch {m['torch']}. Threads measured: {s['threads']} "
-            f"(intra-op; inter-op 1{'; spinning inside a check' if s.get('spin') else ''}). {_turns_text(s)}; warm-up {s['warmup']}, {s['min_reps']}–{s['max_reps']} "
+            f"(intra-op; inter-op 1{'; spinning inside a check' if s['spin'] else ''}). {_turns_text(s)}; warm-up {s['warmup']}, {s['min_reps']}–{s['max_reps']} "
             f"repetitions or {s['budget_s']} s per engine and cell. Milliseconds per check, texts cut from ../shared/train."
         ),
         "",
