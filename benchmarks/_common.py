@@ -192,6 +192,8 @@ def time_interleaved(
     An engine stops when it has ``max_reps`` samples, or ``min_reps`` samples and ``budget_s`` seconds spent;
     a slow engine (a 184M-parameter peer at 512 tokens) so gets fewer repetitions instead of stalling the run.
     """
+    if block < 1 or rewarm < 0:  # block 0 would never take a sample, and never stop
+        raise ValueError(f"time_interleaved needs block >= 1 and rewarm >= 0, got block={block}, rewarm={rewarm}")
     for engine in engines:
         engine.samples, engine.spent_s = [], 0.0
         for i in range(warmup):

@@ -640,6 +640,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for latency.json / .md / .png")
     parser.add_argument("--quick", action="store_true", help="tiny settings: checks the harness, not the machine")
     args = parser.parse_args(argv)
+    if args.block < 1 or args.rewarm < 0:
+        parser.error(f"--block must be at least 1 and --rewarm at least 0 (got {args.block} and {args.rewarm})")
     if args.quick:
         args.tokens, args.threads, args.batch_sizes, args.callers = [16, 64, 200], [1], [1, 8], [1, 4]
         args.peers, args.torch_peers, args.texts, args.warmup, args.block, args.rewarm = [], [], 4, 1, 2, 1

@@ -47,6 +47,8 @@ def test_engines_take_turns_of_measured_calls_after_unmeasured_ones(block: int, 
     assert len(turns) == 2 * 10 + 2 * rewarm * -(-10 // block)
     # Each turn: one engine's rewarm + block calls in a row, then the other's.
     assert turns[: 2 * (rewarm + block)] == [(name, i) for name in ("a", "b") for i in [*range(rewarm), *range(block)]]
+    with pytest.raises(ValueError, match="block >= 1"):
+        time_interleaved(engines, warmup=0, min_reps=1, max_reps=1, budget_s=1, block=0)
 
 
 def test_latency_quick_run_writes_complete_results(multi_label_bundle: Path, multi_label_run: Path, tmp_path: Path):
