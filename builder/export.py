@@ -25,6 +25,7 @@ from guard_sdk._bundle import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
     BundleManifest,
+    EmbeddingSpec,
     LabelSpec,
     ModelSpec,
     TokenizerSpec,
@@ -41,6 +42,7 @@ __all__ = [
     "ParityReport",
     "append_linear_head",
     "calibrate_threshold",
+    "encoder_sha256",
     "export_bundle",
     "export_fused_fp32",
     "quantize_int8",
@@ -54,6 +56,7 @@ MODEL_FILE = "model.onnx"
 FP32_FILE = "model.fp32.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 HEAD_NODE = "guard_head.MatMul"
+EMBEDDING_OUTPUT = "sentence_embedding"
 
 
 class ExportConfig(BaseModel):
@@ -157,6 +160,13 @@ def _build(
     fp32 = export_fused_fp32(model_dir, staging / "onnx", head=info.head)
     quantize_int8(fp32, staging / MODEL_FILE, per_channel=config.per_channel)
     _write_plain_tokenizer(staging / "onnx" / TOKENIZER_FILE, staging / TOKENIZER_FILE)
+    embedding = None
+    if info.head == "embedding":
+        # The runtime applies the head itself, so guards on one encoder share its run (guard_sdk._bundle).
+        shutil.copyfile(model_dir / HEAD_FILE, staging / HEAD_FILE)
+        embedding = EmbeddingSpec(
+            output=EMBEDDING_OUTPUT, head_file=HEAD_FILE, encoder_sha256=encoder_sha256(staging / MODEL_FILE)
+        )
     if config.keep_fp32:
         shutil.copyfile(fp32, staging / FP32_FILE)
     for name, source in config.extra_files.items():
@@ -188,7 +198,7 @@ def _build(
         LabelSpec(name=name, description=info.label_descriptions.get(name, ""), instruction=info.instructions.get(name))
         for name in names
     ]
-    draft = _manifest(info, config, labels, stride, staging, metrics={})
+    draft = _manifest(info, config, labels, stride, staging, embedding, metrics={})
     (staging / MANIFEST_NAME).write_text(draft.model_dump_json(indent=2))
     # Calibrate on what production will compute: the runtime's own normalisation, windows and int8 model (which
     # `check_batch` runs one text per call, as `check` does).
@@ -246,7 +256,7 @@ def _build(
         else None,
         "parity": parity.model_dump(),
     }
-    manifest = _manifest(info, config, labels, stride, staging, metrics)
+    manifest = _manifest(info, config, labels, stride, staging, embedding, metrics)
     (staging / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2))
     return manifest
 
@@ -288,7 +298,7 @@ def export_fused_fp32(model_dir: Path, folder: Path, head: Head = "classifier") 
 
 
 def append_linear_head(onnx_file: Path, head_file: Path) -> None:
-    """Replace the graph's outputs by ``logits = sentence_embedding @ weight + bias``: the runtime's one output."""
+    """Make the graph's outputs ``logits = sentence_embedding @ weight + bias`` and the sentence embedding."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -303,16 +313,17 @@ def append_linear_head(onnx_file: Path, head_file: Path) -> None:
     )
     graph.node.extend(
         [
-            helper.make_node(
-                "MatMul", ["sentence_embedding", "guard_head.weight"], ["guard_head.matmul"], name=HEAD_NODE
-            ),
+            helper.make_node("MatMul", [EMBEDDING_OUTPUT, "guard_head.weight"], ["guard_head.matmul"], name=HEAD_NODE),
             helper.make_node("Add", ["guard_head.matmul", "guard_head.bias"], ["logits"], name="guard_head.Add"),
         ]
     )
-    # The token embeddings are no longer an output: ONNX Runtime then drops the nodes only they needed.
+    # The token embeddings are no longer an output: ONNX Runtime then drops the nodes only they needed. The
+    # logits come first (what every runtime reads); the sentence embedding second, for guards that share it.
+    (sentence,) = [output for output in graph.output if output.name == EMBEDDING_OUTPUT]
     del graph.output[:]
     labels = int(params["bias"].shape[0])
     graph.output.append(helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch_size", labels]))
+    graph.output.append(sentence)
     onnx.checker.check_model(model)
     onnx.save(model, str(onnx_file))
 
@@ -333,6 +344,25 @@ def quantize_int8(source: Path, target: Path, *, per_channel: bool) -> None:
         nodes_to_exclude=[HEAD_NODE],
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
+
+
+def encoder_sha256(onnx_file: Path) -> str:
+    """sha256 of an embedding guard's graph without its head: equal for guards whose encoders compute the same."""
+    import hashlib
+
+    import onnx
+
+    model = onnx.load(str(onnx_file))
+    graph = model.graph
+    for field, head in (
+        (graph.node, [n for n in graph.node if n.name.startswith("guard_head.")]),
+        (graph.initializer, [i for i in graph.initializer if i.name.startswith("guard_head.")]),
+        (graph.output, [o for o in graph.output if o.name != EMBEDDING_OUTPUT]),
+        (graph.value_info, [v for v in graph.value_info if v.name.startswith("guard_head.")]),
+    ):
+        for item in head:
+            field.remove(item)
+    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
 
 
 def _write_plain_tokenizer(source: Path, target: Path) -> None:
@@ -507,9 +537,11 @@ def _manifest(
     labels: list[LabelSpec],
     stride: int,
     folder: Path,
+    embedding: EmbeddingSpec | None,
     metrics: dict[str, object],
 ) -> BundleManifest:
     files = {MODEL_FILE, TOKENIZER_FILE, *config.extra_files} | ({FP32_FILE} if config.keep_fp32 else set())
+    files |= {embedding.head_file} if embedding else set()
     return BundleManifest(
         schema_version=SCHEMA_VERSION,
         name=config.name,
@@ -517,7 +549,12 @@ def _manifest(
         description=config.description,
         problem_type="binary" if len(labels) == 1 else "multi_label",
         labels=labels,
-        model=ModelSpec(file=MODEL_FILE, precision="int8", fp32_file=FP32_FILE if config.keep_fp32 else None),
+        model=ModelSpec(
+            file=MODEL_FILE,
+            precision="int8",
+            fp32_file=FP32_FILE if config.keep_fp32 else None,
+            embedding=embedding,
+        ),
         tokenizer=TokenizerSpec(file=TOKENIZER_FILE, max_length=info.max_length, stride=stride),
         base_model=info.base_model,
         training_data_sha256=info.data_sha256,

@@ -543,13 +543,14 @@ def build_pack(
         if (bundle_dir / "guard.json").is_file():
             existing = GuardBundle.load(bundle_dir).manifest
             recorded = (
+                existing.version,
                 existing.training_data_sha256,
                 existing.training.get("head"),
                 existing.training.get("epochs"),
                 existing.base_model,
                 existing.metrics.get("calibration"),
             )
-            if recorded == (data.sha256, config.head, epochs, base_model, export_config.calibration):
+            if recorded == (PACK_VERSION, data.sha256, config.head, epochs, base_model, export_config.calibration):
                 progress(f"{data.name}: up to date in {bundle_dir}")
                 bundles.append(bundle_dir)
                 continue

@@ -6,6 +6,7 @@ A bundle is a folder::
     model.onnx        the classifier, int8 by default; outputs one logit per label
     model.fp32.onnx   optional full-precision copy
     tokenizer.json    a `tokenizers` tokenizer
+    head.npz          embedding guards only: the linear head (below)
 
 Every file except guard.json is listed in ``files`` with its sha256, and the runtime refuses a bundle whose files
 are missing or differ. Scores are ``sigmoid(logit)`` per label for both problem types: ``binary`` has one label,
@@ -14,6 +15,11 @@ are missing or differ. Scores are ``sigmoid(logit)`` per label for both problem 
 A multi-task guard (``builder.multitask``) gives every label an ``instruction``: its model has one output and reads
 ``(instruction, window)`` as a sentence pair, so the runtime runs it once per label. Labels have instructions all or
 none.
+
+An embedding guard (``builder.embedding``: a sentence encoder and a linear head per label) also names its head in
+``model.embedding``: ``model.onnx`` then has a second output, the sentence embedding, and ``head.npz`` holds the
+head's ``weight`` (dimension x labels) and ``bias``. The runtime applies the head itself, so bundles whose encoders
+are identical (same ``encoder_sha256``, e.g. the two guards of the default pack) share one encoder run per window.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ __all__ = [
     "MANIFEST_NAME",
     "SCHEMA_VERSION",
     "BundleManifest",
+    "EmbeddingSpec",
     "GuardBundle",
     "LabelSpec",
     "ModelSpec",
@@ -56,10 +63,22 @@ class LabelSpec(_Strict):
     """Multi-task guards only: the policy text paired with every window when scoring this label."""
 
 
+class EmbeddingSpec(_Strict):
+    """An embedding guard's parts: the runtime computes ``sigmoid(embedding @ weight + bias)`` itself."""
+
+    output: Annotated[str, Field(min_length=1)] = "sentence_embedding"
+    """The model output that holds the sentence embedding (the first output stays the logits)."""
+    head_file: Annotated[str, Field(min_length=1)] = "head.npz"
+    encoder_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    """Identity of the int8 encoder without its head: bundles that share it share one encoder run per window."""
+
+
 class ModelSpec(_Strict):
     file: str = "model.onnx"
     precision: Literal["int8", "fp32"] = "int8"
     fp32_file: str | None = None
+    # Left out of guard.json when unset, as ``instruction``: plain bundles read as before.
+    embedding: EmbeddingSpec | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class TokenizerSpec(_Strict):
@@ -101,7 +120,11 @@ class BundleManifest(_Strict):
             raise ValueError(f"a binary bundle has exactly one label, got {len(names)}")
         if len({label.instruction is None for label in self.labels}) > 1:
             raise ValueError("either every label has an instruction (a multi-task guard) or none has")
-        needed = [self.model.file, self.tokenizer.file] + ([self.model.fp32_file] if self.model.fp32_file else [])
+        if self.model.embedding and self.labels[0].instruction is not None:
+            raise ValueError("a multi-task guard (labels with instructions) has no embedding head")
+        needed = [self.model.file, self.tokenizer.file]
+        needed += [self.model.fp32_file] if self.model.fp32_file else []
+        needed += [self.model.embedding.head_file] if self.model.embedding else []
         unlisted = [f for f in needed if f not in self.files]
         if unlisted:
             raise ValueError(f"files {unlisted} are used but have no sha256 in 'files'")

@@ -45,7 +45,10 @@ class _Window:
 
 
 # Windows of the texts being checked, shared by bundles with the same tokenizer, window and instruction.
-_WindowCache = dict[tuple[str, int, int, str | None], list[_Window]]
+_WindowKey = tuple[str, int, int, str | None]
+_WindowCache = dict[_WindowKey, list[_Window]]
+# Sentence embeddings of those windows, shared by embedding guards with the same encoder (and precision).
+_EmbeddingCache = dict[tuple[str, str, _WindowKey], np.ndarray]
 
 
 class _LoadedBundle:
@@ -66,6 +69,7 @@ class _LoadedBundle:
         self.id = manifest.id
         self.labels: list[LabelSpec] = list(manifest.labels)
         self.session = create_session(bundle.model_path(precision), device=device, threads=threads, spin=spin)
+        self.output = self.session.get_outputs()[0].name
         # Dynamic int8 quantizes each activation tensor with one scale per ONNX Runtime call: beside other texts'
         # windows a text's score moves with theirs (up to 0.19 in probability on the default pack). fp32 masks
         # padding and is batch-invariant as it is.
@@ -87,6 +91,21 @@ class _LoadedBundle:
                 f"{' with instructions (one model output for all)' if self.instructions[0] is not None else ''} "
                 f"but the model outputs {width} scores",
             )
+        self.head: tuple[np.ndarray, np.ndarray] | None = None
+        if embedding := manifest.model.embedding:
+            self.head = _load_head(bundle, embedding.head_file, len(self.labels))
+            output = {o.name: o for o in self.session.get_outputs()}.get(embedding.output)
+            if output is None:
+                raise ModelMismatchError(bundle.path, f"guard.json names model output {embedding.output!r}, absent")
+            if isinstance(output.shape[-1], int) and output.shape[-1] != self.head[0].shape[0]:
+                raise ModelMismatchError(
+                    bundle.path,
+                    f"the model's {embedding.output} has {output.shape[-1]} dimensions, "
+                    f"{embedding.head_file} expects {self.head[0].shape[0]}",
+                )
+            self.output = embedding.output
+            # The int8 encoders are what encoder_sha256 identifies; an fp32 copy is shared only with fp32 copies.
+            self.encoder = (embedding.encoder_sha256, precision or manifest.model.precision)
         try:
             self.tokenizer = Tokenizer.from_file(str(bundle.file(manifest.tokenizer.file)))
         except Exception as exc:  # tokenizers raises a bare Exception on a malformed file
@@ -111,7 +130,12 @@ class _LoadedBundle:
         self.tokenization_key = (manifest.files[spec.file], spec.max_length, spec.stride)
 
     def best(
-        self, texts: Sequence[NormalizedText], indices: Sequence[int], batch_size: int, cache: _WindowCache
+        self,
+        texts: Sequence[NormalizedText],
+        indices: Sequence[int],
+        batch_size: int,
+        cache: _WindowCache,
+        embedded: _EmbeddingCache,
     ) -> tuple[np.ndarray, list[list[tuple[int, int]]]]:
         """Per text and label: the highest score over the text's windows, and that window's normalised span."""
         tops = []
@@ -121,7 +145,17 @@ class _LoadedBundle:
             windows = cache.get(key)
             if windows is None:
                 windows = cache[key] = self.windows(texts, indices, instruction)
-            scores = self.scores(windows, batch_size) if windows else np.zeros((0, self.outputs), dtype=np.float32)
+            if not windows:
+                scores = np.zeros((0, self.outputs), dtype=np.float32)
+            elif self.head is None:
+                scores = _sigmoid(self.run(windows, batch_size))
+            else:
+                # The encoder runs once per window for every guard on it; each applies its own head.
+                vectors = embedded.get((*self.encoder, key))
+                if vectors is None:
+                    vectors = embedded[(*self.encoder, key)] = self.run(windows, batch_size)
+                weight, bias = self.head
+                scores = _sigmoid(vectors @ weight + bias)
             top, top_window = _max_per_text(scores, [w.text_index for w in windows], len(texts))
             tops.append(top)
             for i in indices:
@@ -138,9 +172,10 @@ class _LoadedBundle:
                 windows.append(_Window(index, part.ids, part.type_ids, _char_span(part)))
         return windows
 
-    def scores(self, windows: Sequence[_Window], batch_size: int) -> np.ndarray:
-        """Sigmoid scores, one row per window, one column per model output."""
-        out = np.empty((len(windows), self.outputs), dtype=np.float32)
+    def run(self, windows: Sequence[_Window], batch_size: int) -> np.ndarray:
+        """The model's output (logits, or an embedding guard's sentence embedding), one row per window."""
+        rows: list[np.ndarray] = []
+        order: list[int] = []
         for chunk in self._chunks(windows, batch_size):
             width = max(len(windows[i].ids) for i in chunk)
             ids = np.zeros((len(chunk), width), dtype=np.int64)
@@ -152,8 +187,11 @@ class _LoadedBundle:
                 types[row, :n] = windows[i].type_ids
                 mask[row, :n] = 1
             feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-            (logits,) = self.session.run(None, {name: feeds[name] for name in self.input_names})
-            out[chunk] = 1.0 / (1.0 + np.exp(-logits))
+            (output,) = self.session.run([self.output], {name: feeds[name] for name in self.input_names})
+            rows.append(output)
+            order += chunk
+        out = np.empty((len(windows), rows[0].shape[1]), dtype=np.float32)
+        out[order] = np.concatenate(rows)
         return out
 
     def _chunks(self, windows: Sequence[_Window], batch_size: int) -> Iterator[list[int]]:
@@ -165,6 +203,24 @@ class _LoadedBundle:
         for group in groups.values():
             for start in range(0, len(group), batch_size):
                 yield group[start : start + batch_size]
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def _load_head(bundle: GuardBundle, name: str, labels: int) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(bundle.file(name), allow_pickle=False) as arrays:
+            weight, bias = arrays["weight"].astype(np.float32), arrays["bias"].astype(np.float32)
+    except (OSError, ValueError, KeyError) as exc:  # not an .npz, or without weight / bias
+        raise ManifestError(bundle.path, f"{name} is not a head file with 'weight' and 'bias' arrays: {exc}") from exc
+    if weight.ndim != 2 or weight.shape[1] != labels or bias.shape != (labels,):
+        raise ModelMismatchError(
+            bundle.path,
+            f"{name} holds a head of shape {weight.shape} + {bias.shape}; guard.json lists {labels} labels",
+        )
+    return weight, bias
 
 
 def _char_span(encoding: Encoding) -> tuple[int, int]:
@@ -311,7 +367,8 @@ class Guard:
         empty = set(range(len(texts))) - set(todo)
         # Per bundle: each text's best score per label, and the window (normalised offsets) that gave it.
         encoded: _WindowCache = {}
-        best = [loaded.best(normalized, todo, self.batch_size, encoded) for loaded in self._bundles]
+        embedded: _EmbeddingCache = {}
+        best = [loaded.best(normalized, todo, self.batch_size, encoded, embedded) for loaded in self._bundles]
         latency_ms = (time.perf_counter() - started) * 1000.0
         results = []
         for i, text in enumerate(texts):

@@ -21,8 +21,9 @@ __all__ = ["PACK_GUARDS", "PACK_VERSION", "default_pack_dir", "ensure_default_pa
 # a changed recipe is built on first use instead of an older pack being loaded. 0.2.0 added benign dark-topic questions
 # and more in-character replies and assistant commands; 0.3.0 keeps that data and calibrates the thresholds to flag at
 # most 4 % of the benign validation texts (benchmarks/README.md, "Default pack"); 0.3.1 calibrates them on the scores
-# `check` gives (one text per call) instead of batch scores, which move with the batch under dynamic int8.
-PACK_VERSION = "0.3.1"
+# `check` gives (one text per call) instead of batch scores, which move with the batch under dynamic int8; 0.4.0 keeps
+# all of that and ships each guard's head beside its encoder, so the two guards share one encoder run per window.
+PACK_VERSION = "0.4.0"
 PACK_GUARDS = ("content-safety", "prompt-injection")
 
 

@@ -96,6 +96,13 @@ def test_invalid_manifest_names_the_field(bundle_copy: Path):
         GuardBundle.load(bundle_copy)
 
 
+def test_an_embedding_head_needs_a_hashed_file(bundle_copy: Path):
+    model = json.loads((bundle_copy / "guard.json").read_text())["model"]
+    _edit_manifest(bundle_copy, model={**model, "embedding": {"encoder_sha256": "0" * 64}})
+    with pytest.raises(ManifestError, match=r"files \['head.npz'\] are used but have no sha256"):
+        GuardBundle.load(bundle_copy)
+
+
 def test_labels_that_do_not_match_the_model_are_refused(bundle_copy: Path):
     manifest = json.loads((bundle_copy / "guard.json").read_text())
     _edit_manifest(bundle_copy, labels=manifest["labels"] + [{"name": "extra", "threshold": 0.5}])
