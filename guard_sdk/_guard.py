@@ -211,9 +211,10 @@ def _sigmoid(logits: np.ndarray) -> np.ndarray:
 
 def _load_head(bundle: GuardBundle, name: str, labels: int) -> tuple[np.ndarray, np.ndarray]:
     try:
-        with np.load(bundle.file(name), allow_pickle=False) as arrays:
-            weight, bias = arrays["weight"].astype(np.float32), arrays["bias"].astype(np.float32)
-    except (OSError, ValueError, KeyError) as exc:  # not an .npz, or without weight / bias
+        with bundle.file(name).open("rb") as file:
+            arrays = np.load(file, allow_pickle=False)  # an .npz, or a plain array if someone saved one
+            weight, bias = (np.asarray(arrays[key], dtype=np.float32) for key in ("weight", "bias"))
+    except (OSError, ValueError, KeyError, IndexError) as exc:  # not an .npz, or without weight / bias
         raise ManifestError(bundle.path, f"{name} is not a head file with 'weight' and 'bias' arrays: {exc}") from exc
     if weight.ndim != 2 or weight.shape[1] != labels or bias.shape != (labels,):
         raise ModelMismatchError(

@@ -174,7 +174,7 @@ def test_embedding_guards_on_one_encoder_share_its_run(tmp_path: Path, demo_rows
     import numpy as np
 
     from builder.embedding import EmbeddingGuardConfig, train_embedding_guard
-    from guard_sdk import Guard, ModelMismatchError
+    from guard_sdk import Guard, ManifestError, ModelMismatchError
 
     bundles = []
     for label in ("abuse", "injection"):
@@ -212,6 +212,13 @@ def test_embedding_guards_on_one_encoder_share_its_run(tmp_path: Path, demo_rows
         Guard(injection, verify=False)
     np.savez(injection / "head.npz", weight=np.zeros((100, 1), np.float32), bias=np.zeros(1, np.float32))
     with pytest.raises(ModelMismatchError, match="sentence_embedding has 384 dimensions, head.npz expects 100"):
+        Guard(injection, verify=False)
+    (injection / "head.npz").write_bytes(b"not an npz")
+    with pytest.raises(ManifestError, match="head.npz is not a head file with 'weight' and 'bias' arrays"):
+        Guard(injection, verify=False)
+    with (injection / "head.npz").open("wb") as file:
+        np.save(file, np.zeros(3))  # one unnamed array, no weight and bias
+    with pytest.raises(ManifestError, match="head.npz is not a head file with 'weight' and 'bias' arrays"):
         Guard(injection, verify=False)
 
 
