@@ -94,9 +94,13 @@ class _LoadedBundle:
         self.head: tuple[np.ndarray, np.ndarray] | None = None
         if embedding := manifest.model.embedding:
             self.head = _load_head(bundle, embedding.head_file, len(self.labels))
-            output = {o.name: o for o in self.session.get_outputs()}.get(embedding.output)
+            model_outputs = {o.name: o for o in self.session.get_outputs()}
+            output = model_outputs.get(embedding.output)
             if output is None:
-                raise ModelMismatchError(bundle.path, f"guard.json names model output {embedding.output!r}, absent")
+                raise ModelMismatchError(
+                    bundle.path,
+                    f"guard.json names model output {embedding.output!r}; the model has {list(model_outputs)}",
+                )
             if isinstance(output.shape[-1], int) and output.shape[-1] != self.head[0].shape[0]:
                 raise ModelMismatchError(
                     bundle.path,
