@@ -7,6 +7,7 @@ import os
 import platform
 import random
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -215,6 +216,40 @@ def time_interleaved(
                     break
         i += block
     return {engine.name: Stats.of(engine.samples) for engine in engines}
+
+
+def concurrent_checks(guard: Any, texts: Sequence[str], callers: int, seconds: float) -> dict[str, Any]:
+    """Checks per second when ``callers`` threads call ``guard.check`` at once for ``seconds``, and the latency of
+    their calls (``latency_p50`` ... in ms)."""
+    latencies: list[list[float]] = [[] for _ in range(callers)]
+    stop = threading.Event()
+    workers = [
+        threading.Thread(target=_caller, args=(guard, texts, k, callers, stop, latencies[k]), daemon=True)
+        for k in range(callers)
+    ]
+    started = time.perf_counter()
+    for w in workers:
+        w.start()
+    time.sleep(seconds)
+    stop.set()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - started
+    done = [x for per in latencies for x in per]
+    stats = Stats.of(done)
+    return {"checks_per_s": round(len(done) / elapsed, 1), **{f"latency_{k}": v for k, v in vars(stats).items()}}
+
+
+def _caller(
+    guard: Any, texts: Sequence[str], k: int, callers: int, stop: threading.Event, latencies: list[float]
+) -> None:
+    """One concurrent caller: checks its share of the texts until told to stop, recording each call's latency."""
+    i = k
+    while not stop.is_set():
+        started = time.perf_counter()
+        guard.check(texts[i % len(texts)])
+        latencies.append((time.perf_counter() - started) * 1000.0)
+        i += callers
 
 
 # ---------------------------------------------------------------------------------------------------------- output

@@ -25,7 +25,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,8 +34,8 @@ from ._common import (
     CACHE,
     RESULTS,
     Engine,
-    Stats,
     bundle_head,
+    concurrent_checks,
     corpus,
     log,
     machine_info,
@@ -290,46 +289,11 @@ def throughput(args: argparse.Namespace, texts: list[str]) -> list[dict]:
             guard.warmup()
             for callers in args.callers:
                 log(f"throughput: {callers} caller(s), {mode}, {threads} thread(s)")
-                latencies: list[list[float]] = [[] for _ in range(callers)]
-                stop = threading.Event()
-
-                workers = [
-                    threading.Thread(target=_caller, args=(guard, texts, k, callers, stop, latencies[k]), daemon=True)
-                    for k in range(callers)
-                ]
-                started = time.perf_counter()
-                for w in workers:
-                    w.start()
-                time.sleep(args.throughput_s)
-                stop.set()
-                for w in workers:
-                    w.join()
-                elapsed = time.perf_counter() - started
-                done = [x for per in latencies for x in per]
-                stats = Stats.of(done)
+                measured = concurrent_checks(guard, texts, callers, args.throughput_s)
                 rows.append(
-                    {
-                        "mode": mode,
-                        "callers": callers,
-                        "tokens": args.batch_tokens,
-                        "threads": threads,
-                        "checks_per_s": round(len(done) / elapsed, 1),
-                        **{f"latency_{k}": v for k, v in vars(stats).items()},
-                    }
+                    {"mode": mode, "callers": callers, "tokens": args.batch_tokens, "threads": threads, **measured}
                 )
     return rows
-
-
-def _caller(
-    guard: Any, texts: Sequence[str], k: int, callers: int, stop: threading.Event, latencies: list[float]
-) -> None:
-    """One concurrent caller: checks its share of the texts until told to stop, recording each call's latency."""
-    i = k
-    while not stop.is_set():
-        started = time.perf_counter()
-        guard.check(texts[i % len(texts)])
-        latencies.append((time.perf_counter() - started) * 1000.0)
-        i += callers
 
 
 _IMPORT_SNIPPET = """

@@ -48,7 +48,9 @@ class _Window:
 _WindowKey = tuple[str, int, int, str | None]
 _WindowCache = dict[_WindowKey, list[_Window]]
 # Sentence embeddings of those windows, shared by embedding guards with the same encoder (and precision).
-_EmbeddingCache = dict[tuple[str, str, _WindowKey], np.ndarray]
+_EmbeddingCache = dict[tuple[tuple[str, str] | None, _WindowKey], np.ndarray]
+# Per text and label of one bundle: the best score over the text's windows, and that window's normalised span.
+_Best = tuple[np.ndarray, list[list[tuple[int, int]]]]
 
 
 class _LoadedBundle:
@@ -92,6 +94,7 @@ class _LoadedBundle:
                 f"but the model outputs {width} scores",
             )
         self.head: tuple[np.ndarray, np.ndarray] | None = None
+        self.encoder = _encoder(bundle, precision)
         if embedding := manifest.model.embedding:
             self.head = _load_head(bundle, embedding.head_file, len(self.labels))
             model_outputs = {o.name: o for o in self.session.get_outputs()}
@@ -108,8 +111,6 @@ class _LoadedBundle:
                     f"{embedding.head_file} expects {self.head[0].shape[0]}",
                 )
             self.output = embedding.output
-            # The int8 encoders are what encoder_sha256 identifies; an fp32 copy is shared only with fp32 copies.
-            self.encoder = (embedding.encoder_sha256, precision or manifest.model.precision)
         try:
             self.tokenizer = Tokenizer.from_file(str(bundle.file(manifest.tokenizer.file)))
         except Exception as exc:  # tokenizers raises a bare Exception on a malformed file
@@ -140,7 +141,7 @@ class _LoadedBundle:
         batch_size: int,
         cache: _WindowCache,
         embedded: _EmbeddingCache,
-    ) -> tuple[np.ndarray, list[list[tuple[int, int]]]]:
+    ) -> _Best:
         """Per text and label: the highest score over the text's windows, and that window's normalised span."""
         tops = []
         spans: list[list[tuple[int, int]]] = [[] for _ in texts]
@@ -155,9 +156,9 @@ class _LoadedBundle:
                 scores = _sigmoid(self.run(windows, batch_size))
             else:
                 # The encoder runs once per window for every guard on it; each applies its own head.
-                vectors = embedded.get((*self.encoder, key))
+                vectors = embedded.get((self.encoder, key))
                 if vectors is None:
-                    vectors = embedded[(*self.encoder, key)] = self.run(windows, batch_size)
+                    vectors = embedded[(self.encoder, key)] = self.run(windows, batch_size)
                 weight, bias = self.head
                 scores = _sigmoid(vectors @ weight + bias)
             top, top_window = _max_per_text(scores, [w.text_index for w in windows], len(texts))
@@ -209,6 +210,25 @@ class _LoadedBundle:
                 yield group[start : start + batch_size]
 
 
+def _encoder(bundle: GuardBundle, precision: str | None) -> tuple[str, str] | None:
+    """What an embedding guard's model computes: guards with equal encoders share its run."""
+    model = bundle.manifest.model
+    # The int8 encoders are what encoder_sha256 identifies; an fp32 copy is shared only with fp32 copies.
+    return (model.embedding.encoder_sha256, precision or model.precision) if model.embedding else None
+
+
+def _lanes(bundles: Sequence[GuardBundle], precision: str | None, threads: int) -> list[list[int]]:
+    """Bundle indices per lane: the lanes of a check run at once, each in its own thread, the bundles of a lane
+    one after the other. Bundles on one encoder share a lane (the first runs it, the rest reuse its output)."""
+    models: dict[object, list[int]] = {}
+    for i, bundle in enumerate(bundles):
+        models.setdefault(_encoder(bundle, precision) or i, []).append(i)
+    lanes: list[list[int]] = [[] for _ in range(min(threads, len(models)))]
+    for n, indices in enumerate(models.values()):
+        lanes[n % len(lanes)] += indices
+    return lanes
+
+
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logits))
 
@@ -245,7 +265,8 @@ class Guard:
     Args:
         bundles: bundle folders (or loaded ``GuardBundle`` objects).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when this ONNX Runtime build has it).
-        threads: intra-op threads per session; default: the machine's core count.
+        threads: threads a check may use; default: the machine's core count. One model's session gets them all;
+            guards on different models split them (see ``parallel``).
         spin: let the intra-op threads spin between the steps of a check instead of sleeping (they stop when it
             returns). With 2 threads on a 2-core host that ran nothing else, 64-token checks of the default pack
             took ~30 % less time (5.6 -> 4.0 ms); beside other busy threads the spinning ones compete with them
@@ -259,6 +280,11 @@ class Guard:
             so in shared calls a text's scores move with the other texts (up to 0.19 on the default pack, flipping
             decisions near a threshold). ``False`` shares calls across texts: 1.3-2.4x the ``check_batch``
             throughput at 2 threads on short texts, about the same at 1 thread (benchmarks/README.md).
+        parallel: on CPU, run guards on different models at the same time, each model's session getting
+            ``threads`` divided by their number (at least 1), instead of one after the other with all ``threads``
+            each. Small inputs use two threads poorly (ONNX Runtime splits each small op in two) and two models
+            side by side well: 1.35-1.45x faster checks at 16-64 tokens with 2 threads, about even from 256
+            (benchmarks/README.md). Guards on one shared encoder run it once either way.
         verify: check every file's sha256 against the manifest on load.
         batching: coalesce concurrent ``check``/``acheck``/``submit`` calls from many threads and tasks into shared
             batches (``True`` or ``BatchingOptions``); for GPUs, where a call costs more than a text; a lone call
@@ -280,11 +306,12 @@ class Guard:
         verify: bool = True,
         batching: bool | BatchingOptions = False,
         batch_invariant: bool = True,
+        parallel: bool = True,
     ) -> None:
         sources = [bundles] if isinstance(bundles, (str, os.PathLike, GuardBundle)) else list(bundles)
         if not sources:
             raise ValueError("Guard needs at least one bundle")
-        for name, flag in (("spin", spin), ("batch_invariant", batch_invariant)):
+        for name, flag in (("spin", spin), ("batch_invariant", batch_invariant), ("parallel", parallel)):
             if not isinstance(flag, bool):  # a truthy string such as "no" would otherwise mean True
                 raise TypeError(f"{name} must be True or False, got {type(flag).__name__}")
         self.device = resolve_device(device)
@@ -292,21 +319,28 @@ class Guard:
         self.spin = spin
         self.max_chars = max_chars
         self.batch_size = batch_size
+        loaded = [s if isinstance(s, GuardBundle) else GuardBundle.load(Path(s), verify=verify) for s in sources]
+        # A GPU runs one model at a time anyway.
+        self._lanes = (
+            _lanes(loaded, precision, self.threads) if parallel and self.device == "cpu" else [list(range(len(loaded)))]
+        )
         self._bundles = [
             _LoadedBundle(
-                source if isinstance(source, GuardBundle) else GuardBundle.load(Path(source), verify=verify),
+                bundle,
                 device=self.device,
-                threads=self.threads,
+                threads=max(1, self.threads // len(self._lanes)),
                 spin=spin,
                 precision=precision,
                 batch_invariant=batch_invariant,
             )
-            for source in sources
+            for bundle in loaded
         ]
         known = {label.name for b in self._bundles for label in b.labels}
         overrides = dict(thresholds or {})
         if unknown := sorted(set(overrides) - known):
             raise ValueError(f"thresholds given for unknown labels {unknown}; labels are {sorted(known)}")
+        self._lock = threading.Lock()
+        self._checks_running = 0
         self._thresholds = [[overrides.get(label.name, label.threshold) for label in b.labels] for b in self._bundles]
         self._batcher = (
             MicroBatcher(self.check_batch, batching if isinstance(batching, BatchingOptions) else None)
@@ -370,10 +404,7 @@ class Guard:
         normalized = [self._prepare(text) for text in texts]
         todo = [i for i, n in enumerate(normalized) if n.text.strip()]
         empty = set(range(len(texts))) - set(todo)
-        # Per bundle: each text's best score per label, and the window (normalised offsets) that gave it.
-        encoded: _WindowCache = {}
-        embedded: _EmbeddingCache = {}
-        best = [loaded.best(normalized, todo, self.batch_size, encoded, embedded) for loaded in self._bundles]
+        best = self._best(normalized, todo)
         latency_ms = (time.perf_counter() - started) * 1000.0
         results = []
         for i, text in enumerate(texts):
@@ -397,6 +428,34 @@ class Guard:
                     )
             results.append(CheckResult(stage=stage, status="checked", scores=label_scores, latency_ms=latency_ms))
         return results
+
+    def _best(self, texts: Sequence[NormalizedText], todo: Sequence[int]) -> list[_Best]:
+        """Per bundle: each text's best score per label, and the window (normalised offsets) that gave it."""
+        encoded: _WindowCache = {}
+        embedded: _EmbeddingCache = {}
+
+        def lane(indices: list[int]) -> list[tuple[int, _Best]]:
+            return [(i, self._bundles[i].best(texts, todo, self.batch_size, encoded, embedded)) for i in indices]
+
+        first, *others = self._lanes
+        with self._lock:
+            self._checks_running += 1
+            # Other checks running on this Guard keep the cores busy already: handing lanes to more threads would
+            # only add hand-offs (measured 5-13 % fewer checks/s with 8-32 callers).
+            alone = self._checks_running == 1
+        try:
+            if not others or not todo or not alone:
+                done = [item for indices in self._lanes for item in lane(indices)]
+            else:
+                pending = [(indices, _lane_threads().submit(lane, indices)) for indices in others]
+                done = lane(first)
+                for indices, future in pending:
+                    # A lane no worker has started yet (all busy with other checks' lanes) runs here, not waiting.
+                    done += lane(indices) if future.cancel() else future.result()
+        finally:
+            with self._lock:
+                self._checks_running -= 1
+        return [best for _, best in sorted(done, key=lambda item: item[0])]
 
     @classmethod
     def default(cls, *, build: bool = True, **options: Any) -> Guard:
@@ -434,19 +493,28 @@ class Guard:
         return f"Guard({[b.id for b in self._bundles]}, device={self.device!r}, threads={self.threads}{spin})"
 
 
-_threads: ThreadPoolExecutor | None = None
-_threads_lock = threading.Lock()
+_executors: dict[str, ThreadPoolExecutor] = {}
+_executors_lock = threading.Lock()
+
+
+def _executor(name: str) -> ThreadPoolExecutor:
+    """A thread pool shared by every Guard (ONNX Runtime releases the GIL), started on first use."""
+    with _executors_lock:
+        if name not in _executors:
+            from concurrent.futures import ThreadPoolExecutor  # not imported with the module, to keep it cheap
+
+            _executors[name] = ThreadPoolExecutor(min(32, (os.cpu_count() or 1) + 4), thread_name_prefix=name)
+        return _executors[name]
 
 
 def _check_threads() -> ThreadPoolExecutor:
-    """Threads for checks submitted without batching, shared by every Guard (ONNX Runtime releases the GIL)."""
-    global _threads
-    with _threads_lock:
-        if _threads is None:
-            from concurrent.futures import ThreadPoolExecutor  # only for background checks, not for check()
+    """Checks submitted without batching."""
+    return _executor("guard")
 
-            _threads = ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="guard")
-        return _threads
+
+def _lane_threads() -> ThreadPoolExecutor:
+    """A check's parallel lanes. Apart from ``_check_threads``: a check running there waits on its lanes."""
+    return _executor("guard-lane")
 
 
 def _max_per_text(scores: np.ndarray, owners: list[int], n_texts: int) -> tuple[np.ndarray, np.ndarray]:

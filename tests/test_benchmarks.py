@@ -181,3 +181,39 @@ def test_torch_engine_runs_an_embedding_guard_as_the_bundle_does(demo_rows: list
     for text in texts:
         expected = [s.score for s in guard.check(text).scores]
         assert engine.check(text) == pytest.approx(expected, abs=1e-3)
+
+
+def test_parallel_models_run_compares_both_ways(multi_label_bundle: Path, binary_bundle: Path, tmp_path: Path):
+    done = _run(
+        "benchmarks.parallel_models",
+        "--bundles",
+        str(multi_label_bundle),
+        str(binary_bundle),
+        "--tokens",
+        "16",
+        "200",
+        "--callers",
+        "1",
+        "4",
+        "--reps",
+        "20",
+        "--throughput-s",
+        "0.5",
+        "--out",
+        str(tmp_path),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "parallel_models.json").read_text())
+    latency = [r for r in result["results"] if "tokens" in r and "callers" not in r]
+    assert [(r["threads"], r["tokens"]) for r in latency] == [(2, 16), (2, 200)]
+    for row in latency:
+        assert row["lanes"] == [["demo@1.0.0"], ["binary@0.1.0"]] and row["max_score_diff"] < 1e-5
+        for name in ("one after the other", "at the same time"):
+            assert 0 < row[name]["min"] <= row[name]["p50"] <= row[name]["p99"] and row[name]["n"] >= 20
+    callers = [r for r in result["results"] if "callers" in r]
+    assert [r["callers"] for r in callers] == [1, 4]
+    assert all(r[name]["checks_per_s"] > 0 for r in callers for name in ("one after the other", "at the same time"))
+    assert "| threads | tokens | one after the other p50 |" in (tmp_path / "parallel_models.md").read_text()
+
+    one_lane = _run("benchmarks.parallel_models", "--bundles", str(multi_label_bundle), "--out", str(tmp_path))
+    assert one_lane.returncode != 0 and "run as one lane" in one_lane.stderr

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tokenizers import Tokenizer
@@ -155,6 +158,88 @@ def test_several_bundles_in_one_guard(multi_label_bundle: Path, binary_bundle: P
     result = guard.check(INJECTION)
     assert [s.bundle for s in result.scores] == ["demo@1.0.0", "demo@1.0.0", "binary@0.1.0"]
     assert guard.providers == ["CPUExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_guards_on_different_models_run_at_the_same_time(multi_label_bundle: Path, binary_bundle: Path, monkeypatch):
+    from guard_sdk._guard import _lane_threads
+
+    bundles = [multi_label_bundle, binary_bundle]
+    parallel = Guard(bundles, device="cpu", threads=2)
+    sequential = Guard(bundles, device="cpu", threads=2, parallel=False)
+    assert parallel._lanes == [[0], [1]] and sequential._lanes == [[0, 1]]
+    assert Guard(bundles, device="cpu", threads=1)._lanes == [[0, 1]]
+    # The two threads are split between the models: each session gets one.
+    threads = [
+        [b.session.get_session_options().intra_op_num_threads for b in g._bundles] for g in (parallel, sequential)
+    ]
+    assert threads == [[1, 1], [2, 2]]
+    with pytest.raises(TypeError, match="parallel must be True or False, got str"):
+        Guard(bundles, parallel="no")  # type: ignore[arg-type]
+
+    ran_on: dict[str, set[int]] = {}
+    held: set[int] = set()  # threads whose runs wait for `release`
+    release, entered = threading.Event(), threading.Event()
+
+    def spy(loaded: Any) -> Callable[..., Any]:
+        def run(*args: Any) -> Any:
+            ran_on.setdefault(loaded.id, set()).add(threading.get_ident())
+            if threading.get_ident() in held:
+                entered.set()
+                release.wait(60)
+            return original(*args)
+
+        original = loaded.session.run
+        return run
+
+    for loaded in parallel._bundles:
+        monkeypatch.setattr(loaded.session, "run", spy(loaded))
+    texts = [BENIGN, INJECTION, FILLER * 30 + INJECTION, "", "you are a useless idiot"]
+    together = parallel.check_batch(texts)
+    assert ran_on["demo@1.0.0"] == {threading.get_ident()}, "the first lane runs on the caller's thread"
+    assert threading.get_ident() not in ran_on["binary@0.1.0"], "the second on a worker, at the same time"
+    for got, want in zip(together, sequential.check_batch(texts)):
+        assert got.status == want.status
+        assert [(s.label, s.bundle, s.flagged, s.window) for s in got.scores] == [
+            (s.label, s.bundle, s.flagged, s.window) for s in want.scores
+        ]
+        assert [s.score for s in got.scores] == pytest.approx([s.score for s in want.scores], abs=1e-6)
+
+    here = {"demo@1.0.0": {threading.get_ident()}, "binary@0.1.0": {threading.get_ident()}}
+    # With every lane worker busy (other checks' lanes), the caller runs the second lane itself instead of waiting.
+    busy = [_lane_threads().submit(release.wait, 60) for _ in range(_lane_threads()._max_workers)]
+    try:
+        ran_on.clear()
+        assert parallel.check(INJECTION).score("injection").flagged
+        assert ran_on == here
+    finally:
+        release.set()
+    assert all(f.result() for f in busy)
+
+    # While another check runs on this Guard (the cores are busy), a check runs its lanes one after the other.
+    release.clear()
+
+    def held_check() -> None:
+        held.add(threading.get_ident())
+        parallel.check(BENIGN)
+
+    other = threading.Thread(target=held_check)
+    other.start()
+    try:
+        assert entered.wait(60)
+        ran_on.clear()  # the other check's second lane may still add its worker's thread, never this one
+        assert parallel.check(INJECTION).score("injection").flagged
+        assert threading.get_ident() in ran_on["binary@0.1.0"], "the caller ran the second lane itself"
+    finally:
+        release.set()
+        other.join()
+
+    # A lane's error reaches the caller.
+    def broken(*args: object) -> None:
+        raise RuntimeError("the second model failed")
+
+    monkeypatch.setattr(parallel._bundles[1].session, "run", broken)
+    with pytest.raises(RuntimeError, match="the second model failed"):
+        parallel.check(BENIGN)
 
 
 def test_fp32_model_gives_nearly_the_same_scores(multi_label_bundle: Path, guard: Guard):
