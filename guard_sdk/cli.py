@@ -1,6 +1,7 @@
 """``guard check``: check texts from the command line; prints one JSON result per text.
 
-guard check --bundle DIR "some text"            one text
+guard check "some text"                         one text, with the default pack (built by `guard-build pack`)
+guard check --bundle DIR "some text"            one text, with the bundle in DIR
 guard check --bundle DIR < texts.jsonl          JSONL on stdin: {"text": ...} objects or bare JSON strings
 guard check --bundle A --bundle B --fail-on-flag "text"   exit status 1 when any text is flagged
 """
@@ -25,7 +26,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="check one text, or JSONL texts from stdin")
     check.add_argument("text", nargs="?", help="the text to check; omit (or '-') to read JSONL from stdin")
-    check.add_argument("--bundle", action="append", required=True, help="a bundle folder (repeat for several)")
+    check.add_argument(
+        "--bundle", action="append", help="a bundle folder (repeat for several); default: the default pack"
+    )
     check.add_argument("--stage", choices=["input", "output"], default="input")
     check.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     check.add_argument("--threads", type=int, default=None)
@@ -34,7 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        guard = Guard(args.bundle, device=args.device, threads=args.threads)
+        options = {"device": args.device, "threads": args.threads}
+        # No build from here: a first `guard check` should not start a minutes-long build unasked.
+        guard = Guard(args.bundle, **options) if args.bundle else Guard.default(build=False, **options)
         results: list[CheckResult] = []
         if args.text is not None and args.text != "-":
             results = _print(guard.check_batch([args.text], stage=args.stage), sys.stdout)
