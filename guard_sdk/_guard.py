@@ -230,7 +230,8 @@ def _lanes(bundles: Sequence[GuardBundle], precision: str | None, threads: int) 
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-logits))
+    probabilities: np.ndarray = 1.0 / (1.0 + np.exp(-logits))
+    return probabilities
 
 
 def _load_head(bundle: GuardBundle, name: str, labels: int) -> tuple[np.ndarray, np.ndarray]:

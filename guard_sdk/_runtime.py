@@ -6,7 +6,7 @@ import logging
 import threading
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._errors import ProviderUnavailableError, RuntimeNotInstalledError
 
@@ -36,7 +36,7 @@ _sessions: weakref.WeakValueDictionary[tuple[str, str, int, int, bool], onnxrunt
 _lock = threading.Lock()
 
 
-def import_onnxruntime():
+def import_onnxruntime() -> Any:  # the module; it ships no type information
     # Imported on first use: it costs hundreds of milliseconds and `import guard_sdk` must stay cheap.
     try:
         import onnxruntime

@@ -1,0 +1,102 @@
+"""Type-checked, never run: what a type checker tells users of guard_sdk's public API.
+
+`tests/test_typing.py` runs mypy (strict) on this file and on guard_sdk. `assert_type` pins what each call returns (the overloads on
+`Guard.wrap` and on `stream=`, the decorator keeping the function's signature); a line ending in
+`# type: ignore[code]` is a call the API must reject, and mypy's `warn_unused_ignores` fails the test when it no
+longer does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Future
+
+import openai
+from openai.types.chat import ChatCompletionChunk
+from typing_extensions import assert_type
+
+import guard_sdk
+from guard_sdk import CheckResult, Decision, Guard, GuardViolation, LabelScore, guarded
+from guard_sdk.integrations.openai import (
+    GuardedAsyncOpenAI,
+    GuardedAsyncStream,
+    GuardedChatCompletion,
+    GuardedOpenAI,
+    GuardedResponse,
+    GuardedStream,
+)
+
+MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+
+
+def checks(guard: Guard) -> None:
+    result = guard.check("text", stage="output")
+    assert_type(result, CheckResult)
+    assert_type(result.flagged, bool)
+    assert_type(result.violations, list[LabelScore])
+    assert_type(result.score("injection").score, float)
+    assert_type(guard.check_batch(["a", "b"]), list[CheckResult])
+    assert_type(guard.submit(["a"]), Future[list[CheckResult]])
+    assert_type(Guard.default(build=False), Guard)
+    guard.check("text", stage="later")  # type: ignore[arg-type]
+    guard.check(b"bytes")  # type: ignore[arg-type]
+
+
+async def async_checks(guard: Guard) -> None:
+    assert_type(await guard.acheck("text"), CheckResult)
+
+
+def sync_client(guard: Guard) -> None:
+    client = guard.wrap(openai.OpenAI(api_key="-"), on_fail="refuse", input_mode="sequential")
+    assert_type(client, GuardedOpenAI)
+    completion = client.chat.completions.create(model="m", messages=MESSAGES)
+    assert_type(completion, GuardedChatCompletion)
+    assert_type(completion.guard_results, list[guard_sdk.SourcedResult])
+    stream = client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+    assert_type(stream, GuardedStream)
+    for chunk in stream:
+        assert_type(chunk, ChatCompletionChunk)
+    assert_type(client.responses.create(model="m", input="hi"), GuardedResponse)
+    guard.wrap(openai.OpenAI(api_key="-"), on_fail="ignore")  # type: ignore[call-overload]
+    guard.wrap(openai.OpenAI(api_key="-"), input_mode="later")  # type: ignore[call-overload]
+
+
+async def async_client(guard: Guard) -> None:
+    client = guard.wrap(openai.AsyncOpenAI(api_key="-"), on_decision=lambda decision: None)
+    assert_type(client, GuardedAsyncOpenAI)
+    assert_type(await client.chat.completions.create(model="m", messages=MESSAGES), GuardedChatCompletion)
+    stream = await client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+    assert_type(stream, GuardedAsyncStream)
+    async for chunk in stream:
+        assert_type(chunk, ChatCompletionChunk)
+
+
+def decorated(guard: Guard) -> None:
+    def on_decision(decision: Decision) -> None:
+        assert_type(decision.blocked, bool)
+
+    @guarded(guard, input="question", output=True, on_decision=on_decision)
+    def answer(question: str, *, temperature: float = 0.0) -> str:
+        return question
+
+    @guarded(guard, output=True)
+    def tokens(question: str) -> Iterator[str]:
+        yield question
+
+    @guarded(guard, output=True)
+    async def atokens(question: str) -> AsyncIterator[str]:
+        yield question
+
+    assert_type(answer("hi", temperature=0.5), str)
+    assert_type(tokens("hi"), Iterator[str])
+    assert_type(atokens("hi"), AsyncIterator[str])
+    answer(1)  # type: ignore[arg-type]
+    guarded(guard, output=True, on_fail="ignore")  # type: ignore[arg-type]
+
+
+def errors() -> None:
+    try:
+        pass
+    except GuardViolation as violation:
+        assert_type(violation.violations, list[guard_sdk.SourcedResult])
+        assert isinstance(violation, guard_sdk.GuardError)
