@@ -1,7 +1,7 @@
 """Type-checked, never run: what a type checker tells users of guard_sdk's public API.
 
-`tests/test_typing.py` runs mypy (strict) on this file and on guard_sdk. `assert_type` pins what each call returns (the overloads on
-`Guard.wrap` and on `stream=`, the decorator keeping the function's signature); a line ending in
+`tests/test_typing.py` runs mypy --strict on this file and on guard_sdk. `assert_type` pins what each call returns
+(the overloads on `Guard.wrap` and on `stream=`, the decorator keeping the function's signature); a line ending in
 `# type: ignore[code]` is a call the API must reject, and mypy's `warn_unused_ignores` fails the test when it no
 longer does.
 """
@@ -94,9 +94,6 @@ def decorated(guard: Guard) -> None:
     guarded(guard, output=True, on_fail="ignore")  # type: ignore[arg-type]
 
 
-def errors() -> None:
-    try:
-        pass
-    except GuardViolation as violation:
-        assert_type(violation.violations, list[guard_sdk.SourcedResult])
-        assert isinstance(violation, guard_sdk.GuardError)
+def errors(violation: GuardViolation) -> guard_sdk.GuardError:
+    assert_type(violation.violations, list[guard_sdk.SourcedResult])
+    return violation  # every error the SDK raises is a GuardError
