@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,9 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from ._common import EVAL_DIR, RESULTS, log, machine_info, markdown_table, write_json
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Published results on the same sets (model cards and papers); "metric" names what they report.
 PUBLISHED: dict[str, list[tuple[str, str, float]]] = {

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ._common import EVAL_DIR, RESULTS, Engine, log, markdown_table, time_interleaved, write_json
 from .accuracy import load_set, metrics
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def scores_and_flags(guard: Any, texts: Sequence[str]) -> tuple[list[float], list[bool]]:

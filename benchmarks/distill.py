@@ -14,7 +14,6 @@ Writes ``results/distill/distill.{json,md}`` and each pack's accuracy files.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,9 +33,6 @@ from ._common import (
     time_interleaved,
     write_json,
 )
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 TOKENS = (16, 64, 256, 512)
 

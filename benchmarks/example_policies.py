@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,9 +46,6 @@ from ._common import (
     time_interleaved,
     write_json,
 )
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 POLICIES = ROOT / "examples" / "policies"
 PACK_MULTITASK = ROOT / ".cache" / "methods"

@@ -48,8 +48,6 @@ from ._common import (
 if TYPE_CHECKING:
     from guard_sdk import Guard, GuardBundle
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 TARGETS = {
     "int8_64_p50_ms": 4.0,

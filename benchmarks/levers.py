@@ -12,7 +12,6 @@ window of the given lengths.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,9 +29,6 @@ from ._common import (
     time_interleaved,
     write_json,
 )
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def int8_variants(fp32: Path, plain_fp32: Path | None, folder: Path) -> dict[str, Path]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,9 +39,6 @@ from ._common import (
     time_interleaved,
     write_json,
 )
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 METHODS = ("linear", "task_arithmetic", "ties")
 DEFAULT_DONOR = ROOT / ".cache" / "methods" / "multitask"

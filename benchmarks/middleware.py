@@ -143,7 +143,6 @@ def main() -> int:
     if not (args.bundle / "guard.json").is_file():
         print(f"no bundle at {args.bundle}: run `bash scripts/demo.sh` first, or pass --bundle", file=sys.stderr)
         return 2
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     report = {
         "machine": machine_info([args.threads]),
         "bundle": str(args.bundle),

@@ -13,7 +13,6 @@ the way its users run it and fed random token ids of the target length (no token
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from ._common import CACHE, log
 
 __all__ = ["PEERS", "Peer", "peer_onnx", "peer_torch_model", "random_feeds"]
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # Shared by DeBERTa-v3 base and xsmall (microsoft/deberta-v3-* config.json).
 _DEBERTA_V3: dict[str, Any] = {

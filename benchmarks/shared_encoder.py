@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,8 +30,6 @@ from ._common import (
     time_interleaved,
     write_json,
 )
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def unshared_copy(bundle_dir: Path) -> Path:
