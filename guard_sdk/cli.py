@@ -12,11 +12,12 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from typing import TextIO
+from typing import TextIO, get_args
 
 from ._errors import GuardError
 from ._guard import Guard
-from ._result import CheckResult
+from ._result import CheckResult, Stage
+from ._runtime import Device
 
 __all__ = ["main"]
 
@@ -29,8 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument(
         "--bundle", action="append", help="a bundle folder (repeat for several); default: the default pack"
     )
-    check.add_argument("--stage", choices=["input", "output"], default="input")
-    check.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    check.add_argument("--stage", choices=get_args(Stage), default="input")
+    check.add_argument("--device", choices=get_args(Device), default="auto")
     check.add_argument("--threads", type=int, default=None)
     check.add_argument("--batch-size", type=int, default=32, help="texts per batch when reading stdin")
     check.add_argument("--fail-on-flag", action="store_true", help="exit with status 1 when any text is flagged")
