@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ._pack import PACK_GUARDS, PACK_VERSION, default_pack_dir
     from ._result import CheckResult, LabelScore, Stage, Status
     from ._text import normalize
+    from ._views import ScanOptions
     from .decorators import guarded
 
 __version__ = "0.1.0"
@@ -69,6 +70,7 @@ __all__ = [
     "OnFail",
     "ProviderUnavailableError",
     "RuntimeNotInstalledError",
+    "ScanOptions",
     "SourcedResult",
     "Stage",
     "Status",
@@ -106,6 +108,7 @@ _LAZY = {
     "Stage": "._result",
     "Status": "._result",
     "normalize": "._text",
+    "ScanOptions": "._views",
     "guarded": ".decorators",
 }
 # Public submodules that `import guard_sdk` used to load, still reachable as attributes.

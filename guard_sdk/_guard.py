@@ -20,6 +20,7 @@ from ._pack import ensure_default_pack
 from ._result import CheckResult, LabelScore, Stage
 from ._runtime import Device, create_session, resolve_device
 from ._text import NormalizedText, normalize
+from ._views import ScanOptions, View, views
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,10 +39,11 @@ _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 @dataclass(frozen=True, slots=True)
 class _Window:
-    text_index: int
+    view: int
+    text: int  # the checked text the view belongs to
     ids: list[int]
     type_ids: list[int]
-    span: tuple[int, int]  # in the normalised text
+    span: tuple[int, int]  # in the view
 
 
 # Windows of the texts being checked, shared by bundles with the same tokenizer, window and instruction.
@@ -49,7 +51,7 @@ _WindowKey = tuple[str, int, int, str | None]
 _WindowCache = dict[_WindowKey, list[_Window]]
 # Sentence embeddings of those windows, shared by embedding guards with the same encoder (and precision).
 _EmbeddingCache = dict[tuple[tuple[str, str] | None, _WindowKey], np.ndarray]
-# Per text and label of one bundle: the best score over the text's windows, and that window's normalised span.
+# Per view and label of one bundle: the best score over the view's windows, and that window's span in the view.
 _Best = tuple[np.ndarray, list[list[tuple[int, int]]]]
 
 
@@ -136,20 +138,20 @@ class _LoadedBundle:
 
     def best(
         self,
-        texts: Sequence[NormalizedText],
-        indices: Sequence[int],
+        views: Sequence[View],
+        owners: Sequence[int],
         batch_size: int,
         cache: _WindowCache,
         embedded: _EmbeddingCache,
     ) -> _Best:
-        """Per text and label: the highest score over the text's windows, and that window's normalised span."""
+        """Per view and label: the highest score over the view's windows, and that window's span in the view."""
         tops = []
-        spans: list[list[tuple[int, int]]] = [[] for _ in texts]
+        spans: list[list[tuple[int, int]]] = [[] for _ in views]
         for instruction in self.instructions:
             key = (*self.tokenization_key, instruction)
             windows = cache.get(key)
             if windows is None:
-                windows = cache[key] = self.windows(texts, indices, instruction)
+                windows = cache[key] = self.windows(views, owners, instruction)
             if not windows:
                 scores = np.zeros((0, self.outputs), dtype=np.float32)
             elif self.head is None:
@@ -161,20 +163,18 @@ class _LoadedBundle:
                     vectors = embedded[(self.encoder, key)] = self.run(windows, batch_size)
                 weight, bias = self.head
                 scores = _sigmoid(vectors @ weight + bias)
-            top, top_window = _max_per_text(scores, [w.text_index for w in windows], len(texts))
+            top, top_window = _max_per_text(scores, [w.view for w in windows], len(views))
             tops.append(top)
-            for i in indices:
+            for i in range(len(views)):
                 spans[i] += [windows[w].span for w in top_window[i]]
         return np.concatenate(tops, axis=1), spans
 
-    def windows(
-        self, texts: Sequence[NormalizedText], indices: Sequence[int], instruction: str | None = None
-    ) -> list[_Window]:
-        inputs = [texts[i].text if instruction is None else (instruction, texts[i].text) for i in indices]
+    def windows(self, views: Sequence[View], owners: Sequence[int], instruction: str | None = None) -> list[_Window]:
+        inputs = [view.text if instruction is None else (instruction, view.text) for view in views]
         windows: list[_Window] = []
-        for index, encoding in zip(indices, self.tokenizer.encode_batch(inputs)):
+        for index, (owner, encoding) in enumerate(zip(owners, self.tokenizer.encode_batch(inputs))):
             for part in (encoding, *encoding.overflowing):
-                windows.append(_Window(index, part.ids, part.type_ids, _char_span(part)))
+                windows.append(_Window(index, owner, part.ids, part.type_ids, _char_span(part)))
         return windows
 
     def run(self, windows: Sequence[_Window], batch_size: int) -> np.ndarray:
@@ -201,13 +201,20 @@ class _LoadedBundle:
 
     def _chunks(self, windows: Sequence[_Window], batch_size: int) -> Iterator[list[int]]:
         """Window indices per ONNX Runtime call: windows of similar length share a call (little padding), and
-        under int8 only windows of the same text do."""
+        under int8 only windows of the same checked text (of its views) do."""
         groups: dict[int, list[int]] = {}
         for i in sorted(range(len(windows)), key=lambda i: len(windows[i].ids)):
-            groups.setdefault(windows[i].text_index if self.one_text_per_call else 0, []).append(i)
+            groups.setdefault(windows[i].text if self.one_text_per_call else 0, []).append(i)
         for group in groups.values():
-            for start in range(0, len(group), batch_size):
-                yield group[start : start + batch_size]
+            chunk: list[int] = []
+            for i in group:
+                # A sentence padded to its text's full window would cost that window's time again.
+                if chunk and (len(chunk) == batch_size or len(windows[i].ids) > 2 * len(windows[chunk[0]].ids)):
+                    yield chunk
+                    chunk = []
+                chunk.append(i)
+            if chunk:
+                yield chunk
 
 
 def _encoder(bundle: GuardBundle, precision: str | None) -> tuple[str, str] | None:
@@ -287,6 +294,9 @@ class Guard:
             side by side well: 1.35-1.45x faster checks at 16-64 tokens with 2 threads, about even from 256
             (benchmarks/README.md). Guards on one shared encoder run it once either way.
         verify: check every file's sha256 against the manifest on load.
+        scan: what a check scores besides the whole text: its sentences and what encodings in it decode to (both
+            on by default), and whether text hidden in Unicode tag characters is flagged outright (see
+            ``ScanOptions``). A label's score is its highest over all of them.
         batching: coalesce concurrent ``check``/``acheck``/``submit`` calls from many threads and tasks into shared
             batches (``True`` or ``BatchingOptions``); for GPUs, where a call costs more than a text; a lone call
             never waits. On small CPUs padding makes it slower (see ``guard_sdk._batching``), and with an int8
@@ -308,6 +318,7 @@ class Guard:
         batching: bool | BatchingOptions = False,
         batch_invariant: bool = True,
         parallel: bool = True,
+        scan: ScanOptions | None = None,
     ) -> None:
         sources = [bundles] if isinstance(bundles, (str, os.PathLike, GuardBundle)) else list(bundles)
         if not sources:
@@ -320,6 +331,7 @@ class Guard:
         self.spin = spin
         self.max_chars = max_chars
         self.batch_size = batch_size
+        self.scan = scan or ScanOptions()
         loaded = [s if isinstance(s, GuardBundle) else GuardBundle.load(Path(s), verify=verify) for s in sources]
         # A GPU runs one model at a time anyway.
         self._lanes = (
@@ -403,20 +415,30 @@ class Guard:
             raise InputTypeError("check_batch takes a sequence of texts, not a single str; use check(text)")
         started = time.perf_counter()
         normalized = [self._prepare(text) for text in texts]
-        todo = [i for i, n in enumerate(normalized) if n.text.strip()]
-        empty = set(range(len(texts))) - set(todo)
-        best = self._best(normalized, todo)
+        scanned: list[View] = []
+        owners: list[int] = []
+        first_view: list[int] = []
+        for i, prepared in enumerate(normalized):
+            first_view.append(len(scanned))
+            text_views = views(prepared, self.scan)
+            scanned += text_views
+            owners += [i] * len(text_views)
+        first_view.append(len(scanned))
+        best = self._best(scanned, owners)
         latency_ms = (time.perf_counter() - started) * 1000.0
         results = []
         for i, text in enumerate(texts):
-            if i in empty:
-                results.append(CheckResult(stage=stage, status="empty", scores=[], latency_ms=latency_ms))
+            notes = list(normalized[i].notes)
+            if first_view[i] == first_view[i + 1]:
+                results.append(
+                    CheckResult(stage=stage, status="empty", scores=[], latency_ms=latency_ms, normalized=notes)
+                )
                 continue
             label_scores = []
             for loaded, thresholds, (top, top_span) in zip(self._bundles, self._thresholds, best):
                 for j, label in enumerate(loaded.labels):
-                    start, end = top_span[i][j]
-                    score = float(top[i, j])
+                    v = first_view[i] + int(np.argmax(top[first_view[i] : first_view[i + 1], j]))
+                    score = float(top[v, j])
                     label_scores.append(
                         LabelScore(
                             label=label.name,
@@ -424,19 +446,41 @@ class Guard:
                             threshold=thresholds[j],
                             flagged=score >= thresholds[j],
                             bundle=loaded.id,
-                            window=normalized[i].span_in_original(start, end, len(text)),
+                            window=self._window(normalized[i], scanned[v], top_span[v][j], len(text)),
+                            view=scanned[v].kind,
                         )
                     )
-            results.append(CheckResult(stage=stage, status="checked", scores=label_scores, latency_ms=latency_ms))
+            if self.scan.flag_hidden_text and normalized[i].hidden:
+                label_scores.append(
+                    LabelScore(
+                        label="hidden_text",
+                        score=1.0,
+                        threshold=0.5,
+                        flagged=True,
+                        bundle="guard_sdk",
+                        window=normalized[i].hidden_span,
+                        view="hidden",
+                    )
+                )
+            results.append(
+                CheckResult(stage=stage, status="checked", scores=label_scores, latency_ms=latency_ms, normalized=notes)
+            )
         return results
 
-    def _best(self, texts: Sequence[NormalizedText], todo: Sequence[int]) -> list[_Best]:
-        """Per bundle: each text's best score per label, and the window (normalised offsets) that gave it."""
+    @staticmethod
+    def _window(text: NormalizedText, view: View, span: tuple[int, int], length: int) -> tuple[int, int]:
+        """A window of a view, in offsets of the text as given."""
+        if view.kind == "hidden":
+            return text.hidden_span
+        return text.span_in_original(*view.span_in_normalized(*span), length)
+
+    def _best(self, scanned: Sequence[View], owners: Sequence[int]) -> list[_Best]:
+        """Per bundle: each view's best score per label, and the window (in the view) that gave it."""
         encoded: _WindowCache = {}
         embedded: _EmbeddingCache = {}
 
         def lane(indices: list[int]) -> list[tuple[int, _Best]]:
-            return [(i, self._bundles[i].best(texts, todo, self.batch_size, encoded, embedded)) for i in indices]
+            return [(i, self._bundles[i].best(scanned, owners, self.batch_size, encoded, embedded)) for i in indices]
 
         first, *others = self._lanes
         with self._lock:
@@ -445,7 +489,7 @@ class Guard:
             # only add hand-offs (measured 5-13 % fewer checks/s with 8-32 callers).
             alone = self._checks_running == 1
         try:
-            if not others or not todo or not alone:
+            if not others or not scanned or not alone:
                 done = [item for indices in self._lanes for item in lane(indices)]
             else:
                 pending = [(indices, _lane_threads().submit(lane, indices)) for indices in others]

@@ -6,6 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
+from ._text import NormalizationNote
+from ._views import ViewKind
+
 __all__ = ["CheckResult", "LabelScore", "Stage", "Status"]
 
 Stage = Literal["input", "output"]
@@ -25,6 +28,9 @@ class LabelScore(BaseModel):
     """``name@version`` of the bundle that produced the score."""
     window: tuple[int, int]
     """[start, end) character offsets, in the text as given, of the window with the highest score."""
+    view: ViewKind = "text"
+    """What that window was read from: the whole text, one of its sentences, or what an encoding in it decodes to
+    (``leetspeak``, ``spaced``, ``base64``, ``hidden`` for Unicode tag characters)."""
 
 
 class CheckResult(BaseModel):
@@ -35,6 +41,8 @@ class CheckResult(BaseModel):
     scores: list[LabelScore]
     latency_ms: float
     error: str | None = None
+    normalized: list[NormalizationNote] = []
+    """What normalisation changed before scoring, e.g. ``invisible_removed`` or ``hidden_text``."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property

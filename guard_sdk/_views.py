@@ -1,0 +1,224 @@
+"""The views of a text a guard scores: the text itself, its sentences, and what cheap encodings inside it decode to.
+
+A guard's window of a few hundred tokens averages a short payload with the benign text around it, so one benign
+sentence before an injection can hide it. Each sentence is therefore also scored on its own (``"sentence"`` views,
+with overlapping word windows inside long sentences), and a label's score is its highest over all views.
+
+Encodings an LLM reads through but a classifier does not are decoded into views of their own: leetspeak
+(``1gn0r3`` -> ``ignore``), spaced or dotted letters (``i g n o r e`` -> ``ignore``), base64 runs, and text spelled in
+Unicode tag characters (``NormalizedText.hidden``). Every step is a single pass, and the views of a text hold at most
+a few times its characters, so the work stays bounded by the text's length.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from ._text import NormalizedText
+
+__all__ = ["ScanOptions", "View", "ViewKind", "views"]
+
+ViewKind = Literal["text", "sentence", "hidden", "leetspeak", "spaced", "base64"]
+
+# A sentence ends after a run of . ! ? followed by whitespace, after a CJK full stop, or at a line break. (The
+# whitespace is checked in Python: `[.!?]+(?=\s)` would backtrack through a long run of "!".)
+_SENTENCE_END = re.compile(r"[.!?。！？]+|\n+")
+_CJK_END = frozenset("。！？\n")
+_WORD = re.compile(r"\S+")
+# Sentences of fewer words join the next one: a fragment alone says little, and each view costs a model run.
+_MIN_WORDS = 3
+# Longer sentences are also scored in overlapping word windows, so a payload written without punctuation into a
+# long sentence is not averaged away either.
+_SPAN_WORDS = 24
+_SPAN_STEP = 12
+
+_LEET = str.maketrans("013457@$", "oieastas")
+_LEET_CHARS = frozenset("013457@$")
+_LEET_WORD = re.compile(r"[A-Za-z0-9@$]+")
+_LEET_HINT = re.compile(r"[A-Za-z][0-9@$]|[0-9@$][A-Za-z]")
+_MAX_LEET_WORD = 24  # longer runs of letters and digits are identifiers or encodings, not words
+_MIN_LEET = 3  # digits for letters, in words of 4+ characters, before a leetspeak view is worth its model run
+_DOTTED = re.compile(r"[A-Za-z](?:[.\-_*][A-Za-z]){3,}")
+# Four letters apart: a fixed-width pattern, so the prefilter cannot backtrack.
+_SPACED_HINT = re.compile(r"(?<![^\W\d_])[A-Za-z][ .\-_*][A-Za-z][ .\-_*][A-Za-z][ .\-_*][A-Za-z](?![^\W\d_])")
+_SEPARATORS = ".-_*"
+_BASE64 = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
+_MAX_DECODED = 64  # base64 runs decoded per text
+
+
+@dataclass(frozen=True, slots=True)
+class ScanOptions:
+    """What a check scores besides the whole text (``Guard(scan=...)``)."""
+
+    sentences: bool = False
+    """Score every sentence (and overlapping word windows of long ones) on its own too, at the label's threshold, so
+    that benign text around a short payload cannot dilute it. Costs about one more model run over the text's tokens,
+    and flags benign sentences that only read as violations out of their context: off until bundles are trained and
+    calibrated for it (benchmarks/README.md, "Dilution")."""
+    decode: bool = True
+    """Also score what leetspeak, letters written apart, base64 runs and Unicode tag characters spell."""
+    flag_hidden_text: bool = False
+    """Flag any text that spells something in Unicode tag characters (label ``hidden_text``): invisible to people,
+    read by LLMs. Subdivision flag emoji, which use tag characters, are not counted."""
+
+    def __post_init__(self) -> None:
+        for name in ("sentences", "decode", "flag_hidden_text"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"ScanOptions.{name} must be True or False, got {type(getattr(self, name)).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """One text to score, and where its characters are in the normalised text.
+
+    ``origin[i]`` is the normalised index of ``text[i]``; with ``origin`` None, ``text[i]`` is the normalised
+    ``offset + i``. A ``hidden`` view has no place in the normalised text: its windows map to ``hidden_span``.
+    """
+
+    kind: ViewKind
+    text: str
+    offset: int = 0
+    origin: list[int] | None = None
+
+    def span_in_normalized(self, start: int, end: int) -> tuple[int, int]:
+        if self.origin is None:
+            return self.offset + start, self.offset + end
+        if not self.origin:
+            return 0, 0
+        start = min(start, len(self.origin) - 1)
+        return self.origin[start], self.origin[max(start, end - 1)] + 1
+
+
+def views(normalized: NormalizedText, options: ScanOptions) -> list[View]:
+    """The views of one normalised text that hold more than whitespace, the whole text first."""
+    text = normalized.text
+    out = [View("text", text)]
+    if options.sentences:
+        out += [View("sentence", text[start:end], start) for start, end in sentence_spans(text)]
+    if options.decode:
+        out.append(View("hidden", normalized.hidden))
+        out += [view for view in (_leetspeak(text), _spaced(text)) if view is not None]
+        out += _base64(text)
+    return [view for view in out if view.text.strip()]
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """[start, end) spans of the sentences of ``text`` (fragments joined to the next sentence), and of overlapping
+    word windows inside long ones; empty when the text is a single short sentence (its whole-text view covers it)."""
+    sentences: list[tuple[int, int]] = []
+    start = 0
+    ends = [
+        m.end()
+        for m in _SENTENCE_END.finditer(text)
+        if m.end() == len(text) or text[m.end()].isspace() or m.group()[-1] in _CJK_END
+    ]
+    for end in ends + [len(text)]:
+        if end > start and (len(_WORD.findall(text, start, end)) >= _MIN_WORDS or end == len(text)):
+            sentences.append((start, end))
+            start = end
+    spans: list[tuple[int, int]] = []
+    for start, end in sentences:
+        words = [(m.start(), m.end()) for m in _WORD.finditer(text, start, end)]
+        if not words:
+            continue
+        if len(words) <= _SPAN_WORDS:
+            spans.append((words[0][0], words[-1][1]))
+            continue
+        for first in range(0, len(words) - _SPAN_STEP, _SPAN_STEP):
+            last = min(first + _SPAN_WORDS, len(words)) - 1
+            spans.append((words[first][0], words[last][1]))
+    if len(spans) == 1 and spans[0] == (len(text) - len(text.lstrip()), len(text.rstrip())):
+        return []
+    return spans
+
+
+def _leetspeak(text: str) -> View | None:
+    """Words that mix letters with digits or symbols standing for letters, read as letters; same length as the text."""
+    if not _LEET_HINT.search(text):
+        return None
+    evidence = 0
+    pieces: list[str] = []
+    last = 0
+    for match in _LEET_WORD.finditer(text):
+        word = match.group()
+        leet = sum(ch in _LEET_CHARS for ch in word)
+        letters = sum(ch.isalpha() for ch in word)
+        if leet and letters and len(word) <= _MAX_LEET_WORD:
+            pieces += [text[last : match.start()], word.translate(_LEET)]
+            last = match.end()
+            # Short product names (mp3, Q4, 4K) carry one digit; words spelled in leetspeak carry more.
+            evidence += leet if letters >= 2 and len(word) >= 4 else 0
+    if evidence < _MIN_LEET:
+        return None
+    pieces.append(text[last:])
+    return View("leetspeak", "".join(pieces))
+
+
+def _spaced(text: str) -> View | None:
+    """Letters written apart (``i g n o r e``, ``i.g.n.o.r.e``) joined into words; other text kept."""
+    if not _SPACED_HINT.search(text):
+        return None
+    pieces: list[str] = []
+    origin: list[int] = []
+    run: list[int] = []  # indices of the single letters of the current spaced run
+    joined = 0
+
+    def close_run() -> None:
+        nonlocal joined
+        if len(run) >= 3:
+            joined += len(run) >= 4
+            pieces.append("".join(text[i] for i in run) + " ")
+            origin.extend(run + [run[-1]])
+        else:
+            for i in run:
+                pieces.append(text[i] + " ")
+                origin.extend((i, i))
+        run.clear()
+
+    previous_end = -2
+    for match in _WORD.finditer(text):
+        word, at = match.group(), match.start()
+        if len(word) == 1 and word.isalpha():
+            if run and at - previous_end > 1:  # a wider gap between letters is a gap between words
+                close_run()
+            run.append(at)
+        else:
+            close_run()
+            if _DOTTED.fullmatch(word):
+                joined += 1
+                letters = [at + i for i, ch in enumerate(word) if ch not in _SEPARATORS]
+                pieces.append("".join(text[i] for i in letters) + " ")
+                origin.extend(letters + [letters[-1]])
+            else:
+                pieces.append(word + " ")
+                origin.extend(range(at, at + len(word)))
+                origin.append(at + len(word) - 1)
+        previous_end = match.end()
+    close_run()
+    if not joined:
+        return None
+    return View("spaced", "".join(pieces), origin=origin)
+
+
+def _base64(text: str) -> list[View]:
+    """Runs of base64 (or its URL-safe form) that decode to readable UTF-8 text."""
+    out: list[View] = []
+    for match in _BASE64.finditer(text):
+        if len(out) == _MAX_DECODED:
+            break
+        run = match.group().rstrip("=")
+        if not any(ch.isdigit() or ch.isupper() for ch in run) or not any(ch.islower() for ch in run):
+            continue  # a plain word or identifier, not an encoding
+        try:
+            raw = base64.b64decode(run + "=" * (-len(run) % 4), altchars=b"-_" if "-" in run or "_" in run else None)
+            decoded = raw.decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            continue
+        readable = sum(ch.isprintable() or ch.isspace() for ch in decoded)
+        if decoded.strip() and readable >= 0.95 * len(decoded) and any(ch.isalpha() for ch in decoded):
+            out.append(View("base64", decoded, origin=[match.start()] * (len(decoded) - 1) + [match.end() - 1]))
+    return out
