@@ -185,13 +185,10 @@ def instruct_bundle(
         (staging / MANIFEST_NAME).write_text(draft.model_dump_json(indent=2))
         try:
             guard = Guard(staging, device="cpu")
-        except BundleError as exc:  # e.g. an instruction too long for the model's window; name the source, not staging
+        # E.g. an instruction too long for the window, or a max_length past the encoder's position table (the runtime
+        # runs one full window at load). Name the source, not staging.
+        except BundleError as exc:
             raise BuilderError(f"{source.manifest.id} cannot check these policies: {exc.message}") from None
-        if max_length is not None:
-            try:  # one full window: an encoder whose position table is shorter fails here, not in production
-                guard.check("word " * max_length)
-            except Exception as exc:  # noqa: BLE001 -- ONNX Runtime's errors derive from Exception alone
-                raise BuilderError(f"{source.manifest.id} cannot read windows of {max_length} tokens: {exc}") from None
         calibration: dict[str, object] = {}
         for j, policy in enumerate(policies):
             seeds = [(seed.text, seed.label == "violates") for seed in policy.seeds if seed.label]

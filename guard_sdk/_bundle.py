@@ -8,9 +8,13 @@ A bundle is a folder::
     tokenizer.json    a `tokenizers` tokenizer
     head.npz          embedding guards only: the linear head (below)
 
-Every file except guard.json is listed in ``files`` with its sha256, and the runtime refuses a bundle whose files
-are missing or differ. Scores are ``sigmoid(logit)`` per label for both problem types: ``binary`` has one label,
-``multi_label`` several independent ones.
+Every file except guard.json is listed in ``files`` with its sha256, under a plain relative name inside the folder,
+and the runtime refuses a bundle whose files are missing, differ, are links or are not listed. guard.json itself is
+covered only when the loader's caller pins its sha256 (``GuardBundle.load(sha256=...)``, ``Guard(trust=...)``):
+otherwise whoever can write the folder can rewrite the manifest and its hashes together.
+
+Scores are ``sigmoid(logit)`` per label for both problem types: ``binary`` has one label, ``multi_label`` several
+independent ones.
 
 A multi-task guard (``builder.multitask``) gives every label an ``instruction``: its model has one output and reads
 ``(instruction, window)`` as a sentence pair, so the runtime runs it once per label. Labels have instructions all or
@@ -26,10 +30,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ._errors import BundleIntegrityError, BundleNotFoundError, ManifestError
 
@@ -42,12 +50,35 @@ __all__ = [
     "LabelSpec",
     "ModelSpec",
     "TokenizerSpec",
+    "read_trust",
 ]
 
 MANIFEST_NAME = "guard.json"
 SCHEMA_VERSION = 1
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+# Names of plain files and folders joined by "/": no absolute path, "." or ".." segment, empty segment, hidden name,
+# backslash, drive letter or control character. Checked before the filesystem is touched, so a manifest can neither
+# make the loader read a file outside its folder nor learn from an error whether such a file exists.
+_FILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*")
+# A manifest is a few kB; reading one far larger is an attack on memory, not a bundle.
+_MAX_MANIFEST_BYTES = 16 << 20
+
+
+def _plain_file_name(name: str) -> str:
+    if len(name) > 1024 or not _FILE_NAME.fullmatch(name):
+        raise ValueError(
+            "must name a file inside the bundle folder: a relative path of names made of letters, digits, '_', '-' "
+            "and '.' (not first), joined by '/'"
+        )
+    if name == MANIFEST_NAME:
+        raise ValueError(f"{MANIFEST_NAME} cannot list itself")
+    return name
+
+
+BundleFile = Annotated[str, AfterValidator(_plain_file_name)]
 
 
 class _Strict(BaseModel):
@@ -68,21 +99,21 @@ class EmbeddingSpec(_Strict):
 
     output: Annotated[str, Field(min_length=1)] = "sentence_embedding"
     """The model output that holds the sentence embedding (the first output stays the logits)."""
-    head_file: Annotated[str, Field(min_length=1)] = "head.npz"
-    encoder_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    head_file: BundleFile = "head.npz"
+    encoder_sha256: Sha256
     """Identity of the int8 encoder without its head: bundles that share it share one encoder run per window."""
 
 
 class ModelSpec(_Strict):
-    file: str = "model.onnx"
+    file: BundleFile = "model.onnx"
     precision: Literal["int8", "fp32"] = "int8"
-    fp32_file: str | None = None
+    fp32_file: BundleFile | None = None
     # Left out of guard.json when unset, as ``instruction``: plain bundles read as before.
     embedding: EmbeddingSpec | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class TokenizerSpec(_Strict):
-    file: str = "tokenizer.json"
+    file: BundleFile = "tokenizer.json"
     max_length: Annotated[int, Field(ge=8, le=8192)]
     # Tokens shared by two consecutive windows, so a phrase cut by one window boundary is whole in the next.
     stride: Annotated[int, Field(ge=0)]
@@ -108,7 +139,7 @@ class BundleManifest(_Strict):
     training_data_sha256: str | None = None
     training: dict[str, object] = {}
     metrics: dict[str, object] = {}
-    files: dict[str, Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]]
+    files: dict[BundleFile, Sha256]
     created_at: str | None = None
 
     @model_validator(mode="after")
@@ -144,30 +175,73 @@ def file_sha256(path: Path) -> str:
 
 
 class GuardBundle:
-    """A bundle folder whose manifest parsed and whose files matched their hashes."""
+    """A bundle folder whose manifest parsed and whose files matched their hashes.
 
-    def __init__(self, path: Path, manifest: BundleManifest) -> None:
+    ``manifest_sha256`` is the sha256 of the guard.json bytes that were parsed: the value a caller pins.
+    """
+
+    def __init__(self, path: Path, manifest: BundleManifest, manifest_sha256: str) -> None:
         self.path = path
         self.manifest = manifest
+        self.manifest_sha256 = manifest_sha256
 
     @classmethod
-    def load(cls, path: str | Path, *, verify: bool = True) -> GuardBundle:
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        verify: bool = True,
+        sha256: str | None = None,
+        trust: Mapping[str, str] | None = None,
+    ) -> GuardBundle:
+        """Read the bundle folder at ``path`` and check it.
+
+        Args:
+            verify: check every listed file against its sha256 (names, links and unlisted files are checked anyway).
+            sha256: the sha256 guard.json must have (``guard trust`` prints it); another manifest is refused before
+                it is parsed.
+            trust: pins of many bundles (see ``read_trust``): guard.json must have the sha256 pinned for its
+                ``name@version``, else for its ``name``; a bundle pinned under neither is refused.
+        """
         folder = Path(path)
         if not folder.is_dir():
             raise BundleNotFoundError(folder, "no such folder")
-        manifest_path = folder / MANIFEST_NAME
-        if not manifest_path.is_file():
-            raise BundleNotFoundError(folder, f"{MANIFEST_NAME} is missing")
-        manifest = read_manifest(manifest_path)
-        for name, expected in manifest.files.items():
-            file = folder / name
-            if not file.is_file():
-                raise BundleNotFoundError(folder, f"{name} is listed in {MANIFEST_NAME} but missing")
-            if verify and file_sha256(file) != expected:
+        # One read: the bytes hashed are the bytes parsed, so the manifest cannot change between the two.
+        data = _read_manifest(folder)
+        digest = hashlib.sha256(data).hexdigest()
+        if sha256 is not None:
+            _check_pin(folder, digest, _sha256_pin(sha256, "the pinned sha256"), "pinned")
+        bundle = cls(folder, parse_manifest(data, folder), digest)
+        if trust is not None:
+            bundle.check_trust(trust)
+        files = {name: _regular_file(folder, name) for name in bundle.manifest.files}
+        if unlisted := _unlisted_files(folder, bundle.manifest.files):
+            shown = ", ".join(repr(name) for name in unlisted[:10])
+            more = f" and {len(unlisted) - 10} more" if len(unlisted) > 10 else ""
+            raise BundleIntegrityError(
+                folder,
+                f"holds files that {MANIFEST_NAME} does not list: {shown}{more}; a bundle holds exactly the files its "
+                "manifest lists",
+            )
+        for name, file in files.items():
+            if verify and file_sha256(file) != bundle.manifest.files[name]:
                 raise BundleIntegrityError(
                     folder, f"{name} does not match its sha256 in {MANIFEST_NAME}: the file was changed or damaged"
                 )
-        return cls(folder, manifest)
+        return bundle
+
+    def check_trust(self, trust: Mapping[str, str]) -> None:
+        """Refuse this bundle unless ``trust`` pins its guard.json's sha256 under ``name@version`` or ``name``."""
+        manifest = self.manifest
+        key = manifest.id if manifest.id in trust else manifest.name
+        if key not in trust:
+            raise BundleIntegrityError(
+                self.path,
+                f"{manifest.id} is not pinned: the trust has no entry for {manifest.id!r} or {manifest.name!r} "
+                "(`guard trust FOLDER` prints the pin of a bundle you trust)",
+            )
+        pin = _sha256_pin(trust[key], f"the pin for {key!r}")
+        _check_pin(self.path, self.manifest_sha256, pin, f"pinned for {key!r}")
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -184,14 +258,121 @@ class GuardBundle:
         return f"GuardBundle({self.manifest.id!r}, path={str(self.path)!r})"
 
 
-def read_manifest(path: Path) -> BundleManifest:
-    folder = path.parent
+def read_trust(trust: Mapping[str, str] | str | os.PathLike[str]) -> dict[str, str]:
+    """Pins of bundle manifests, ``name@version`` or ``name`` -> sha256 of guard.json, checked: a mapping, or the
+    path of a JSON file holding one (what ``guard trust`` prints)."""
+    where = "trust"
+    pins: object = trust
+    if isinstance(trust, (str, os.PathLike)):
+        where = f"trust file {os.fspath(trust)}"
+        try:
+            pins = json.loads(Path(trust).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{where} is not readable JSON: {exc}") from exc
+    if not isinstance(pins, Mapping):
+        raise TypeError(f"{where} must map bundle names (or name@version) to sha256 digests, got {type(pins).__name__}")
+    checked = {}
+    for key, value in pins.items():
+        if not isinstance(key, str) or not _TRUST_KEY.fullmatch(key):
+            raise ValueError(f"{where}: {key!r} is not a bundle name or name@version")
+        checked[key] = _sha256_pin(value, f"{where}: {key!r}")
+    return checked
+
+
+_TRUST_KEY = re.compile(r"[A-Za-z0-9_.-]+(?:@\S+)?")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _sha256_pin(value: object, what: str) -> str:
+    pin = value.lower() if isinstance(value, str) else ""
+    if not _SHA256.fullmatch(pin):
+        raise ValueError(f"{what} must be a sha256 (64 hex digits), got {value!r}")
+    return pin
+
+
+def _check_pin(folder: Path, digest: str, pin: str, how: str) -> None:
+    if digest != pin:
+        raise BundleIntegrityError(
+            folder, f"{MANIFEST_NAME} has sha256 {digest}, not {pin} as {how}: this is not the manifest that was pinned"
+        )
+
+
+def _regular_file(folder: Path, name: str) -> Path:
+    """``folder/name``, if it is a regular file and neither it nor a folder on the way is a link: with the name's
+    own checks, every file the bundle reads is inside its folder."""
+    path = folder
+    for part in name.split("/"):
+        path = path / part
+        try:
+            mode = os.lstat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            raise BundleNotFoundError(
+                folder,
+                f"{name} is missing" if name == MANIFEST_NAME else f"{name} is listed in {MANIFEST_NAME} but missing",
+            ) from None
+        if stat.S_ISLNK(mode):
+            raise BundleIntegrityError(folder, f"{name} is a symbolic link; a bundle holds its files itself")
+    if not stat.S_ISREG(mode):
+        raise BundleIntegrityError(folder, f"{name} is not a regular file")
+    return path
+
+
+def _unlisted_files(folder: Path, listed: Mapping[str, str]) -> list[str]:
+    """Everything in the folder that is neither guard.json, a listed file nor a folder on the way to one; a folder
+    that holds no listed file is named, not entered."""
+    parents = {"/".join(parts[:i]) for parts in (name.split("/") for name in listed) for i in range(1, len(parts))}
+    found = []
+    pending = [""]
+    while pending:
+        prefix = pending.pop()
+        with os.scandir(folder / prefix) as entries:
+            for entry in entries:
+                name = prefix + entry.name
+                if name in parents and entry.is_dir(follow_symlinks=False):
+                    pending.append(name + "/")
+                elif name != MANIFEST_NAME and name not in listed and name not in parents:
+                    found.append(name + ("/" if entry.is_dir(follow_symlinks=False) else ""))
+    return sorted(found)
+
+
+def _read_manifest(folder: Path) -> bytes:
+    path = _regular_file(folder, MANIFEST_NAME)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(folder, f"{path.name} is not readable JSON: {exc}") from exc
+        with path.open("rb") as file:
+            data = file.read(_MAX_MANIFEST_BYTES + 1)
+    except OSError as exc:
+        raise ManifestError(folder, f"{MANIFEST_NAME} is not readable: {exc.strerror}") from exc
+    if len(data) > _MAX_MANIFEST_BYTES:
+        raise ManifestError(
+            folder, f"{MANIFEST_NAME} is larger than {_MAX_MANIFEST_BYTES >> 20} MiB; a manifest has a few kB"
+        )
+    return data
+
+
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    # JSON readers disagree on which of two equal keys counts: one reading of the manifest only.
+    result: dict[str, object] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKeyError(repr(key))
+        result[key] = value
+    return result
+
+
+def parse_manifest(data: bytes, folder: Path) -> BundleManifest:
+    """The manifest in ``data`` (guard.json's bytes); errors name the bundle ``folder``."""
+    try:
+        raw = json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except _DuplicateKeyError as exc:
+        raise ManifestError(folder, f"{MANIFEST_NAME} has the key {exc} twice in one object") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(folder, f"{MANIFEST_NAME} is not readable JSON: {exc}") from exc
     if not isinstance(raw, dict):
-        raise ManifestError(folder, f"{path.name} must hold a JSON object")
+        raise ManifestError(folder, f"{MANIFEST_NAME} must hold a JSON object")
     version = raw.get("schema_version")
     if version != SCHEMA_VERSION:
         raise ManifestError(
@@ -202,4 +383,4 @@ def read_manifest(path: Path) -> BundleManifest:
     try:
         return BundleManifest.model_validate(raw)
     except ValidationError as exc:
-        raise ManifestError(folder, f"{path.name} is invalid:\n{exc}") from exc
+        raise ManifestError(folder, f"{MANIFEST_NAME} is invalid:\n{exc}") from exc

@@ -6,10 +6,12 @@
     ├── BundleError                   a bundle cannot be used
     │   ├── BundleNotFoundError       the folder or one of its files is missing
     │   ├── ManifestError             guard.json is unreadable, invalid or of an unknown schema version
-    │   ├── BundleIntegrityError      a file's sha256 differs from the manifest
-    │   └── ModelMismatchError        the ONNX model does not fit the manifest (labels, inputs)
+    │   ├── BundleIntegrityError      a file differs from its sha256, guard.json from its pin, a file is a link
+    │   │                             or is not listed in guard.json
+    │   └── ModelMismatchError        the ONNX model does not fit the manifest (labels, inputs, max_length)
     ├── InputError                    a text we refuse to check
     │   ├── InputTypeError            not a str, or a message of no known shape (also a TypeError)
+    │   ├── InputEncodingError        a str that is not valid Unicode: a lone surrogate (also a ValueError)
     │   └── TextTooLongError          longer than the guard's max_chars (also a ValueError)
     ├── UnsupportedClientError        guard.wrap() got a client it cannot guard (also a TypeError)
     ├── GuardTimeoutError             a check did not finish in time (also a TimeoutError)
@@ -36,6 +38,7 @@ __all__ = [
     "GuardError",
     "GuardTimeoutError",
     "GuardViolation",
+    "InputEncodingError",
     "InputError",
     "InputTypeError",
     "ManifestError",
@@ -96,6 +99,18 @@ class InputError(GuardError):
 
 class InputTypeError(InputError, TypeError):
     pass
+
+
+class InputEncodingError(InputError, ValueError):
+    """A str holding a lone surrogate (U+D800-U+DFFF), as ``surrogateescape`` decoding leaves: not valid Unicode,
+    so neither the tokenizer nor a UTF-8 request body can carry it."""
+
+    def __init__(self, index: int, char: str) -> None:
+        self.index = index
+        super().__init__(
+            f"text is not valid Unicode: a lone surrogate U+{ord(char):04X} at index {index:,}; decode the input "
+            "with errors='replace' (or fix its source) before checking it"
+        )
 
 
 class TextTooLongError(InputError, ValueError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 import threading
 import time
@@ -14,11 +15,11 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from ._batching import BatchingOptions, MicroBatcher
-from ._bundle import GuardBundle, LabelSpec
-from ._errors import InputTypeError, ManifestError, ModelMismatchError, TextTooLongError
+from ._bundle import GuardBundle, LabelSpec, read_trust
+from ._errors import InputEncodingError, InputTypeError, ManifestError, ModelMismatchError, TextTooLongError
 from ._pack import ensure_default_pack
 from ._result import CheckResult, LabelScore, Stage
-from ._runtime import Device, create_session, resolve_device
+from ._runtime import Device, create_session, resolve_device, run_full_window
 from ._text import NormalizedText, normalize
 from ._views import ScanOptions, View, views
 
@@ -135,6 +136,17 @@ class _LoadedBundle:
         self.tokenizer.enable_truncation(spec.max_length, stride=spec.stride, strategy=strategy)
         # Which bundles can share one tokenization of a text.
         self.tokenization_key = (manifest.files[spec.file], spec.max_length, spec.stride)
+        model = bundle.model_path(precision)
+        sha256 = manifest.files[model.relative_to(bundle.path).as_posix()]
+        try:
+            run_full_window(model, sha256, self.session, device, spec.max_length)
+        except Exception as exc:  # ONNX Runtime's errors derive from Exception alone
+            reason = " ".join(str(exc).split())[-300:] or type(exc).__name__
+            raise ModelMismatchError(
+                bundle.path,
+                f"max_length {spec.max_length} in guard.json does not fit the model: it cannot read a window of "
+                f"{spec.max_length} tokens ({reason})",
+            ) from exc
 
     def best(
         self,
@@ -294,9 +306,13 @@ class Guard:
             side by side well: 1.35-1.45x faster checks at 16-64 tokens with 2 threads, about even from 256
             (benchmarks/README.md). Guards on one shared encoder run it once either way.
         verify: check every file's sha256 against the manifest on load.
-        scan: what a check scores besides the whole text: its sentences and what encodings in it decode to (both
-            on by default), and whether text hidden in Unicode tag characters is flagged outright (see
+        scan: what a check scores besides the whole text: what encodings in it decode to (on by default), its
+            sentences (opt-in), and whether text hidden in Unicode tag characters is flagged outright (see
             ``ScanOptions``). A label's score is its highest over all of them.
+        trust: pins of the bundles' manifests, ``name@version`` or ``name`` -> sha256 of guard.json (``guard trust``
+            prints them), or the path of a JSON file holding them. Every bundle must be pinned and match, else
+            ``BundleIntegrityError``: without a pin, whoever can write a bundle folder can rewrite guard.json
+            (thresholds, labels) together with its file hashes.
         batching: coalesce concurrent ``check``/``acheck``/``submit`` calls from many threads and tasks into shared
             batches (``True`` or ``BatchingOptions``); for GPUs, where a call costs more than a text; a lone call
             never waits. On small CPUs padding makes it slower (see ``guard_sdk._batching``), and with an int8
@@ -315,6 +331,7 @@ class Guard:
         max_chars: int = 200_000,
         batch_size: int = 32,
         verify: bool = True,
+        trust: Mapping[str, str] | str | os.PathLike[str] | None = None,
         batching: bool | BatchingOptions = False,
         batch_invariant: bool = True,
         parallel: bool = True,
@@ -326,13 +343,26 @@ class Guard:
         for name, flag in (("spin", spin), ("batch_invariant", batch_invariant), ("parallel", parallel)):
             if not isinstance(flag, bool):  # a truthy string such as "no" would otherwise mean True
                 raise TypeError(f"{name} must be True or False, got {type(flag).__name__}")
+        overrides = dict(thresholds or {})
+        for label, value in overrides.items():
+            # A NaN threshold would never flag (comparisons with NaN are False, this range check too), a negative
+            # one always.
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"thresholds[{label!r}] must be a number from 0 to 1, got {value!r}")
         self.device = resolve_device(device)
         self.threads = threads or os.cpu_count() or 1
         self.spin = spin
         self.max_chars = max_chars
         self.batch_size = batch_size
         self.scan = scan or ScanOptions()
-        loaded = [s if isinstance(s, GuardBundle) else GuardBundle.load(Path(s), verify=verify) for s in sources]
+        pins = read_trust(trust) if trust is not None else None
+        loaded = []
+        for source in sources:
+            if not isinstance(source, GuardBundle):
+                source = GuardBundle.load(Path(source), verify=verify, trust=pins)
+            elif pins is not None:
+                source.check_trust(pins)
+            loaded.append(source)
         # A GPU runs one model at a time anyway.
         self._lanes = (
             _lanes(loaded, precision, self.threads) if parallel and self.device == "cpu" else [list(range(len(loaded)))]
@@ -349,12 +379,13 @@ class Guard:
             for bundle in loaded
         ]
         known = {label.name for b in self._bundles for label in b.labels}
-        overrides = dict(thresholds or {})
         if unknown := sorted(set(overrides) - known):
             raise ValueError(f"thresholds given for unknown labels {unknown}; labels are {sorted(known)}")
         self._lock = threading.Lock()
         self._checks_running = 0
-        self._thresholds = [[overrides.get(label.name, label.threshold) for label in b.labels] for b in self._bundles]
+        self._thresholds = [
+            [float(overrides.get(label.name, label.threshold)) for label in b.labels] for b in self._bundles
+        ]
         self._batcher = (
             MicroBatcher(self.check_batch, batching if isinstance(batching, BatchingOptions) else None)
             if batching
@@ -516,6 +547,11 @@ class Guard:
             raise InputTypeError(f"a guard checks str, got {type(text).__name__}")
         if len(text) > self.max_chars:
             raise TextTooLongError(len(text), self.max_chars)
+        if not text.isascii():
+            try:  # a lone surrogate: a str can hold one, UTF-8 (the tokenizer's input) cannot
+                text.encode("utf-8")  # in C, ~4x faster than searching for one with a regex
+            except UnicodeEncodeError as exc:
+                raise InputEncodingError(exc.start, text[exc.start]) from None
         return normalize(text)
 
     @overload

@@ -13,7 +13,7 @@ from ._errors import ProviderUnavailableError, RuntimeNotInstalledError
 if TYPE_CHECKING:
     import onnxruntime
 
-__all__ = ["Device", "create_session"]
+__all__ = ["Device", "create_session", "run_full_window"]
 
 logger = logging.getLogger("guard_sdk")
 
@@ -34,6 +34,8 @@ _sessions: weakref.WeakValueDictionary[tuple[str, str, int, int, bool], onnxrunt
     weakref.WeakValueDictionary()
 )
 _lock = threading.Lock()
+# (model file, its sha256, window length) that ran once in this process: the next Guard on them skips the run.
+_full_windows: set[tuple[str, str, int]] = set()
 
 
 def import_onnxruntime() -> Any:  # the module; it ships no type information
@@ -97,3 +99,26 @@ def create_session(
         logger.debug("loaded %s on %s with %d threads%s", model, active[0], threads, " (spinning)" if spin else "")
         _sessions[key] = session
         return session
+
+
+def run_full_window(model: Path, sha256: str, session: onnxruntime.InferenceSession, device: str, length: int) -> None:
+    """Run one window of ``length`` tokens through the model, once per process and model: a window longer than the
+    model's position table fails here, at load, not in the first long text. Raises what ONNX Runtime raises.
+
+    On CUDA it runs on a CPU session of the same file: where a model looks its positions up, the CUDA Gather kernel
+    gives zeros for rows past the table instead of failing.
+    """
+    key = (str(model.resolve()), sha256, length)
+    if key in _full_windows:
+        return
+    import numpy as np  # loaded already by whoever loads a model
+
+    if device != "cpu":
+        session = create_session(model, device="cpu", threads=1)
+    ids = np.zeros((1, length), dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": ids}
+    quiet = import_onnxruntime().RunOptions()
+    quiet.log_severity_level = 4  # a failure is raised to the caller, not also logged to stderr
+    session.run([session.get_outputs()[0].name], {i.name: feeds[i.name] for i in session.get_inputs()}, quiet)
+    with _lock:
+        _full_windows.add(key)

@@ -1,9 +1,11 @@
-"""``guard check``: check texts from the command line; prints one JSON result per text.
+"""``guard check``: check texts from the command line; prints one JSON result per text. ``guard trust``: pins.
 
 guard check "some text"                         one text, with the default pack (built by `guard-build pack`)
 guard check --bundle DIR "some text"            one text, with the bundle in DIR
 guard check --bundle DIR < texts.jsonl          JSONL on stdin: {"text": ...} objects or bare JSON strings
 guard check --bundle A --bundle B --fail-on-flag "text"   exit status 1 when any text is flagged
+guard check --trust trust.json "some text"      refuse bundles whose guard.json is not pinned there
+guard trust DIR... > trust.json                 the pins of bundles you trust: {"name@version": sha256 of guard.json}
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import TextIO, get_args
 
+from ._bundle import GuardBundle, read_trust
 from ._errors import GuardError
 from ._guard import Guard
+from ._pack import ensure_default_pack
 from ._result import CheckResult, Stage
 from ._runtime import Device
 
@@ -35,10 +39,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--threads", type=int, default=None)
     check.add_argument("--batch-size", type=int, default=32, help="texts per batch when reading stdin")
     check.add_argument("--fail-on-flag", action="store_true", help="exit with status 1 when any text is flagged")
+    check.add_argument("--trust", help="a JSON file of guard.json pins (from `guard trust`); unpinned bundles fail")
+    pins = commands.add_parser("trust", help="print the guard.json pins of bundles, for Guard(trust=...)")
+    pins.add_argument("bundles", nargs="*", help="bundle folders; default: the default pack")
     args = parser.parse_args(argv)
 
+    if args.command == "trust":
+        return _trust(args.bundles)
     try:
-        options = {"device": args.device, "threads": args.threads}
+        trust = read_trust(args.trust) if args.trust else None
+    except (ValueError, TypeError) as exc:
+        return _error(exc)
+    try:
+        options = {"device": args.device, "threads": args.threads, "trust": trust}
         # No build from here: a first `guard check` should not start a minutes-long build unasked.
         guard = Guard(args.bundle, **options) if args.bundle else Guard.default(build=False, **options)
         results: list[CheckResult] = []
@@ -54,9 +67,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             if batch:
                 results += _print(guard.check_batch(batch, stage=args.stage), sys.stdout)
     except (GuardError, _InputLineError) as exc:
-        print(f"guard: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(exc)
     return 1 if args.fail_on_flag and any(r.flagged for r in results) else 0
+
+
+def _trust(folders: Sequence[str]) -> int:
+    try:
+        # Loaded and verified: a pin vouches for a bundle whose files match its manifest.
+        bundles = [GuardBundle.load(folder) for folder in folders or ensure_default_pack(build=False)]
+    except GuardError as exc:
+        return _error(exc)
+    pins = {bundle.manifest.id: bundle.manifest_sha256 for bundle in bundles}
+    if len(pins) < len({bundle.manifest_sha256 for bundle in bundles}):
+        return _error(ValueError("two different bundles have the same name@version; one pin cannot cover both"))
+    print(json.dumps(pins, indent=2))
+    return 0
+
+
+def _error(exc: Exception) -> int:
+    print(f"guard: error: {exc}", file=sys.stderr)
+    return 2
 
 
 class _InputLineError(ValueError):

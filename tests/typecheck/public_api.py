@@ -42,6 +42,14 @@ def checks(guard: Guard) -> None:
     guard.check(b"bytes")  # type: ignore[arg-type]
 
 
+def pinned_bundles() -> None:
+    bundle = guard_sdk.GuardBundle.load("bundles/demo", sha256="0" * 64)
+    assert_type(bundle.manifest_sha256, str)
+    Guard(bundle, trust={bundle.manifest.id: bundle.manifest_sha256})
+    Guard("bundles/demo", trust="trust.json", thresholds={"injection": 0.9})
+    Guard("bundles/demo", trust=[bundle.manifest_sha256])  # type: ignore[arg-type]
+
+
 async def async_checks(guard: Guard) -> None:
     assert_type(await guard.acheck("text"), CheckResult)
 
@@ -96,4 +104,6 @@ def decorated(guard: Guard) -> None:
 
 def errors(violation: GuardViolation) -> guard_sdk.GuardError:
     assert_type(violation.violations, list[guard_sdk.SourcedResult])
+    encoding: ValueError = guard_sdk.InputEncodingError(0, "\ud800")  # an InputError, and a ValueError
+    assert isinstance(encoding, guard_sdk.InputError)
     return violation  # every error the SDK raises is a GuardError
