@@ -9,8 +9,11 @@ Its ``Decision`` records what was checked, what was found and what was done. Wha
 - ``"monitor"``: allow, log and attach the results;
 - a callable ``(GuardViolation) -> str | None``: return a refusal text, return None to allow, or raise.
 
-Fail-closed: a check that fails or times out counts as a violation unless ``fail_open=True``, which allows the call
-and logs the failure. Bad input (a text over ``max_chars``, a message of no known shape) always raises.
+Fail-closed: a check that fails or times out counts as a violation. ``fail_open=True`` allows the call and logs the
+failure when the check failed (an error), never when it timed out: lateness is what load produces, and another
+caller's load (or the attacker's own) must not let a text through unchecked. A timed-out check is cancelled (it stops
+at its next model call) and blocks. Bad input (a text over ``max_chars`` or ``max_tokens``, a message of no known
+shape) always raises.
 """
 
 from __future__ import annotations
@@ -136,8 +139,10 @@ class Enforcer:
         guard: the Guard that checks.
         on_fail: ``"raise"``, ``"refuse"``, ``"monitor"`` or a callable (see the module docstring).
         refusal: the text of a refusal.
-        fail_open: allow (and log) when a check fails or times out, instead of blocking.
-        timeout: seconds to wait for a check; None waits forever.
+        fail_open: allow (and log) when a check fails with an error, instead of blocking. A check that times out
+            blocks regardless (see the module docstring).
+        timeout: seconds to wait for a check, queueing included; a late check is cancelled and blocks. None waits
+            forever.
         stream_chunk_chars: check a stream each time this many new characters arrived.
         stream_context_chars: characters before the new ones that each stream window repeats, so a violation split
             across chunks is seen whole.
@@ -191,7 +196,8 @@ class Enforcer:
     ) -> Decision:
         latency_ms = (time.perf_counter() - started) * 1000.0
         results = _attach_sources(pieces, stage, checked, latency_ms)
-        blocking = [r for r in results if r.flagged and not (self.fail_open and r.status == "error")]
+        fail_open = self.fail_open and not _late(checked)
+        blocking = [r for r in results if r.flagged and not (fail_open and r.status == "error")]
         if not blocking:
             return self._report(Decision(stage=stage, action="allow", results=results, latency_ms=latency_ms))
         violation = GuardViolation(stage, results)
@@ -294,6 +300,15 @@ class PendingCheck:
     def cancel(self) -> None:
         if self._future is not None:
             self._future.cancel()
+
+
+def _late(checked: list[CheckResult] | BaseException) -> bool:
+    """Whether a check timed out or was given up on: not a failure of the check, so not one fail_open allows."""
+    if not isinstance(checked, BaseException):
+        return False
+    from concurrent.futures import CancelledError  # loaded already: only a check run on a future fails
+
+    return isinstance(checked, (GuardTimeoutError, CancelledError))
 
 
 def _attach_sources(

@@ -12,7 +12,7 @@
     ├── InputError                    a text we refuse to check
     │   ├── InputTypeError            not a str, or a message of no known shape (also a TypeError)
     │   ├── InputEncodingError        a str that is not valid Unicode: a lone surrogate (also a ValueError)
-    │   └── TextTooLongError          longer than the guard's max_chars (also a ValueError)
+    │   └── TextTooLongError          over the guard's max_chars or max_tokens (also a ValueError)
     ├── UnsupportedClientError        guard.wrap() got a client it cannot guard (also a TypeError)
     ├── GuardTimeoutError             a check did not finish in time (also a TimeoutError)
     └── GuardViolation                a guarded call was blocked; ``results`` says why
@@ -22,7 +22,7 @@ Catching ``GuardError`` catches everything this package raises on purpose.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -114,12 +114,19 @@ class InputEncodingError(InputError, ValueError):
 
 
 class TextTooLongError(InputError, ValueError):
-    def __init__(self, length: int, limit: int) -> None:
+    """A text over the guard's ``max_chars`` (``unit`` ``"characters"``, or ``"normalized characters"`` when NFKC
+    made it longer) or over its ``max_tokens`` work budget (``"tokens"``); ``length`` and ``limit`` are in that unit."""
+
+    def __init__(
+        self, length: int, limit: int, unit: Literal["characters", "normalized characters", "tokens"] = "characters"
+    ) -> None:
         self.length = length
         self.limit = limit
+        self.unit = unit
+        option = "max_tokens" if unit == "tokens" else "max_chars"
         super().__init__(
-            f"text has {length:,} characters, more than this guard's limit of {limit:,}; "
-            "split it, or raise the limit with Guard(..., max_chars=N)"
+            f"text has {length:,} {unit}, more than this guard's limit of {limit:,}; "
+            f"split it, or raise the limit with Guard(..., {option}=N)"
         )
 
 

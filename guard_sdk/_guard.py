@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import numbers
 import os
 import threading
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from ._enforce import WrapOptions
+    from ._work import Ticket
     from .integrations.openai import GuardedAsyncOpenAI, GuardedOpenAI
 
 __all__ = ["Guard"]
@@ -120,6 +122,7 @@ class _LoadedBundle:
             raise ManifestError(bundle.path, f"{manifest.tokenizer.file} is not a valid tokenizer: {exc}") from exc
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
+        self.counter = Tokenizer.from_str(self.tokenizer.to_str())  # a text's whole length, for Guard.max_tokens
         spec = manifest.tokenizer
         for label in self.labels:
             if label.instruction is not None:
@@ -194,6 +197,7 @@ class _LoadedBundle:
         rows: list[np.ndarray] = []
         order: list[int] = []
         for chunk in self._chunks(windows, batch_size):
+            _stop_if_abandoned()
             width = max(len(windows[i].ids) for i in chunk)
             ids = np.zeros((len(chunk), width), dtype=np.int64)
             types = np.zeros((len(chunk), width), dtype=np.int64)
@@ -293,7 +297,13 @@ class Guard:
             and the tail grows (benchmarks/README.md). No effect with ``threads=1``.
         precision: ``"int8"`` or ``"fp32"``; default: what each bundle's manifest names.
         thresholds: per-label overrides of the manifests' thresholds.
-        max_chars: longer texts raise ``TextTooLongError`` instead of being checked slowly or cut.
+        max_chars: longer texts raise ``TextTooLongError`` instead of being checked slowly or cut; so do texts that
+            normalisation (NFKC) makes longer than that.
+        max_tokens: the work budget of one text: a text whose views (the text, and its sentences and decoded forms
+            when scanned) hold more tokens (counted by each bundle's tokenizer, before any model runs) raises
+            ``TextTooLongError`` with ``unit="tokens"``. The default keeps the worst text of
+            ``max_chars`` under ~2 s of CPU on a 6-layer MiniLM (benchmarks/README.md); raise it to check longer
+            documents, or split them.
         batch_size: windows per ONNX Runtime call.
         batch_invariant: give every text of a ``check_batch`` (or of a micro-batch) exactly the result ``check``
             gives it. An int8 model then runs one text per call: dynamic int8 picks its activation scales per call,
@@ -329,6 +339,7 @@ class Guard:
         precision: Literal["int8", "fp32"] | None = None,
         thresholds: Mapping[str, float] | None = None,
         max_chars: int = 200_000,
+        max_tokens: int = 8_192,
         batch_size: int = 32,
         verify: bool = True,
         trust: Mapping[str, str] | str | os.PathLike[str] | None = None,
@@ -352,7 +363,13 @@ class Guard:
         self.device = resolve_device(device)
         self.threads = threads or os.cpu_count() or 1
         self.spin = spin
+        for name, limit in (("max_chars", max_chars), ("max_tokens", max_tokens)):
+            if isinstance(limit, bool) or not isinstance(limit, int):
+                raise TypeError(f"{name} must be an int, got {type(limit).__name__}")
+            if limit < 1:
+                raise ValueError(f"{name} must be at least 1, got {limit}")
         self.max_chars = max_chars
+        self.max_tokens = max_tokens
         self.batch_size = batch_size
         self.scan = scan or ScanOptions()
         pins = read_trust(trust) if trust is not None else None
@@ -414,7 +431,7 @@ class Guard:
         return self._batcher.options if self._batcher else None
 
     def check(self, text: str, *, stage: Stage = "input") -> CheckResult:
-        if self._batcher:
+        if self._batcher and not _large([text]):
             return self._batcher.submit([text], stage).result()[0]
         return self.check_batch([text], stage=stage)[0]
 
@@ -428,13 +445,18 @@ class Guard:
         """Start checking texts in the background: through the micro-batcher with ``batching``, else on a thread.
 
         Returns a ``concurrent.futures.Future`` of one result per text; wait with a timeout, or
-        ``asyncio.wrap_future`` it. Cancelling it before the check starts skips the check.
+        ``asyncio.wrap_future`` it. Cancelling it before the check starts skips the check; without batching,
+        cancelling a running check stops it at its next ONNX Runtime call and its future raises ``CancelledError``.
+        Large checks run on workers of their own, so they queue behind each other, not in front of small ones
+        (``guard_sdk._work``); they skip the micro-batcher.
         """
         if isinstance(texts, str):
             raise InputTypeError("submit takes a sequence of texts, not a single str")
-        if self._batcher:
+        if self._batcher and not _large(texts):
             return self._batcher.submit(texts, stage)
-        return _check_threads().submit(self.check_batch, list(texts), stage=stage)
+        from ._work import start  # not imported with the module: it brings concurrent.futures
+
+        return start(self.check_batch, list(texts), stage)
 
     def check_batch(self, texts: Sequence[str], *, stage: Stage = "input") -> list[CheckResult]:
         """Check many texts at once; each result's latency is that of the whole batch.
@@ -455,6 +477,7 @@ class Guard:
             scanned += text_views
             owners += [i] * len(text_views)
         first_view.append(len(scanned))
+        self._admit(scanned, owners)
         best = self._best(scanned, owners)
         latency_ms = (time.perf_counter() - started) * 1000.0
         results = []
@@ -505,6 +528,22 @@ class Guard:
             return text.hidden_span
         return text.span_in_original(*view.span_in_normalized(*span), length)
 
+    def _admit(self, scanned: Sequence[View], owners: Sequence[int]) -> None:
+        """Refuse a text whose views are over the token budget before any model runs on them; move a submitted
+        check too large for its workers to the large ones."""
+        inputs = [view.text for view in scanned]
+        tokens = 0
+        for counter in {b.tokenization_key[0]: b.counter for b in self._bundles}.values():
+            # Rust, without offsets, and without holding the interpreter lock.
+            per_text: dict[int, int] = {}
+            for owner, encoding in zip(owners, counter.encode_batch_fast(inputs, add_special_tokens=False)):
+                per_text[owner] = per_text.get(owner, 0) + len(encoding)
+            if per_text and max(per_text.values()) > self.max_tokens:
+                raise TextTooLongError(max(per_text.values()), self.max_tokens, unit="tokens")
+            tokens = max(tokens, sum(per_text.values()))
+        if (ticket := _submitted.get()) is not None:
+            ticket.admit(tokens)
+
     def _best(self, scanned: Sequence[View], owners: Sequence[int]) -> list[_Best]:
         """Per bundle: each view's best score per label, and the window (in the view) that gave it."""
         encoded: _WindowCache = {}
@@ -523,7 +562,9 @@ class Guard:
             if not others or not scanned or not alone:
                 done = [item for indices in self._lanes for item in lane(indices)]
             else:
-                pending = [(indices, _lane_threads().submit(lane, indices)) for indices in others]
+                # In this check's context: a lane stops when the check is abandoned (_stop_if_abandoned).
+                context = contextvars.copy_context()
+                pending = [(indices, _lane_threads().submit(context.run, lane, indices)) for indices in others]
                 done = lane(first)
                 for indices, future in pending:
                     # A lane no worker has started yet (all busy with other checks' lanes) runs here, not waiting.
@@ -552,7 +593,11 @@ class Guard:
                 text.encode("utf-8")  # in C, ~4x faster than searching for one with a regex
             except UnicodeEncodeError as exc:
                 raise InputEncodingError(exc.start, text[exc.start]) from None
-        return normalize(text)
+        normalized = normalize(text)
+        # NFKC can make one character many ("\ufdfa" is 18): bound what the tokenizer is given, too.
+        if len(normalized.text) > self.max_chars:
+            raise TextTooLongError(len(normalized.text), self.max_chars, unit="normalized characters")
+        return normalized
 
     @overload
     def wrap(self, client: openai.OpenAI, **options: Unpack[WrapOptions]) -> GuardedOpenAI: ...
@@ -578,24 +623,41 @@ _executors: dict[str, ThreadPoolExecutor] = {}
 _executors_lock = threading.Lock()
 
 
-def _executor(name: str) -> ThreadPoolExecutor:
+def _executor(name: str, workers: int | None = None) -> ThreadPoolExecutor:
     """A thread pool shared by every Guard (ONNX Runtime releases the GIL), started on first use."""
     with _executors_lock:
         if name not in _executors:
             from concurrent.futures import ThreadPoolExecutor  # not imported with the module, to keep it cheap
 
-            _executors[name] = ThreadPoolExecutor(min(32, (os.cpu_count() or 1) + 4), thread_name_prefix=name)
+            workers = workers or min(32, (os.cpu_count() or 1) + 4)
+            _executors[name] = ThreadPoolExecutor(workers, thread_name_prefix=name)
         return _executors[name]
 
 
-def _check_threads() -> ThreadPoolExecutor:
-    """Checks submitted without batching."""
-    return _executor("guard")
-
-
 def _lane_threads() -> ThreadPoolExecutor:
-    """A check's parallel lanes. Apart from ``_check_threads``: a check running there waits on its lanes."""
+    """A check's parallel lanes. Apart from the checks' own pools (``_work``): a check running there waits on its
+    lanes."""
     return _executor("guard-lane")
+
+
+# The check this thread runs for ``Guard.submit``, if any: whether its caller gave up, which workers it may use.
+_submitted: contextvars.ContextVar[Ticket | None] = contextvars.ContextVar("guard_sdk_submitted", default=None)
+
+
+def _stop_if_abandoned() -> None:
+    """Stop a submitted check whose caller gave up on it (a timeout, ``Future.cancel``, a cancelled task)."""
+    if (ticket := _submitted.get()) is not None and ticket.abandoned.is_set():
+        from concurrent.futures import CancelledError  # loaded already: only a submitted check has a ticket
+
+        raise CancelledError("the check's caller gave up on it")
+
+
+def _large(texts: Sequence[object]) -> bool:
+    """Whether a check is large by its characters (tokens are not counted yet): it skips the micro-batcher and
+    the workers of small checks."""
+    from ._work import SMALL_CHARS
+
+    return sum(len(text) for text in texts if isinstance(text, str)) > SMALL_CHARS
 
 
 def _max_per_text(scores: np.ndarray, owners: list[int], n_texts: int) -> tuple[np.ndarray, np.ndarray]:
