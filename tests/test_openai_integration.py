@@ -329,6 +329,7 @@ def test_tool_results_and_tool_call_arguments_are_checked(guard: Guard, llm_serv
     assert [(r.source, r.status) for r in ok.guard_results if r.stage == "input"] == [
         ("messages[0].content", "checked"),
         ("messages[1].content", "empty"),
+        ("messages[1].tool_calls[0].function.name", "checked"),
         ("messages[1].tool_calls[0].function.arguments", "checked"),
         ("messages[2].content", "checked"),
     ]
@@ -458,8 +459,13 @@ def test_responses_api_input_is_guarded(guard: Guard, llm_server: Any):
     assert isinstance(refused, openai.types.responses.Response)
     assert refused.output_text == "Sorry, I can't help with that."
     assert refused.incomplete_details is not None and refused.incomplete_details.reason == "content_filter"
-    assert [r.source for r in refused.guard_results] == ["input[0].content", "input[1].arguments", "input[2].output"]
-    assert refused.guard_results[2].score("injection").flagged
+    assert [r.source for r in refused.guard_results] == [
+        "input[0].content",
+        "input[1].name",
+        "input[1].arguments",
+        "input[2].output",
+    ]
+    assert refused.guard_results[3].score("injection").flagged
     assert traffic.requests == 0
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model=llm_server.model, input=BENIGN)

@@ -2,17 +2,23 @@
 
 The wrapped client keeps the call shapes and return types of what it guards: ``chat.completions.create`` (plain and
 ``stream=True``) returns a ``ChatCompletion`` / ``Stream[ChatCompletionChunk]`` subclass with ``guard_results``, and
-``responses.create`` (not streamed) a ``Response`` subclass with ``guard_results``. Everything else is the client's
-own (``models``, ``files``, ...), except generating endpoints this module does not guard (legacy ``completions``,
-the ``parse``/``stream`` helpers, raw responses, ``with_options``): they raise ``UnsupportedClientError`` instead of
-letting text through unchecked. ``client.unguarded`` is the original client, for an explicit opt-out.
+``responses.create`` (not streamed) a ``Response`` subclass with ``guard_results``. Of the rest, only the client's
+configuration and ``models`` pass through; every other endpoint and helper (``images``, ``audio``, ``batches``,
+``files``, legacy ``completions``, ``parse``/``stream``, raw responses, ``with_options``, the HTTP verbs, ...) raises
+``UnsupportedClientError`` instead of letting text through unchecked. ``client.unguarded`` is the original client, for
+an explicit opt-out.
 
-What is checked:
-- input: the text of every message except system and developer ones (unless ``check_system=True``): user turns,
-  tool and function results, and assistant turns with their tool-call arguments (chat history comes back from the
-  caller, so it is untrusted). The text parts of one message are checked as one text, so a violation split across
-  parts is seen whole; image, audio and file parts get a ``skipped_non_text`` result.
-- output: each choice's text and tool-call arguments; streams in overlapping windows (see ``guard_sdk._streaming``).
+What is checked (every field of the openai client's types, and why: ``OPENAI_FIELDS.md`` next to this module):
+- input: every string of every message (content, names, tool-call names and arguments, refusals, fields the types do
+  not know) except system and developer messages, and the other texts of the request body as sent, ``extra_body``
+  merged in (``prediction``, prompt variables, unknown fields); chat history comes back from the caller, so it is
+  untrusted. The app's own text (system and developer messages, Responses ``instructions``, tool and response-format
+  definitions) is checked with ``check_system=True``. The text parts of one message are checked as one text, so a
+  violation split across parts is seen whole; image, audio and file data get a ``skipped_non_text`` result.
+  Identifiers and enumerations are not checked while they are single ASCII tokens.
+- output: every string of each choice's message or delta (content, refusal, ``reasoning_content``/``reasoning``,
+  tool-call names and arguments, audio transcripts, annotations) and of each Responses output item; streams in
+  overlapping windows (see ``guard_sdk._streaming``).
 
 ``input_mode="parallel"`` (default) sends the request while the input is checked and cancels it when the input is
 blocked: an async client cancels the HTTP request; a sync client closes a stream as soon as it opens and discards a
@@ -33,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 import openai
 import pydantic
-from openai import AsyncOpenAI, AsyncStream, OpenAI, Stream
+from openai import AsyncOpenAI, AsyncStream, NotGiven, Omit, OpenAI, Stream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
 from openai.types.chat.chat_completion import Choice
 from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
@@ -41,7 +47,7 @@ from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from openai.types.responses import Response, ResponseOutputMessage, ResponseOutputText
 
 from .._enforce import Decision, Enforcer, InputMode, Piece, SourcedResult
-from .._errors import InputTypeError, UnsupportedClientError
+from .._errors import InputError, InputTypeError, UnsupportedClientError
 from .._streaming import StreamGuard
 
 if TYPE_CHECKING:
@@ -129,32 +135,212 @@ class GuardedAsyncStream(AsyncStream[ChatCompletionChunk]):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# What to check in a request and in a response
+# What to check in a request and in a response: every field of the openai client's types, and why, is in
+# OPENAI_FIELDS.md next to this module.
 
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _SYSTEM_ROLES = frozenset({"system", "developer"})
-_TEXT_PARTS = {"text": "text", "input_text": "text", "output_text": "text", "refusal": "refusal"}
+# Content parts whose text is joined with the other text parts of the same content list, and the key holding it.
+_TEXT_PARTS = {
+    "text": "text",
+    "input_text": "text",
+    "output_text": "text",
+    "refusal": "refusal",
+    "summary_text": "text",
+    "reasoning_text": "text",
+}
+# Identifiers, enumerations and opaque tokens: skipped when the value is one printable ASCII token, so that no
+# sentence hides in them; keys ending in "_id" too.
+_TOKEN_KEYS = frozenset(
+    {
+        "type",
+        "role",
+        "status",
+        "id",
+        "created_by",
+        "format",
+        "media_type",
+        "detail",
+        "voice",
+        "mode",
+        "ttl",
+        "phase",
+        "execution",
+        "action",
+        "version",
+        "server_label",
+        "encrypted_content",
+        "signature",
+        "fingerprint",
+    }
+)
+# Log-probabilities repeat the checked text one token at a time.
+_UNWALKED = frozenset({"logprobs", "top_logprobs"})
+# Where encoded media (or a link to it) sits: the _MEDIA_FIELDS of a part or item of a _MEDIA_TYPES type, or of an
+# object under a _MEDIA_OBJECTS key. It gets a skipped_non_text result; the other strings there (a file name, an
+# audio transcript, an image's revised prompt) are text.
+_MEDIA_TYPES = frozenset(
+    {
+        "image_url",
+        "input_image",
+        "input_audio",
+        "file",
+        "input_file",
+        "image",
+        "image_generation_call",
+        "computer_screenshot",
+        "base64",
+    }
+)
+_MEDIA_OBJECTS = frozenset({"audio", "input_audio", "image_url", "file"})
+_MEDIA_FIELDS = frozenset({"url", "image_url", "file_data", "file_url", "data", "result"})
+# A request nested deeper than this is refused rather than walked (JSON from a caller may be built to exhaust us).
+MAX_DEPTH = 32
+
+_Rule = Literal["text", "app", "none"]
+# How each field of a request body is treated (the messages or input are read apart): "text" is untrusted text,
+# checked as input; "app" the application's own configuration, checked with check_system=True; "none" carries no
+# text a model reads (numbers, enumerations, identifiers, references to server-held objects, stored metadata).
+# A field not listed (from extra_body) is "text".
+_NOT_TEXT_FIELDS: tuple[str, ...] = (
+    "model",
+    "metadata",
+    "moderation",
+    "parallel_tool_calls",
+    "prompt_cache_key",
+    "prompt_cache_options",
+    "prompt_cache_retention",
+    "safety_identifier",
+    "service_tier",
+    "store",
+    "stream",
+    "stream_options",
+    "temperature",
+    "top_logprobs",
+    "top_p",
+    "user",
+    # Output constraints of OpenAI-compatible servers (llama.cpp, vLLM) in extra_body: never shown to the model, and
+    # whatever they make it write is checked as output.
+    "grammar",
+    "json_schema",
+    "guided_json",
+    "guided_regex",
+    "guided_choice",
+    "guided_grammar",
+    "structured_outputs",
+)
+_CHAT_FIELDS: dict[str, _Rule] = {
+    "prediction": "text",
+    **dict.fromkeys(
+        ("tools", "functions", "tool_choice", "function_call", "response_format", "web_search_options"), "app"
+    ),
+    **dict.fromkeys(
+        (
+            *_NOT_TEXT_FIELDS,
+            "audio",
+            "frequency_penalty",
+            "logit_bias",
+            "logprobs",
+            "max_completion_tokens",
+            "max_tokens",
+            "modalities",
+            "n",
+            "presence_penalty",
+            "reasoning_effort",
+            "seed",
+            "stop",
+            "verbosity",
+        ),
+        "none",
+    ),
+}
+_RESPONSES_FIELDS: dict[str, _Rule] = {
+    "prompt": "text",
+    **dict.fromkeys(("instructions", "tools", "tool_choice", "text"), "app"),
+    **dict.fromkeys(
+        (
+            *_NOT_TEXT_FIELDS,
+            "access_programs",
+            "background",
+            "background_options",
+            "context_management",
+            "conversation",
+            "image",
+            "include",
+            "max_output_tokens",
+            "max_tool_calls",
+            "previous_response_id",
+            "reasoning",
+            "truncation",
+        ),
+        "none",
+    ),
+}
+# Arguments of create() that shape the HTTP request around the JSON body.
+_TRANSPORT = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
 
 
-def message_pieces(messages: Iterable[Any], *, check_system: bool) -> list[Piece]:
-    """The texts of a chat request's messages that are checked as input, and its non-text parts (as skipped)."""
+def chat_request_pieces(kwargs: Mapping[str, Any], *, check_system: bool) -> list[Piece]:
+    """The texts of a ``chat.completions.create`` request checked as input, and its non-text parts (as skipped)."""
+    body, extra = _body(kwargs)
+    where = "extra_body.messages" if "messages" in extra else "messages"
+    messages = body.get("messages")
+    if not isinstance(messages, (list, tuple)):
+        raise InputTypeError(f"{where} must be a list of messages, got {type(messages).__name__}")
+    if not messages:
+        raise InputError(f"{where} is empty: a chat request needs a message, and an empty one would not be checked")
+    return message_pieces(messages, where, check_system=check_system) + _field_pieces(
+        body, extra, _CHAT_FIELDS, check_system=check_system
+    )
+
+
+def responses_request_pieces(kwargs: Mapping[str, Any], *, check_system: bool) -> list[Piece]:
+    """The texts of a ``responses.create`` request checked as input, and its non-text parts (as skipped)."""
+    body, extra = _body(kwargs)
+    if body.get("background"):
+        raise UnsupportedClientError(
+            "responses.create(background=True) is not guarded: its output is read later with responses.retrieve, "
+            "which the guard does not check"
+        )
+    where = "extra_body.input" if "input" in extra else "input"
+    items = body.get("input")
+    pieces: list[Piece]
+    if items is None or (isinstance(items, (str, list, tuple)) and not items):
+        if body.get("prompt") is None:
+            raise InputError(f"{where} is empty: a response needs an input (or a prompt), and none would be checked")
+        pieces = []
+    elif isinstance(items, str):
+        pieces = [Piece(where, items)]
+    elif isinstance(items, (list, tuple)):
+        pieces = [
+            piece
+            for i, item in enumerate(items)
+            for piece in _item_pieces(item, f"{where}[{i}]", check_system=check_system)
+        ]
+    else:
+        raise InputTypeError(f"{where} must be a str or a list of input items, got {type(items).__name__}")
+    return pieces + _field_pieces(body, extra, _RESPONSES_FIELDS, check_system=check_system)
+
+
+def message_pieces(messages: Iterable[Any], where: str, *, check_system: bool) -> list[Piece]:
+    """Chat messages: every string but identifiers, except in system and developer messages unless asked."""
     pieces: list[Piece] = []
     for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        fields = _fields(message, where)
+        at = f"{where}[{i}]"
+        fields = _fields(message, at)
         role = fields.get("role")
         if role not in _ROLES:
-            raise InputTypeError(f"{where} has role {role!r}; an OpenAI message has one of {sorted(_ROLES)}")
+            raise InputTypeError(f"{at} has role {role!r}; an OpenAI message has one of {sorted(_ROLES)}")
         if role in _SYSTEM_ROLES and not check_system:
             continue
-        pieces += content_pieces(fields.get("content"), f"{where}.content")
-        pieces += _call_pieces(fields, where)
+        pieces += content_pieces(fields.get("content"), f"{at}.content")
+        pieces += _walk({key: value for key, value in fields.items() if key != "content"}, at)
     return pieces
 
 
 def content_pieces(content: object, where: str) -> list[Piece]:
-    """A message content: a str, None, or content parts (text parts joined into one text, the rest skipped)."""
+    """A message content: a str, None, or content parts (text parts joined into one text, the rest walked)."""
     if content is None:
         return []
     if isinstance(content, str):
@@ -162,108 +348,174 @@ def content_pieces(content: object, where: str) -> list[Piece]:
     if not isinstance(content, (list, tuple)):
         raise InputTypeError(f"{where} must be a str, a list of content parts or None, got {type(content).__name__}")
     texts: list[str] = []
-    skipped: list[Piece] = []
+    others: list[Piece] = []
     for k, part in enumerate(content):
-        fields = _fields(part, f"{where}[{k}]")
+        at = f"{where}[{k}]"
+        fields = _fields(part, at)
         kind = fields.get("type")
         if not isinstance(kind, str):
-            raise InputTypeError(f"{where}[{k}] is a content part without a 'type'")
+            raise InputTypeError(f"{at} is a content part without a 'type'")
         key = _TEXT_PARTS.get(kind)
-        if key is None:
-            skipped.append(Piece(f"{where}[{k}] ({kind})", None))
-            continue
-        text = fields.get(key)
-        if not isinstance(text, str):
-            raise InputTypeError(f"{where}[{k}] is a {kind!r} part whose {key!r} is {type(text).__name__}, not str")
-        texts.append(text)
-    return ([Piece(where, "\n".join(texts))] if texts else []) + skipped
-
-
-def _call_pieces(fields: Mapping[str, Any], where: str) -> list[Piece]:
-    """Tool-call and (deprecated) function-call arguments of an assistant message."""
-    pieces = []
-    for j, call in enumerate(fields.get("tool_calls") or ()):
-        call = _fields(call, f"{where}.tool_calls[{j}]")
-        if function := call.get("function"):
-            source, text = f"{where}.tool_calls[{j}].function.arguments", _fields(function, where).get("arguments")
-        else:  # a custom tool's call carries free text
-            source, text = (
-                f"{where}.tool_calls[{j}].custom.input",
-                _fields(call.get("custom") or {}, where).get("input"),
-            )
-        pieces.append(Piece(source, _text(text, source)))
-    if function_call := fields.get("function_call"):
-        source = f"{where}.function_call.arguments"
-        pieces.append(Piece(source, _text(_fields(function_call, source).get("arguments"), source)))
-    return pieces
+        if key is not None:
+            text = fields.get(key)
+            if not isinstance(text, str):
+                raise InputTypeError(f"{at} is a {kind!r} part whose {key!r} is {type(text).__name__}, not str")
+            texts.append(text)
+            fields = {name: value for name, value in fields.items() if name != key}
+        others += _walk(fields, at)
+    return ([Piece(where, "\n".join(texts))] if texts else []) + others
 
 
 def completion_pieces(completion: ChatCompletion) -> list[tuple[int, Piece]]:
-    """Each choice's text and call arguments, with the index of its choice."""
-    pieces: list[tuple[int, Piece]] = []
-    for choice in completion.choices:
-        where = f"choices[{choice.index}].message"
-        message = choice.message.model_dump(exclude_none=True)
-        pieces += [(choice.index, piece) for piece in content_pieces(message.get("content"), f"{where}.content")]
-        pieces += [(choice.index, piece) for piece in _call_pieces(message, where)]
-    return pieces
+    """Every text of each choice's message (content, refusal, reasoning, tool calls, ...) with its choice's index."""
+    return [
+        (choice.index, piece)
+        for choice in completion.choices
+        for piece in _walk(choice.message, f"choices[{choice.index}].message")
+    ]
 
 
 def chunk_texts(chunk: ChatCompletionChunk) -> Iterator[tuple[str, str]]:
-    """The (channel, text) pairs a streamed chunk adds: each choice's content and each tool call's arguments."""
+    """The (channel, text) pairs a streamed chunk adds: every text of each choice's delta, tool calls by index."""
     for choice in chunk.choices:
-        where = f"choices[{choice.index}].delta"
-        delta = choice.delta
-        if delta.content:
-            yield f"{where}.content", delta.content
-        for call in delta.tool_calls or ():
-            if call.function is not None and call.function.arguments:
-                yield f"{where}.tool_calls[{call.index}].function.arguments", call.function.arguments
-        if delta.function_call is not None and delta.function_call.arguments:
-            yield f"{where}.function_call.arguments", delta.function_call.arguments
-
-
-def response_input_pieces(kwargs: Mapping[str, Any], *, check_system: bool) -> list[Piece]:
-    """The texts of a Responses-API request checked as input: ``input`` items (and ``instructions`` if asked)."""
-    pieces: list[Piece] = []
-    if check_system and kwargs.get("instructions") is not None:
-        pieces.append(Piece("instructions", _text(kwargs["instructions"], "instructions")))
-    items = kwargs.get("input")
-    if items is None or isinstance(items, str):
-        return pieces + ([Piece("input", items)] if items is not None else [])
-    if not isinstance(items, (list, tuple)):
-        raise InputTypeError(f"input must be a str or a list of input items, got {type(items).__name__}")
-    for i, item in enumerate(items):
-        pieces += _item_pieces(_fields(item, f"input[{i}]"), f"input[{i}]", check_system=check_system)
-    return pieces
+        for piece in _walk(choice.delta, f"choices[{choice.index}].delta"):
+            if piece.text:
+                yield piece.source, piece.text
 
 
 def response_output_pieces(response: Response) -> list[Piece]:
     return [
         piece
         for i, item in enumerate(response.output)
-        for piece in _item_pieces(item.model_dump(exclude_none=True), f"output[{i}]", check_system=True)
+        for piece in _item_pieces(item, f"output[{i}]", check_system=True)
     ]
 
 
-def _item_pieces(item: Mapping[str, Any], where: str, *, check_system: bool) -> list[Piece]:
-    """One Responses-API item: a message's content, a tool call's arguments or a tool's output; others are skipped."""
-    kind = item.get("type", "message")
-    if kind == "message":
-        role = item.get("role")
+def _item_pieces(item: object, where: str, *, check_system: bool) -> list[Piece]:
+    """One Responses-API item: a message's content, or every string of another item (calls, outputs, reasoning)."""
+    fields = _fields(item, where)
+    role = fields.get("role")
+    if role in _SYSTEM_ROLES and not check_system:
+        return []
+    if fields.get("type", "message") == "message":
         if role not in _ROLES:
             raise InputTypeError(f"{where} has role {role!r}; a message has one of {sorted(_ROLES)}")
-        return (
-            []
-            if role in _SYSTEM_ROLES and not check_system
-            else content_pieces(item.get("content"), f"{where}.content")
+        rest = {key: value for key, value in fields.items() if key != "content"}
+        return content_pieces(fields.get("content"), f"{where}.content") + _walk(rest, where)
+    # A tool's output or a reasoning item's summary given as content parts is one text, like a message's content.
+    parts = {key: value for key, value in fields.items() if key in ("content", "output", "summary") and _parts(value)}
+    rest = {key: value for key, value in fields.items() if key not in parts}
+    return [piece for key, value in parts.items() for piece in content_pieces(value, f"{where}.{key}")] + _walk(
+        rest, where
+    )
+
+
+def _parts(value: object) -> bool:
+    return (
+        isinstance(value, (list, tuple))
+        and bool(value)
+        and all(isinstance(part, Mapping) and isinstance(part.get("type"), str) for part in value)
+    )
+
+
+def _body(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:
+    """The JSON body a create() call sends: its arguments with ``extra_body`` merged over them, as the openai client
+    merges it (so that ``extra_body={"messages": ...}`` is checked as the messages it replaces), and extra_body's
+    keys."""
+    extra = kwargs.get("extra_body")
+    if extra is None:
+        extra = {}
+    if not isinstance(extra, Mapping):
+        raise InputTypeError(f"extra_body must be a dict, got {type(extra).__name__}")
+    if "stream" in extra:
+        raise UnsupportedClientError("extra_body['stream'] is not guarded: pass stream= to create() itself")
+    body = {key: value for key, value in kwargs.items() if key not in _TRANSPORT}
+    body.update(extra)
+    return {key: value for key, value in body.items() if not isinstance(value, (NotGiven, Omit))}, frozenset(extra)
+
+
+def _field_pieces(
+    body: Mapping[str, Any], extra: frozenset[str], rules: Mapping[str, _Rule], *, check_system: bool
+) -> list[Piece]:
+    """The texts of a request body's fields other than its messages or input (see ``_Rule``)."""
+    pieces: list[Piece] = []
+    for key, value in body.items():
+        rule = rules.get(key, "text")
+        if key in ("messages", "input") or rule == "none":
+            continue
+        where = f"extra_body.{key}" if key in extra else key
+        if rule == "text":
+            pieces += _walk(value, where)
+        elif check_system:
+            pieces += _joined(value, where)
+    return pieces
+
+
+def _joined(value: object, where: str) -> list[Piece]:
+    """The app's own configuration (instructions, tool definitions, schemas): one text per entry, its strings joined
+    by lines, which costs one check per tool rather than one per description and property name."""
+    entries = list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
+    pieces = []
+    for k, entry in entries:
+        at = where if k is None else f"{where}[{k}]"
+        texts = [piece.text for piece in _walk(entry, at) if piece.text]
+        if texts:
+            pieces.append(Piece(at, "\n".join(texts)))
+    return pieces
+
+
+def _walk(value: object, where: str, depth: int = 0, media: bool = False) -> list[Piece]:
+    """Every string in a JSON-like value, one text each, but identifiers and log-probabilities; encoded media gets
+    one not-text piece per part. ``media``: the value sits under a key that holds media objects."""
+    if depth > MAX_DEPTH:
+        raise InputTypeError(
+            f"{where[:120]}... is nested more than {MAX_DEPTH} levels deep; the guard does not check it"
         )
-    if kind.endswith("_output") and isinstance(item.get("output"), (str, list, tuple)):
-        return content_pieces(item["output"], f"{where}.output")  # what a tool returned: untrusted
-    for key in ("arguments", "input"):  # function, MCP and custom tool calls
-        if kind.endswith("_call") and isinstance(item.get(key), str):
-            return [Piece(f"{where}.{key}", item[key])]
-    return [Piece(f"{where} ({kind})", None)]
+    if isinstance(value, str):
+        return [Piece(where, value)]
+    if isinstance(value, (list, tuple)):
+        return [
+            piece for k, item in enumerate(value) for piece in _walk(item, f"{where}[{_index(item, k)}]", depth + 1)
+        ]
+    if not isinstance(value, (Mapping, pydantic.BaseModel)):
+        return []  # numbers, booleans, None
+    fields = _fields(value, where)
+    kind = fields.get("type")
+    media = media or kind in _MEDIA_TYPES
+    pieces: list[Piece] = []
+    for key, item in fields.items():
+        at = (
+            f"{where}.{key}"
+            if isinstance(key, str) and key.isidentifier() and len(key) <= 64
+            else f"{where}[{key!r:.40}]"
+        )
+        if key in _UNWALKED or _is_token(key, item) or isinstance(item, (NotGiven, Omit)):
+            continue
+        if media and key in _MEDIA_FIELDS and isinstance(item, str):
+            pieces.append(Piece(at, None))
+        else:
+            pieces += _walk(item, at, depth + 1, media=key in _MEDIA_OBJECTS)
+    if kind in _MEDIA_TYPES and any(piece.text is None for piece in pieces):
+        # One not-text result per media part, named after the part (e.g. "messages[0].content[1] (image_url)").
+        pieces = [piece for piece in pieces if piece.text is not None] + [Piece(f"{where} ({kind})", None)]
+    return pieces
+
+
+def _index(item: object, position: int) -> object:
+    """A streamed tool call's own ``index`` (its deltas arrive in different chunks), else its position."""
+    index = item.get("index") if isinstance(item, Mapping) else None
+    return index if isinstance(index, int) and not isinstance(index, bool) else position
+
+
+def _is_token(key: object, value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and isinstance(key, str)
+        and (key in _TOKEN_KEYS or key.endswith("_id"))
+        and value.isascii()
+        and value.isprintable()
+        and " " not in value
+    )
 
 
 def _fields(value: object, where: str) -> Mapping[str, Any]:
@@ -272,12 +524,6 @@ def _fields(value: object, where: str) -> Mapping[str, Any]:
     if isinstance(value, pydantic.BaseModel):  # e.g. a ChatCompletionMessage passed back as history
         return value.model_dump(exclude_none=True)
     raise InputTypeError(f"{where} must be a dict (or an openai model), got {type(value).__name__}")
-
-
-def _text(value: object, where: str) -> str:
-    if not isinstance(value, str):
-        raise InputTypeError(f"{where} must be a str, got {type(value).__name__}")
-    return value
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -346,10 +592,12 @@ def _refused_response(model: str, refusal: str, results: list[SourcedResult]) ->
 
 
 def _checked_response(response: Response, decision: Decision, results: list[SourcedResult]) -> GuardedResponse:
-    """The response with its guard results; a refusal replaces its whole output."""
+    """The response with its guard results; a refusal replaces its whole output, and its id: the server holds the
+    blocked output under the server's id, and a later ``previous_response_id`` naming it would feed it back."""
     values = dict(response)
     if decision.refusal is not None:
         values.update(
+            id=f"resp_guard_{uuid.uuid4().hex}",
             output=_refusal_output(decision.refusal),
             status="incomplete",
             incomplete_details={"reason": "content_filter"},
@@ -393,24 +641,41 @@ class _ChunkRefusal:
 # The guarded clients
 
 
-_UNGUARDED: dict[str, tuple[str, ...]] = {
-    "chat": (),
-    "chat.completions": ("parse", "stream", "with_raw_response", "with_streaming_response"),
-    "responses": ("parse", "stream", "with_raw_response", "with_streaming_response"),
-    "client": (
-        "completions",
-        "beta",
-        "realtime",
-        "with_options",
-        "copy",
-        "with_raw_response",
-        "with_streaming_response",
+# What a guarded client passes through as the client's own: its configuration, and what sends no text to a model
+# and returns none from one. Every other attribute that is not guarded here raises UnsupportedClientError.
+_PASSTHROUGH: dict[str, frozenset[str]] = {
+    "client": frozenset(
+        {
+            "models",
+            "api_key",
+            "admin_api_key",
+            "organization",
+            "project",
+            "webhook_secret",
+            "workload_identity",
+            "base_url",
+            "websocket_base_url",
+            "timeout",
+            "max_retries",
+            "default_headers",
+            "default_query",
+            "auth_headers",
+            "custom_auth",
+            "platform_headers",
+            "user_agent",
+            "qs",
+            "is_closed",
+            "close",
+        }
     ),
+    "chat": frozenset(),
+    "chat.completions": frozenset({"delete"}),
+    "responses": frozenset({"delete"}),
 }
 
 
 class _Forwarding:
-    """Forwards attributes to the wrapped object, except the generating ones this module does not guard."""
+    """Forwards the attributes in ``_PASSTHROUGH`` to the wrapped object and refuses the others."""
 
     _kind: str
 
@@ -418,12 +683,16 @@ class _Forwarding:
         self._wrapped = wrapped
 
     def __getattr__(self, name: str) -> Any:
-        if name in _UNGUARDED[self._kind]:
-            raise UnsupportedClientError(
-                f"{self._kind}.{name} is not guarded; use chat.completions.create or responses.create, "
-                f"or client.unguarded.{'' if self._kind == 'client' else self._kind + '.'}{name} to opt out knowingly"
-            )
-        return getattr(self._wrapped, name)
+        if name in _PASSTHROUGH[self._kind] or (name.startswith("__") and name.endswith("__")):
+            return getattr(self._wrapped, name)
+        # Looked up without reading it, which would build the resource (or run a property) only to refuse it.
+        if not hasattr(type(self._wrapped), name) and name not in vars(self._wrapped):
+            raise AttributeError(f"{type(self._wrapped).__name__!r} object has no attribute {name!r}")
+        raise UnsupportedClientError(
+            f"{self._kind}.{name} is not guarded: a guarded client checks chat.completions.create and "
+            f"responses.create; use client.unguarded.{'' if self._kind == 'client' else self._kind + '.'}{name} "
+            "to opt out knowingly"
+        )
 
 
 class _Endpoint(_Forwarding):
@@ -443,7 +712,7 @@ class _Completions(_Endpoint):
             raise InputTypeError(f"messages must be a list of messages, got {type(messages).__name__}")
         # A one-shot iterable is read once here, and the same list goes to the server.
         kwargs = {**kwargs, "messages": list(messages)}
-        return kwargs, message_pieces(kwargs["messages"], check_system=self._check_system)
+        return kwargs, chat_request_pieces(kwargs, check_system=self._check_system)
 
     def _stream_guard(self, model: str, results: list[SourcedResult]) -> StreamGuard[ChatCompletionChunk]:
         """Checks a stream's chunks; its decisions' results go to ``results`` (the stream's ``guard_results``)."""
@@ -543,7 +812,7 @@ class _Responses(_Endpoint):
             )
         if isinstance(kwargs.get("input"), (list, tuple)):
             kwargs = {**kwargs, "input": list(kwargs["input"])}
-        return kwargs, response_input_pieces(kwargs, check_system=self._check_system)
+        return kwargs, responses_request_pieces(kwargs, check_system=self._check_system)
 
 
 class GuardedResponses(_Responses):
@@ -643,7 +912,8 @@ def wrap(
     Args:
         input_mode: ``"parallel"`` sends the request while the input is checked and cancels it when the input is
             blocked; ``"sequential"`` sends it only after the input passed.
-        check_system: also check system and developer messages (by default they are the app's own, trusted text).
+        check_system: also check the app's own text: system and developer messages, Responses ``instructions``, tool
+            and response-format definitions (by default they are trusted, as the app wrote them).
         options: what to do on a violation, timeouts, stream windows, decision hook: see ``guard_sdk.Enforcer``.
     """
     if input_mode not in ("parallel", "sequential"):
