@@ -85,6 +85,7 @@ PREAMBLES = [
 ]
 # Seed sets the pack 0.4.0 recipe never read, with the rows counted as benign.
 UNSEEN_BENIGN = ["coconot_noncompliance", "counsel_chat_questions", "sep_probe_injections", "tasktracker_injections"]
+DOCUMENT_BUDGET = 50_000  # tokens
 DOCUMENT_SOURCES = ["sep_probe_injections", "tasktracker_injections", "gsm8k_questions", "self_instruct_seed"]
 
 
@@ -192,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     documents = _documents(rng, args.documents)
     out: dict[str, Any] = {"pack": str(pack), "settings": {}}
     for name, scan in settings.items():
-        guard = Guard(bundles, threads=2, scan=scan)
+        # 3,000-word documents with their sentences run ~12k tokens: over the default budget, which is measured below.
+        guard = Guard(bundles, threads=2, scan=scan, max_tokens=DOCUMENT_BUDGET)
         guard.warmup()
         alone = [r.flagged for r in guard.check_batch(PAYLOADS)]
         probes = [p for p, flagged in zip(PAYLOADS, alone) if flagged]
@@ -219,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     tokenizer = bundles[0] / "tokenizer.json"
     short = texts_of_length(tokenizer, corpus(), 64, 50)
     doc = "\n\n".join(documents[0])
-    guards = {name: Guard(bundles, threads=2, scan=scan) for name, scan in settings.items()}
+    guards = {name: Guard(bundles, threads=2, scan=scan, max_tokens=DOCUMENT_BUDGET) for name, scan in settings.items()}
     engines = []
     for name, guard in guards.items():
         guard.warmup()
@@ -235,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "'a b ' x 50k": "a b " * 50_000,
         "random Unicode 200k": "".join(chr(rng.randrange(0x20, 0x2FFFF)) for _ in range(200_000)),
     }
-    guard = guards["sentences + decoded"]
+    guard = Guard(bundles, threads=2, scan=ScanOptions(sentences=True))  # the default token budget
     out["hostile"] = {}
     for name, text in hostile.items():
         cpu, gap = cpu_and_longest_gap(lambda t=text: guard.check(t))
