@@ -58,7 +58,7 @@ class ScanOptions:
     """Score every sentence (and overlapping word windows of long ones) on its own too, at the label's threshold, so
     that benign text around a short payload cannot dilute it. Costs about one more model run over the text's tokens
     (they count against ``Guard(max_tokens=...)``: a 3,000-word document then needs ~12,000), and flags benign sentences that only read as violations out of their context: off until bundles are trained and
-    calibrated for it (benchmarks/README.md, "Dilution")."""
+    calibrated for it (benchmarks/README.md, "Attacks")."""
     decode: bool = True
     """Also score what leetspeak, letters written apart, base64 runs and Unicode tag characters spell."""
     flag_hidden_text: bool = False
