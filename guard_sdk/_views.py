@@ -42,6 +42,7 @@ _LEET_WORD = re.compile(r"[A-Za-z0-9@$]+")
 _LEET_HINT = re.compile(r"[A-Za-z][0-9@$]|[0-9@$][A-Za-z]")
 _MAX_LEET_WORD = 24  # longer runs of letters and digits are identifiers or encodings, not words
 _MIN_LEET = 3  # digits for letters, in words of 4+ characters, before a leetspeak view is worth its model run
+_LEET_CONTEXT = 300  # characters kept on either side of such a word
 _DOTTED = re.compile(r"[A-Za-z](?:[.\-_*][A-Za-z]){3,}")
 # Four letters apart: a fixed-width pattern, so the prefilter cannot backtrack.
 _SPACED_HINT = re.compile(r"(?<![^\W\d_])[A-Za-z][ .\-_*][A-Za-z][ .\-_*][A-Za-z][ .\-_*][A-Za-z](?![^\W\d_])")
@@ -137,25 +138,41 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
 
 
 def _leetspeak(text: str) -> View | None:
-    """Words that mix letters with digits or symbols standing for letters, read as letters; same length as the text."""
+    """Words that mix letters with digits or symbols standing for letters, read as letters, with ``_LEET_CONTEXT``
+    characters of text around them: a document with a few such words is not copied whole."""
     if not _LEET_HINT.search(text):
         return None
     evidence = 0
-    pieces: list[str] = []
-    last = 0
+    words: list[tuple[int, int]] = []
     for match in _LEET_WORD.finditer(text):
         word = match.group()
         leet = sum(ch in _LEET_CHARS for ch in word)
         letters = sum(ch.isalpha() for ch in word)
         if leet and letters and len(word) <= _MAX_LEET_WORD:
-            pieces += [text[last : match.start()], word.translate(_LEET)]
-            last = match.end()
+            words.append(match.span())
             # Short product names (mp3, Q4, 4K) carry one digit; words spelled in leetspeak carry more.
             evidence += leet if letters >= 2 and len(word) >= 4 else 0
     if evidence < _MIN_LEET:
         return None
-    pieces.append(text[last:])
-    return View("leetspeak", "".join(pieces))
+    regions: list[list[int]] = []
+    for start, end in words:
+        start, end = max(0, start - _LEET_CONTEXT), min(len(text), end + _LEET_CONTEXT)
+        if regions and start <= regions[-1][1]:
+            regions[-1][1] = end
+        else:
+            regions.append([start, end])
+    translated = list(text)
+    for start, end in words:  # one character for one: offsets stay put
+        translated[start:end] = text[start:end].translate(_LEET)
+    if len(regions) == 1 and regions[0] == [0, len(text)]:
+        return View("leetspeak", "".join(translated))
+    pieces: list[str] = []
+    origin: list[int] = []
+    for start, end in regions:
+        pieces.append("".join(translated[start:end]) + " ")
+        origin.extend(range(start, end))
+        origin.append(end - 1)
+    return View("leetspeak", "".join(pieces), origin=origin)
 
 
 def _spaced(text: str) -> View | None:
