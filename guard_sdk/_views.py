@@ -1,8 +1,10 @@
 """The views of a text a guard scores: the text itself, its sentences, and what cheap encodings inside it decode to.
 
 A guard's window of a few hundred tokens averages a short payload with the benign text around it, so one benign
-sentence before an injection can hide it. Each sentence is therefore also scored on its own (``"sentence"`` views,
-with overlapping word windows inside long sentences), and a label's score is its highest over all views.
+sentence before an injection can hide it. ``ScanOptions(sentences=True)`` therefore also scores each sentence on its
+own (``"sentence"`` views, with overlapping word windows inside long sentences); it is opt-in because a benign
+sentence read out of its context is flagged too (benchmarks/README.md, "Attacks"). A label's score is its highest
+over all views.
 
 Encodings an LLM reads through but a classifier does not are decoded into views of their own: leetspeak
 (``1gn0r3`` -> ``ignore``), spaced or dotted letters (``i g n o r e`` -> ``ignore``), base64 runs, and text spelled in
