@@ -7,6 +7,7 @@ guard-build export --run runs/injection --out bundles/injection --name injection
 guard-build data policy.yaml --out runs/visa-data [--base-url URL --model NAME --api-key KEY]
 guard-build all policy.yaml --out bundles/visa [--work runs/visa]      # data -> train -> export
 guard-build pack [--seeds shared/train] [--out DIR]                   # the default content-safety + injection pack
+guard-build pack-answers [--seeds shared/train] [--out FILE]           # the response guard's (request, answer) pairs
 guard-build adversarial policy.yaml --data train.jsonl --out runs/adv [--rounds 3] [--candidates 8]
                                     [--eval NAME=PATH[:SPLIT]] [LLM options as for data]   # bandit-guided hard rounds
 guard-build merge --task runs/hate --task runs/violence [--donor runs/multitask] --out runs/merged [--method ties]
@@ -33,6 +34,7 @@ from .errors import BuilderError
 from .export import ExportConfig, export_bundle
 from .merge import MergeConfig, SearchConfig, merge_runs
 from .pack import PackConfig, build_pack, default_work_dir, pack_datasets
+from .pack_answers import ANSWER_PAIRS_FILE, AnswerPairsConfig, build_answer_pairs
 from .train import RunConfig, TrainConfig, train
 
 if TYPE_CHECKING:
@@ -347,9 +349,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_export_arguments(everything)
 
     pack = commands.add_parser("pack", help="build the default pack (content-safety, prompt-injection) from seed sets")
+    seeds_default = os.environ.get("GUARD_SDK_SEEDS", str(Path(__file__).resolve().parents[2] / "shared" / "train"))
     pack.add_argument(
         "--seeds",
-        default=os.environ.get("GUARD_SDK_SEEDS", str(Path(__file__).resolve().parents[2] / "shared" / "train")),
+        default=seeds_default,
         help="seed sets folder (default: $GUARD_SDK_SEEDS, else shared/train beside the repository)",
     )
     pack.add_argument("--out", help="pack folder (default: guard_sdk.default_pack_dir(), where Guard.default() looks)")
@@ -372,6 +375,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     pack.add_argument("--threads", type=int)
     pack.add_argument("--data-only", action="store_true", help="write the two training files and stop")
+
+    answers = commands.add_parser(
+        "pack-answers",
+        help="the answer-safety guard's (request, answer) training pairs: seed requests, SmolLM2 answers, templates",
+    )
+    answers.add_argument("--seeds", default=seeds_default, help="seed sets folder (as for pack)")
+    answers.add_argument(
+        "--out",
+        default=str(ANSWER_PAIRS_FILE),
+        help="JSONL file, gzip-compressed if it ends in .gz (default: %(default)s)",
+    )
+    answers.add_argument(
+        "--work", help="generations, appended as they come (default: beside OUT); a killed run resumes"
+    )
+    answers.add_argument("--seed", type=int, default=13)
+    answers.add_argument("--threads", type=int, default=AnswerPairsConfig.model_fields["threads"].default)
+    answers.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     distill = commands.add_parser(
         "distill", help="a shallower student of the base encoder that reproduces its sentence embedding (faster guards)"
@@ -501,6 +521,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 for bundle in build_pack(config, out, work):
                     print(f"wrote {bundle}")
+        elif args.command == "pack-answers":
+            report = build_answer_pairs(
+                Path(args.seeds),
+                Path(args.out),
+                seed=args.seed,
+                config=AnswerPairsConfig(threads=args.threads),
+                work=Path(args.work) if args.work else None,
+                progress=not args.no_progress,
+                on_status=lambda line: print(line, file=sys.stderr),
+            )
+            print(report.model_dump_json(indent=2))
         elif args.command == "adversarial":
             _run_adversarial(args)
         elif args.command == "distill":
