@@ -86,12 +86,20 @@ def chosen_labels(spec: str, labels: Sequence[str], set_name: str) -> list[str]:
 
 
 def score_texts(
-    guard: Any, texts: Sequence[str], labels: Sequence[str], batch_size: int = 64
+    guard: Any,
+    texts: Sequence[str],
+    labels: Sequence[str],
+    batch_size: int = 64,
+    *,
+    stage: str = "input",
+    contexts: Sequence[str | None] | None = None,
 ) -> tuple[list[float], list[bool]]:
     """Per text: the highest score among ``labels`` and whether any of them reached its threshold."""
     scores, flagged = [], []
     for start in range(0, len(texts), batch_size):
-        for result in guard.check_batch(list(texts[start : start + batch_size])):
+        batch = list(texts[start : start + batch_size])
+        context = list(contexts[start : start + batch_size]) if contexts is not None else None
+        for result in guard.check_batch(batch, stage=stage, contexts=context):
             chosen = [s for s in result.scores if s.label in labels]
             scores.append(max((s.score for s in chosen), default=0.0))
             flagged.append(any(s.flagged for s in chosen))
@@ -272,6 +280,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--score", action="append", default=[], metavar="SET=LABELS", help="labels that score a set: max, or a,b"
     )
+    parser.add_argument(
+        "--stage", choices=["input", "output"], default="input", help="the check's stage (output: answers)"
+    )
+    parser.add_argument(
+        "--context",
+        choices=["none", "prompt"],
+        default="prompt",
+        help="output stage: pass a row's meta.prompt (the request it answers) as the context, or nothing",
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--limit", type=int, help="rows per set (every k-th row; for a quick look)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -297,7 +314,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         rows = load_set(args.eval_dir / name, args.limit)
         labels = labels_for[name]
         log(f"accuracy: {name} ({len(rows)} rows) scored by {labels}")
-        scores, flagged = score_texts(guard, [r.text for r in rows], labels)
+        contexts = [r.meta.get("prompt") for r in rows] if args.context == "prompt" else None
+        scores, flagged = score_texts(guard, [r.text for r in rows], labels, stage=args.stage, contexts=contexts)
         sets[name] = evaluate_set(name, rows, scores, flagged)
         curves[name] = ([r.unsafe for r in rows], scores)
         labels_per_set[name] = labels
@@ -305,6 +323,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "bundles": [b.manifest.id for b in guard.bundles],
         "thresholds": {label: s for label, s in zip(guard.labels, _thresholds(guard))},
         "labels_per_set": labels_per_set,
+        "stage": args.stage,
+        "context": args.context,
         "machine": machine_info(),
         "sets": sets,
         "published": PUBLISHED,

@@ -12,6 +12,7 @@ exported by optimum and the head is appended to the ONNX graph (``export.append_
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
     from torch import nn
 
-__all__ = ["EmbeddingGuardConfig", "train_embedding_guard", "train_sentence_model"]
+__all__ = ["EmbeddingGuardConfig", "embed_texts", "fit_heads", "train_embedding_guard", "train_sentence_model"]
 
 logger = logging.getLogger("builder.embedding")
 
@@ -55,6 +56,9 @@ class EmbeddingGuardConfig(RunConfig):
     triplet_batch_size: int = Field(32, ge=4)
     learning_rate: float = Field(2e-5, gt=0)
     progress: bool = True
+    embedding_cache: Path | None = None
+    """An .npz keeping the base encoder's embeddings between runs (``embed_texts``); it must belong to one base model
+    and ``max_length``. Not used with ``triplet_epochs``."""
 
 
 def train_embedding_guard(
@@ -62,7 +66,6 @@ def train_embedding_guard(
 ) -> TrainingInfo:
     """Embed every training text once, fit one balanced logistic regression per label, save model and head."""
     from sentence_transformers import SentenceTransformer
-    from sklearn.linear_model import LogisticRegression
 
     config = config or EmbeddingGuardConfig()
     if dataset.instructions() is not None:
@@ -75,23 +78,14 @@ def train_embedding_guard(
     started = time.perf_counter()
     if config.triplet_epochs:
         _fine_tune_with_triplets(encoder, train_set, out / "triplet", config)
-    embeddings = encoder.encode(
-        [normalize(ex.text).text for ex in train_set.examples],
-        batch_size=config.batch_size,
-        show_progress_bar=config.progress,
-        convert_to_numpy=True,
-    )
+    # A fine-tuned encoder's embeddings are not the base encoder's: they are never cached.
+    cache = None if config.triplet_epochs else config.embedding_cache
+    embeddings = embed_texts(encoder, [ex.text for ex in train_set.examples], config.batch_size, config.progress, cache)
     targets = np.asarray(train_set.targets(), dtype=bool)
-    names = dataset.label_names
-    weight = np.zeros((embeddings.shape[1], len(names)), dtype=np.float32)
-    bias = np.zeros(len(names), dtype=np.float32)
-    for j, name in enumerate(names):
+    for j, name in enumerate(dataset.label_names):
         if targets[:, j].all() or not targets[:, j].any():
             raise ValueError(f"label {name!r} needs positive and negative training examples")
-        # Balanced: rare labels (self-harm has ~70 rows among 10k) would otherwise never reach a useful score.
-        head = LogisticRegression(C=config.regularization, class_weight="balanced", max_iter=2000)
-        head.fit(embeddings, targets[:, j])
-        weight[:, j], bias[j] = head.coef_[0], head.intercept_[0]
+    weight, bias = fit_heads(embeddings, targets, config.regularization)
     seconds = time.perf_counter() - started
 
     model_dir = out / MODEL_DIR
@@ -111,6 +105,47 @@ def train_embedding_guard(
     (model_dir / TRAINING_INFO).write_text(info.model_dump_json(indent=2))
     logger.info("embedding guard: %d examples in %.0f s", len(train_set.examples), seconds)
     return info
+
+
+def embed_texts(
+    encoder: SentenceTransformer, texts: list[str], batch_size: int, progress: bool, cache: Path | None = None
+) -> np.ndarray:
+    """Sentence embeddings of the normalised texts; with ``cache`` (an .npz), texts embedded before are read from it
+    and the new ones added to it."""
+    normalized = [normalize(text).text for text in texts]
+    keys = [hashlib.sha256(text.encode()).hexdigest() for text in normalized]
+    known: dict[str, np.ndarray] = {}
+    if cache is not None and cache.is_file():
+        with np.load(cache, allow_pickle=False) as stored:
+            known = dict(zip(stored["keys"].tolist(), stored["vectors"]))
+    missing = sorted({key: text for key, text in zip(keys, normalized) if key not in known}.items())
+    if missing:
+        vectors = encoder.encode(
+            [text for _, text in missing], batch_size=batch_size, show_progress_bar=progress, convert_to_numpy=True
+        )
+        known.update(zip((key for key, _ in missing), vectors))
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            partial = cache.with_suffix(".partial.npz")
+            np.savez(partial, keys=np.asarray(list(known)), vectors=np.stack(list(known.values())))
+            partial.replace(cache)
+    return np.stack([known[key] for key in keys]) if keys else np.zeros((0, 0), dtype=np.float32)
+
+
+def fit_heads(
+    embeddings: np.ndarray, targets: np.ndarray, regularization: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """One balanced logistic regression per label (column of ``targets``): the head's ``weight`` and ``bias``."""
+    from sklearn.linear_model import LogisticRegression
+
+    weight = np.zeros((embeddings.shape[1], targets.shape[1]), dtype=np.float32)
+    bias = np.zeros(targets.shape[1], dtype=np.float32)
+    for j in range(targets.shape[1]):
+        # Balanced: rare labels (self-harm has ~70 rows among 10k) would otherwise never reach a useful score.
+        head = LogisticRegression(C=regularization, class_weight="balanced", max_iter=2000)
+        head.fit(embeddings, targets[:, j])
+        weight[:, j], bias[j] = head.coef_[0], head.intercept_[0]
+    return weight, bias
 
 
 def _fine_tune_with_triplets(

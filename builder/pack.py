@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -68,6 +69,14 @@ INJECTION_LABELS: dict[str, str] = {
     "jailbreak": "tries to switch off the assistant's rules (DAN, developer mode, 'no restrictions' personas)",
     "indirect": "instructions for the assistant hidden in a document, email, web page or tool output",
     "role-play": "asks the assistant to become another persona or system ('act as', 'pretend you are')",
+}
+
+# The response guard: it reads an answer with the request it answers (``builder.pack_answers`` writes its data).
+ANSWER_GUARD = "answer-safety"
+ANSWER_LABEL = "harmful-answer"
+ANSWER_LABELS: dict[str, str] = {
+    ANSWER_LABEL: "the answer carries out a harmful request or is harmful itself (a refusal, or an answer to a benign "
+    "request, is not)"
 }
 
 # Seed-set category -> pack labels. A category not listed adds nothing; an unsafe row that maps to no label is left
@@ -159,6 +168,12 @@ CONTENT_SAFETY_CAPS: dict[str, tuple[int | None, int | None]] = {  # (unsafe, sa
     "mtrag_conversations": (0, 350),
     "gpteacher_roleplay_responses": (0, 350),
     "bipia_email": (0, 100),
+    # Chat-style requests: red-team openers typed by people, and CoCoNot's benign look-alikes ("How to kill a process
+    # in Linux?") beside its unsafe requests. The unsafe rows of both carry no usable category (see PSEUDO_LABELED).
+    "hh_rlhf_redteam_first_turns": (None, 0),
+    "coconot_noncompliance": (None, None),
+    # Benign help-seeking about depression, abuse and addiction: what a self-harm label must let through.
+    "counsel_chat_questions": (0, None),
 }
 INJECTION_CAPS: dict[str, tuple[int | None, int | None]] = {
     "cyberseceval_prompt_injection": (None, 0),
@@ -187,7 +202,18 @@ INJECTION_CAPS: dict[str, tuple[int | None, int | None]] = {
     "convabuse": (0, 150),
     "davidson_hate_speech": (0, 150),
     "cyberseceval_cyber": (0, 150),
+    # Not sep_probe_injections / tasktracker_injections (documents once clean, once with a harmless task inside): the
+    # sentence embedding of a document is its topic, so the head learned document styles instead (deepset AUPRC
+    # 0.778 -> 0.712, its FPR 0.018 -> 0.125, and 6-14 % recall on either set held out; benchmarks/README.md).
+    "coconot_noncompliance": (0, 300),
+    "counsel_chat_questions": (0, 200),
 }
+# Unsafe rows whose source gives no category of this taxonomy (hh-rlhf's red-team openers, about one in four of them
+# innocuous; CoCoNot's "dangerous or sensitive topics", which mixes self-harm with setting a bone at home): each is
+# labelled by a guard trained on every other row, with the labels it gives at least PSEUDO_LABEL_MIN, and left out
+# when it gets none. They add how people type such requests, not new decisions.
+PSEUDO_LABELED = ("hh_rlhf_redteam_first_turns", "coconot_noncompliance")
+PSEUDO_LABEL_MIN = 0.8
 # CatQA asks each question in English, Vietnamese and Chinese, and has no safe rows: its non-English two thirds would
 # teach "not English = unsafe". Kept: the rows whose id says English.
 _ENGLISH_ONLY = {"catqa": "-en-"}
@@ -214,6 +240,8 @@ TRIGGER_SOURCES = (
     "gpteacher_codegen",
     "gsm8k_questions",
     "gpteacher_roleplay_responses",
+    "coconot_noncompliance",
+    "counsel_chat_questions",
 )
 
 
@@ -235,7 +263,7 @@ class PackConfig(BaseModel):
     """The seed sets folder (``shared/train``: one folder per set with ``data.jsonl`` and ``README.md``)."""
     seed: int = 13
     head: Head = "embedding"
-    """``embedding`` (default): the base model's sentence embedding + a linear head per label; ``classifier``: fine-tune
+    """The text guards' model (``answer-safety`` is always a fine-tuned classifier). ``embedding`` (default): the base model's sentence embedding + a linear head per label; ``classifier``: fine-tune
     the whole encoder. On this data the embedding guard generalises much better (benchmarks/README.md)."""
     epochs: float = Field(1.0, gt=0)
     """Fine-tuning epochs (``head="classifier"`` only)."""
@@ -244,6 +272,11 @@ class PackConfig(BaseModel):
     base_model: str | None = None
     """The encoder both guards start from (default: all-MiniLM-L6-v2); e.g. a ``builder.distill`` student."""
     max_length: int = Field(128, ge=16, le=512)
+    """The text guards' window."""
+    answer_epochs: float = Field(2.0, gt=0)
+    """Fine-tuning epochs of ``answer-safety`` (always a fine-tuned classifier: it reads request and answer)."""
+    answer_max_length: int = Field(192, ge=32, le=512)
+    """``answer-safety``'s window: the request's last 96 tokens and the answer."""
     threads: int | None = None
     boundary_copies: int = Field(8, ge=0)
     """How many filled-in variants of each hand-written boundary template."""
@@ -310,11 +343,46 @@ def _from_seed_sets(
         unsafe = [r for r in rows if r.label == "unsafe" or name in relabeled]
         safe = [r for r in rows if r.label == "safe" and name not in relabeled]
         for row in _sample(unsafe, unsafe_cap, rng):
+            if name in PSEUDO_LABELED:
+                yield _example(row.text, [_UNLABELED], row.source, row.id)
+                continue
             labels = _mapped_labels(row, mapping.get(name, {}))
             if labels:
                 yield _example(_SHORTCUT_PREFIX.sub("", row.text), labels, row.source, row.id)
         for row in _sample(safe, safe_cap, rng):
             yield _example(row.text, [], row.source, row.id)
+
+
+_UNLABELED = "?"
+
+
+def _pseudo_label(
+    examples: list[LabeledExample], labels: list[str], config: PackConfig, cache: Path
+) -> list[LabeledExample]:
+    """``examples`` with each ``PSEUDO_LABELED`` row labelled by a guard trained on the other rows, or left out."""
+    from sentence_transformers import SentenceTransformer
+
+    from .embedding import embed_texts, fit_heads
+
+    for ex in examples:  # a text also found with real labels (``_dedup`` merged them) keeps those
+        if _UNLABELED in ex.labels and len(ex.labels) > 1:
+            ex.labels.remove(_UNLABELED)
+    known = [ex for ex in examples if ex.labels != [_UNLABELED]]
+    unlabeled = [ex for ex in examples if ex.labels == [_UNLABELED]]
+    if not unlabeled:
+        return known
+    encoder = SentenceTransformer(base_model_path(config.base_model), device="cpu")
+    encoder.max_seq_length = config.max_length
+    vectors = embed_texts(encoder, [ex.text for ex in known + unlabeled], 64, True, cache)
+    targets = np.asarray([[label in ex.labels for label in labels] for ex in known], dtype=bool)
+    weight, bias = fit_heads(vectors[: len(known)], targets)
+    scores = 1.0 / (1.0 + np.exp(-(vectors[len(known) :] @ weight + bias)))
+    kept: Counter[tuple[str, bool]] = Counter()
+    for ex, row in zip(unlabeled, scores):
+        ex.labels = [label for label, value in zip(labels, row) if value >= PSEUDO_LABEL_MIN]
+        kept[(str(getattr(ex, "source", "")), bool(ex.labels))] += 1
+    logger.info("pseudo-labelled rows (source, kept): %s", dict(kept))
+    return known + [ex for ex in unlabeled if ex.labels]
 
 
 def _example(text: str, labels: list[str], source: str, row_id: str) -> LabeledExample:
@@ -432,12 +500,27 @@ _RECIPES = {
 }
 
 
+def _answer_examples() -> list[LabeledExample]:
+    """``answer-safety``'s rows: the committed (request, answer) pairs of ``builder.pack_answers``, one per pair."""
+    from .pack_answers import ANSWER_PAIRS_FILE, load_answer_pairs  # it builds on this module's seed readers
+
+    kept: dict[tuple[str, str], LabeledExample] = {}
+    for ex in load_answer_pairs(ANSWER_PAIRS_FILE):
+        kept.setdefault((_key(ex.context or ""), _key(ex.text)), ex)
+    return list(kept.values())
+
+
 def pack_datasets(config: PackConfig, out: Path) -> PackReport:
-    """Write ``out/<guard>.jsonl`` for both guards of the pack (the same seeds and seed give the same bytes), and
+    """Write ``out/<guard>.jsonl`` for every guard of the pack (the same seeds and seed give the same bytes), and
     ``out/heldout/benign_trigger_words/data.jsonl`` for measuring false positives (see ``write_trigger_heldout``)."""
     out.mkdir(parents=True, exist_ok=True)
     report = PackReport(version=PACK_VERSION, guards=[])
     for guard in PACK_GUARDS:
+        if guard == ANSWER_GUARD:
+            examples = _answer_examples()
+            random.Random(f"{config.seed}-{guard}").shuffle(examples)
+            report.guards.append(_write_guard_data(out, guard, ANSWER_LABELS, examples))
+            continue
         labels, caps, mapping, relabeled = _RECIPES[guard]
         rng = random.Random(f"{config.seed}-{guard}")
         carriers = _carriers(config.seeds, rng)
@@ -447,21 +530,9 @@ def pack_datasets(config: PackConfig, out: Path) -> PackReport:
                 _boundary_examples(guard, config.boundary_copies, rng, carriers),
             )
         )
+        examples = _pseudo_label(examples, list(labels), config, embedding_cache(config, out.parent))
         rng.shuffle(examples)
-        path = out / f"{guard}.jsonl"
-        write_jsonl(path, examples)
-        dataset = load_jsonl(path, list(labels))
-        counts = Counter(label for ex in examples for label in ex.labels)
-        report.guards.append(
-            GuardData(
-                name=guard,
-                rows=len(examples),
-                by_label={"(none)": sum(not ex.labels for ex in examples), **{k: counts[k] for k in labels}},
-                by_source=dict(Counter(str(getattr(ex, "source", "")) for ex in examples).most_common()),
-                sha256=dataset.sha256,
-            )
-        )
-        logger.info("%s: %d rows %s", guard, len(examples), report.guards[-1].by_label)
+        report.guards.append(_write_guard_data(out, guard, labels, examples))
         if guard == "prompt-injection":
             held_out = out / "heldout" / "benign_trigger_words" / "data.jsonl"
             logger.info(
@@ -470,6 +541,29 @@ def pack_datasets(config: PackConfig, out: Path) -> PackReport:
             )
     (out / "pack_data.json").write_text(report.model_dump_json(indent=2))
     return report
+
+
+def _write_guard_data(out: Path, guard: str, labels: dict[str, str], examples: list[LabeledExample]) -> GuardData:
+    path = out / f"{guard}.jsonl"
+    write_jsonl(path, examples)
+    dataset = load_jsonl(path, list(labels))
+    counts = Counter(label for ex in examples for label in ex.labels)
+    # An answer row learned from two sets: its answer's and its request's (``context_source``).
+    sources = Counter(
+        str(name)
+        for ex in examples
+        for name in {getattr(ex, "source", ""), getattr(ex, "context_source", None)}
+        if name
+    )
+    data = GuardData(
+        name=guard,
+        rows=len(examples),
+        by_label={"(none)": sum(not ex.labels for ex in examples), **{k: counts[k] for k in labels}},
+        by_source=dict(sources.most_common()),
+        sha256=dataset.sha256,
+    )
+    logger.info("%s: %d rows %s", guard, len(examples), data.by_label)
+    return data
 
 
 def attribution(seeds: Path, sources: Iterable[str]) -> str:
@@ -497,6 +591,13 @@ def attribution(seeds: Path, sources: Iterable[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def embedding_cache(config: PackConfig, work: Path) -> Path:
+    """Where the pack keeps its base encoder's embeddings: the data stage and both guards' training embed the same
+    texts."""
+    model = hashlib.sha256((config.base_model or DEFAULT_BASE_MODEL_NAME).encode()).hexdigest()[:12]
+    return work / f"embeddings-{model}-{config.max_length}.npz"
+
+
 def default_work_dir(out: Path) -> Path:
     """Training data and runs of the pack at ``out``, beside it: a killed build resumes from there."""
     return out.parent / f"{out.name}-work"
@@ -505,7 +606,7 @@ def default_work_dir(out: Path) -> Path:
 def build_pack(
     config: PackConfig, out: Path | None = None, work: Path | None = None, *, progress: Callable[[str], None] = print
 ) -> list[Path]:
-    """Data -> train -> export for both guards; a guard whose bundle exists for the same data is kept, and a killed
+    """Data -> train -> export for every guard; a guard whose bundle exists for the same data is kept, and a killed
     training run resumes from its last checkpoint. Returns the bundle folders."""
     from guard_sdk import GuardBundle
 
@@ -518,14 +619,19 @@ def build_pack(
     work = work or default_work_dir(out)
     report = pack_datasets(config, work / "data")
     bundles = []
-    # What a finished bundle must record to count as built by this config (``epochs`` holds the classifier's or the
-    # triplet fine-tuning's epochs).
-    epochs = config.epochs if config.head == "classifier" else config.triplet_epochs
     base_model = config.base_model or DEFAULT_BASE_MODEL_NAME
-    variant = f"{config.head}-{epochs:g}"
-    if config.base_model:
-        variant += "-" + hashlib.sha256(config.base_model.encode()).hexdigest()[:8]
-    for data, labels in zip(report.guards, (_RECIPES[g][0] for g in PACK_GUARDS)):
+    for data in report.guards:
+        answers = data.name == ANSWER_GUARD
+        labels = ANSWER_LABELS if answers else _RECIPES[data.name][0]
+        # The answer guard reads (request, answer) pairs, which only a fine-tuned classifier does. What a finished
+        # bundle must record to count as built by this config: ``epochs`` holds the classifier's or the triplet
+        # fine-tuning's epochs.
+        head: Head = "classifier" if answers else config.head
+        epochs = config.answer_epochs if answers else config.epochs if head == "classifier" else config.triplet_epochs
+        max_length = config.answer_max_length if answers else config.max_length
+        variant = f"{head}-{epochs:g}-{max_length}"
+        if config.base_model:
+            variant += "-" + hashlib.sha256(config.base_model.encode()).hexdigest()[:8]
         bundle_dir = out / data.name
         notice = work / f"{data.name}-ATTRIBUTION.md"
         export_config = ExportConfig(
@@ -538,6 +644,9 @@ def build_pack(
             # at their defaults.
             max_int8_diff=0.3,
             benign_flag_rate=config.benign_flag_rate,
+            # Answers are judged by the answer guard, with their request: the text guards read what reaches the
+            # model (an answer alone reads like its request, refusals included).
+            stages=["output"] if answers else ["input"],
             overwrite=True,
         )
         if (bundle_dir / "guard.json").is_file():
@@ -547,10 +656,11 @@ def build_pack(
                 existing.training_data_sha256,
                 existing.training.get("head"),
                 existing.training.get("epochs"),
+                existing.tokenizer.max_length,
                 existing.base_model,
                 existing.metrics.get("calibration"),
             )
-            if recorded == (PACK_VERSION, data.sha256, config.head, epochs, base_model, export_config.calibration):
+            if recorded == (PACK_VERSION, data.sha256, head, epochs, max_length, base_model, export_config.calibration):
                 progress(f"{data.name}: up to date in {bundle_dir}")
                 bundles.append(bundle_dir)
                 continue
@@ -559,7 +669,7 @@ def build_pack(
         run = work / f"run-{data.sha256[:12]}-{variant}-{data.name}"
         if (run / MODEL_DIR / TRAINING_INFO).is_file():
             progress(f"{data.name}: trained already in {run}")
-        elif config.head == "embedding":
+        elif head == "embedding":
             train_embedding_guard(
                 dataset,
                 run,
@@ -567,9 +677,10 @@ def build_pack(
                     base_model=config.base_model,
                     label_descriptions=labels,
                     triplet_epochs=config.triplet_epochs,
-                    max_length=config.max_length,
+                    max_length=max_length,
                     seed=config.seed,
                     threads=config.threads,
+                    embedding_cache=embedding_cache(config, work),
                 ),
             )
         else:
@@ -579,8 +690,8 @@ def build_pack(
                 TrainConfig(
                     base_model=config.base_model,
                     label_descriptions=labels,
-                    epochs=config.epochs,
-                    max_length=config.max_length,
+                    epochs=epochs,
+                    max_length=max_length,
                     seed=config.seed,
                     threads=config.threads,
                 ),

@@ -46,7 +46,7 @@ from pydantic import BaseModel, Field
 
 from .dataset import LabeledExample
 from .errors import BuilderError, CacheWriteError
-from .pack import _ENGLISH_ONLY, _SHORTCUT_PREFIX, SeedRow, load_seed_set
+from .pack import _ENGLISH_ONLY, _SHORTCUT_PREFIX, ANSWER_LABEL, SeedRow, load_seed_set
 
 __all__ = [
     "ANSWER_LABEL",
@@ -57,7 +57,6 @@ __all__ = [
     "load_answer_pairs",
 ]
 
-ANSWER_LABEL = "harmful-answer"
 ANSWER_PAIRS_FILE = Path(__file__).with_name("data") / "answer_pairs.jsonl.gz"
 """The committed training pairs: the pack build reads them; ``guard-build pack-answers`` regenerates them."""
 

@@ -1,6 +1,6 @@
 """Where the default guard pack lives, and getting it there on first use.
 
-The pack (``content-safety`` and ``prompt-injection``) is built by our own builder from permissively licensed seed
+The pack (``content-safety`` and ``prompt-injection`` for inputs, ``answer-safety`` for answers) is built by our own builder from permissively licensed seed
 sets, so it is not shipped in the wheel: ``guard-build pack`` writes it into the user's cache directory, and
 ``Guard.default()`` runs that command on first use when the builder is installed. The runtime never imports the
 builder; it starts it as a separate process.
@@ -22,9 +22,11 @@ __all__ = ["PACK_GUARDS", "PACK_VERSION", "default_pack_dir", "ensure_default_pa
 # and more in-character replies and assistant commands; 0.3.0 keeps that data and calibrates the thresholds to flag at
 # most 4 % of the benign validation texts (benchmarks/README.md, "Default pack"); 0.3.1 calibrates them on the scores
 # `check` gives (one text per call) instead of batch scores, which move with the batch under dynamic int8; 0.4.0 keeps
-# all of that and ships each guard's head beside its encoder, so the two guards share one encoder run per window.
-PACK_VERSION = "0.4.0"
-PACK_GUARDS = ("content-safety", "prompt-injection")
+# all of that and ships each guard's head beside its encoder, so the two guards share one encoder run per window;
+# 0.5.0 adds the answer guard (answer-safety, judging an answer with its request, in output checks) and the chat-style
+# seed sets, and the two text guards check inputs only.
+PACK_VERSION = "0.5.0"
+PACK_GUARDS = ("content-safety", "prompt-injection", "answer-safety")
 
 
 def default_pack_dir() -> Path:
