@@ -105,6 +105,11 @@ def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-int8-diff", type=float, default=defaults["max_int8_diff"].default)
     parser.add_argument("--max-int8-mean-diff", type=float, default=defaults["max_int8_mean_diff"].default)
     parser.add_argument("--min-int8-agreement", type=float, default=defaults["min_int8_agreement"].default)
+    parser.add_argument(
+        "--stages",
+        help="comma-separated checks the bundle takes part in: input, output (default: both; output alone for a guard "
+        "trained on exchange data)",
+    )
     parser.add_argument("--overwrite", action="store_true")
 
 
@@ -123,6 +128,12 @@ def _add_training_arguments(parser: argparse.ArgumentParser, *, max_length: int 
     parser.add_argument(
         "--num-layers", type=int, help="keep only the first N layers of the base model (faster student)"
     )
+    parser.add_argument(
+        "--context-tokens",
+        type=int,
+        default=defaults["context_tokens"].default,
+        help="exchange data (rows with a context): the request's last tokens kept before each answer",
+    )
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
@@ -137,6 +148,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         seed=args.seed,
         threads=args.threads,
         num_layers=args.num_layers,
+        context_tokens=args.context_tokens,
     )
 
 
@@ -189,6 +201,7 @@ def _export_config(args: argparse.Namespace, name: str, description: str) -> Exp
         max_int8_diff=args.max_int8_diff,
         max_int8_mean_diff=args.max_int8_mean_diff,
         min_int8_agreement=args.min_int8_agreement,
+        stages=[stage.strip() for stage in args.stages.split(",")] if args.stages else None,
         overwrite=args.overwrite,
     )
 

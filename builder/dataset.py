@@ -2,6 +2,9 @@
 
 ``labels`` lists the labels a text violates; an empty list marks a compliant text. Other keys (source, cell,
 verdict, ...) are kept as provenance and ignored by training.
+
+Exchange data (a guard that judges an answer together with the request it answers) gives every row a ``context``:
+the request, and ``""`` for an answer judged alone. Its ``text`` is the answer.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ class LabeledExample(BaseModel):
 
     text: str = Field(min_length=1)
     labels: list[str]
+    # Left out of written rows when unset, so plain data reads and writes as before.
+    context: str | None = Field(None, exclude_if=lambda value: value is None)
+    """Exchange data: the request the text answers (``""`` for an answer alone)."""
 
 
 class LabeledDataset(BaseModel):
@@ -42,6 +48,19 @@ class LabeledDataset(BaseModel):
             return None
         if not all(isinstance(value, str) and value.strip() for value in values):
             raise ValueError("some examples have an instruction and some do not: multi-task data needs one on each")
+        return [str(value) for value in values]
+
+    def contexts(self) -> list[str] | None:
+        """Exchange data: each example's ``context`` (the request its text answers), paired before its text; else
+        None."""
+        values = [ex.context for ex in self.examples]
+        if all(value is None for value in values):
+            return None
+        if any(value is None for value in values):
+            raise ValueError(
+                'some examples have a context and some do not: exchange data needs one on each ("" for an answer '
+                "judged alone)"
+            )
         return [str(value) for value in values]
 
     def tasks(self) -> dict[str, str]:

@@ -24,6 +24,7 @@ from pydantic import Field
 from guard_sdk import normalize
 
 from .dataset import LabeledDataset
+from .errors import BuilderError
 from .train import (
     HEAD_FILE,
     MODEL_DIR,
@@ -70,6 +71,11 @@ def train_embedding_guard(
     config = config or EmbeddingGuardConfig()
     if dataset.instructions() is not None:
         raise ValueError("the embedding guard does not read instructions: train multi-task data with builder.train")
+    if any(ex.context is not None for ex in dataset.examples):
+        raise BuilderError(
+            "exchange data (rows with a context) needs head=classifier: the embedding guard reads one text, not a "
+            "(request, answer) pair"
+        )
     base = base_model_path(config.base_model)
     out, train_set, validation_set = start_run(dataset, out_dir, config)
 

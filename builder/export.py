@@ -3,7 +3,9 @@
 optimum exports the checkpoint to ONNX and fuses its graph (attention, GELU, LayerNorm), onnxruntime quantizes the
 weights to int8, and a parity gate compares torch, ONNX fp32 and ONNX int8 on the validation split: past the
 tolerances no bundle is written. Thresholds are calibrated on the validation split scored by the runtime itself
-(same normalisation and windows as production), and the manifest records them with metrics and file hashes.
+(same normalisation and windows as production), and the manifest records them with metrics and file hashes. A run
+trained on exchange data is scored on its (request, answer) pairs throughout, and its bundle reads input ``exchange``
+and takes part in output checks only.
 The bundle is assembled in a hidden staging folder and renamed into place, so a half-written bundle never exists.
 """
 
@@ -16,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
@@ -26,11 +29,13 @@ from guard_sdk._bundle import (
     SCHEMA_VERSION,
     BundleManifest,
     EmbeddingSpec,
+    InputSpec,
     LabelSpec,
     ModelSpec,
     TokenizerSpec,
     file_sha256,
 )
+from guard_sdk._result import Stage
 
 from .dataset import LabeledDataset, load_jsonl
 from .errors import BuilderError, ParityError
@@ -84,6 +89,9 @@ class ExportConfig(BaseModel):
     each label gets an equal part of it as its false-positive rate on those texts (instead of maximising F1)."""
     extra_files: dict[str, Path] = {}
     """Files copied into the bundle under these names (e.g. ATTRIBUTION.md) and listed with their sha256."""
+    stages: Annotated[list[Stage], Field(min_length=1)] | None = None
+    """The checks the bundle takes part in; default: input and output, and output alone for a guard trained on
+    exchange data (which judges answers)."""
     overwrite: bool = False
 
     @model_validator(mode="after")
@@ -130,7 +138,19 @@ def export_bundle(train_dir: str | Path, out: str | Path, config: ExportConfig) 
     if not info_file.is_file():
         raise BuilderError(f"{train_dir} is not a finished training run: {MODEL_DIR}/{TRAINING_INFO} is missing")
     info = TrainingInfo.model_validate_json(info_file.read_text())
+    if info.context_tokens is not None and config.stages not in (None, ["output"]):
+        raise BuilderError(
+            f"{train_dir} was trained on exchange data: its guard judges answers, in output checks only "
+            f"(stages ['output']), not {config.stages}"
+        )
     validation = load_jsonl(train_dir / VALIDATION_FILE, info.label_names)
+    try:
+        contexts = validation.contexts()
+    except ValueError as exc:
+        raise BuilderError(f"{train_dir / VALIDATION_FILE}: {exc}") from None
+    if (contexts is None) != (info.context_tokens is None):
+        trained = "exchange data (with contexts)" if info.context_tokens is not None else "texts without contexts"
+        raise BuilderError(f"{train_dir / VALIDATION_FILE} does not match its run, which was trained on {trained}")
     with staged_bundle(out, overwrite=config.overwrite) as staging:
         manifest = _build(model_dir, info, validation, staging, config)
     logger.info("wrote bundle %s to %s", manifest.id, out)
@@ -173,12 +193,23 @@ def _build(
         shutil.copyfile(source, staging / name)
 
     texts = [normalize(ex.text).text for ex in validation.examples]
+    contexts = validation.contexts()
+    requests = None if contexts is None else [normalize(context).text for context in contexts]
     torch_scores, fp32_scores, int8_scores = _score_three_ways(
-        model_dir, info.head, fp32, staging / MODEL_FILE, texts, validation.instructions(), info.max_length
+        model_dir,
+        info.head,
+        fp32,
+        staging / MODEL_FILE,
+        texts,
+        validation.instructions(),
+        info.max_length,
+        requests,
+        info.context_tokens,
     )
     shutil.rmtree(staging / "onnx")
 
-    stride = config.stride if config.stride is not None else info.max_length // 4
+    # A quarter of the window, or of what the request leaves of it.
+    stride = config.stride if config.stride is not None else (info.max_length - (info.context_tokens or 0)) // 4
     if info.instructions:
         # A multi-task guard: one label per task, each validation row judged on its own task only.
         names = list(info.instructions)
@@ -203,7 +234,8 @@ def _build(
     # Calibrate on what production will compute: the runtime's own normalisation, windows and int8 model (which
     # `check_batch` runs one text per call, as `check` does).
     runtime = Guard(staging, device="cpu")
-    runtime_scores = np.asarray([[s.score for s in r.scores] for r in runtime.check_batch(texts)], dtype=np.float64)
+    checked = runtime.check_batch(texts, stage=draft.stages[0], contexts=requests)
+    runtime_scores = np.asarray([[s.score for s in r.scores] for r in checked], dtype=np.float64)
     del runtime
 
     benign = ~targets.any(axis=1)
@@ -383,8 +415,11 @@ def _score_three_ways(
     texts: list[str],
     instructions: list[str] | None,
     max_length: int,
+    contexts: list[str] | None = None,
+    context_tokens: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sigmoid scores of torch, ONNX fp32 and ONNX int8 on identical token ids."""
+    """Sigmoid scores of torch, ONNX fp32 and ONNX int8 on identical token ids (of each text, or of each text paired
+    after its instruction or its context)."""
     from transformers import AutoTokenizer
 
     from guard_sdk._runtime import create_session
@@ -400,6 +435,8 @@ def _score_three_ways(
             texts[start : start + 32],
             instructions[start : start + 32] if instructions else None,
             max_length,
+            contexts=contexts[start : start + 32] if contexts is not None else None,
+            context_tokens=context_tokens,
             padding=True,
             return_tensors="np",
         )
@@ -448,7 +485,8 @@ def torch_scorer(train_dir: str | Path, *, batch_size: int = 32) -> Callable[[Se
     """The torch model of a finished training run as a function of texts: sigmoid scores, one row per text and one
     column per label. Texts are normalised like the runtime's and truncated to the run's window (no sliding windows:
     a cheap reference for builder stages that need the model's opinion before a bundle exists, such as
-    ``builder.adversarial``). Loads the model once."""
+    ``builder.adversarial``); a run trained on exchange data judges each text as an answer alone, as the runtime does
+    without a request. Loads the model once."""
     from transformers import AutoTokenizer
 
     model_dir = Path(train_dir) / MODEL_DIR
@@ -462,10 +500,14 @@ def torch_scorer(train_dir: str | Path, *, batch_size: int = 32) -> Callable[[Se
     def score(texts: Sequence[str]) -> np.ndarray:
         parts = [np.zeros((0, len(info.label_names)))]
         for start in range(0, len(texts), batch_size):
-            batch = tokenizer(
-                [normalize(text).text for text in texts[start : start + batch_size]],
-                truncation=True,
-                max_length=info.max_length,
+            chunk = [normalize(text).text for text in texts[start : start + batch_size]]
+            batch = tokenize(
+                tokenizer,
+                chunk,
+                None,
+                info.max_length,
+                contexts=None if info.context_tokens is None else [""] * len(chunk),
+                context_tokens=info.context_tokens,
                 padding=True,
                 return_tensors="np",
             )
@@ -556,10 +598,14 @@ def _manifest(
             embedding=embedding,
         ),
         tokenizer=TokenizerSpec(file=TOKENIZER_FILE, max_length=info.max_length, stride=stride),
+        input=InputSpec()
+        if info.context_tokens is None
+        else InputSpec(kind="exchange", context_tokens=info.context_tokens),
+        stages=config.stages or (["input", "output"] if info.context_tokens is None else ["output"]),
         base_model=info.base_model,
         training_data_sha256=info.data_sha256,
         training=info.model_dump(
-            exclude={"label_names", "label_descriptions", "base_model", "data_sha256", "instructions"}
+            exclude={"label_names", "label_descriptions", "base_model", "data_sha256", "instructions", "context_tokens"}
         ),
         metrics=metrics,
         files={name: file_sha256(folder / name) for name in sorted(files)},

@@ -3,6 +3,10 @@
 The output folder is a Hugging Face checkpoint (safetensors) plus ``guard_training.json`` (labels, window size,
 data hash, metrics) and ``validation.jsonl``, the held-out split that export uses for its parity gate and thresholds.
 A killed run resumes from its last ``checkpoint-*`` folder.
+
+Exchange data (rows with a ``context``: the request each answer answers) trains a guard that reads the pair
+``(request, answer)``, as the runtime pairs them (``guard_sdk._context``): the request cut to its last
+``context_tokens`` tokens, the answer truncated to what is left of ``max_length``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 
 from guard_sdk import normalize
+from guard_sdk._context import last_tokens
 
 from .dataset import LabeledDataset, write_jsonl
 from .errors import BuilderError
@@ -90,6 +95,8 @@ class TrainConfig(RunConfig):
     num_layers: int | None = Field(None, ge=1)
     """Keep only the first N transformer layers of the base model: a smaller, faster student (default: all).
     Latency scales about linearly with layers; see benchmarks/README.md for the accuracy it costs."""
+    context_tokens: int = Field(96, ge=8)
+    """Exchange data: the request's last tokens kept before each answer; at most half of ``max_length``."""
 
 
 class TrainingInfo(BaseModel):
@@ -118,6 +125,9 @@ class TrainingInfo(BaseModel):
     ``violates``, for a text paired with an instruction; its bundle has one label per task."""
     merge: dict[str, Any] | None = None
     """Set by ``builder.merge`` on a merged run: method, coefficients, sources (``MergeSummary``)."""
+    context_tokens: int | None = None
+    """Trained on exchange data: the model reads ``(request, answer)`` pairs, the request cut to its last
+    ``context_tokens`` tokens; its bundle reads input ``exchange`` and takes part in output checks only."""
 
     @classmethod
     def of_run(
@@ -166,12 +176,46 @@ def tokenize(
     texts: list[str],
     instructions: list[str] | None,
     max_length: int,
+    *,
+    contexts: list[str] | None = None,
+    context_tokens: int | None = None,
     **options: Any,
 ) -> BatchEncoding:
-    """Texts alone, or paired after their instructions (multi-task); only the text is ever truncated."""
+    """Texts alone, or paired after their instructions (multi-task) or after their contexts (exchange data, each
+    first cut to its last ``context_tokens`` tokens as the runtime cuts it); only the text is ever truncated."""
+    if contexts is not None:
+        if context_tokens is None:
+            raise ValueError("contexts need context_tokens: how many of each context's last tokens to keep")
+        from tokenizers import Tokenizer
+
+        # The runtime cuts with the bundle's tokenizer.json, which is this tokenizer without truncation or padding.
+        plain = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        plain.no_truncation()
+        plain.no_padding()
+        kept = last_tokens(plain, contexts, context_tokens)
+        return tokenizer(kept, texts, truncation="only_second", max_length=max_length, **options)
     if instructions is None:
         return tokenizer(texts, truncation=True, max_length=max_length, **options)
     return tokenizer(instructions, texts, truncation="only_second", max_length=max_length, **options)
+
+
+def _context_tokens(dataset: LabeledDataset, config: RunConfig, context_tokens: int) -> int | None:
+    """``context_tokens`` for exchange data (rows with a context), None for other data; refuses data and settings a
+    guard cannot be built from."""
+    try:
+        contexts = dataset.contexts()
+    except ValueError as exc:
+        raise BuilderError(str(exc)) from None
+    if contexts is None:
+        return None
+    if dataset.instructions() is not None:
+        raise BuilderError("rows have both an instruction and a context: a multi-task guard reads text alone")
+    if context_tokens > config.max_length // 2:
+        raise BuilderError(
+            f"context_tokens ({context_tokens}) must leave at least half of max_length ({config.max_length}) to the "
+            f"answer: raise max_length (to {2 * context_tokens} or more) or lower context_tokens"
+        )
+    return context_tokens
 
 
 def train(dataset: LabeledDataset, out_dir: str | Path, config: TrainConfig | None = None) -> TrainingInfo:
@@ -186,6 +230,7 @@ def train(dataset: LabeledDataset, out_dir: str | Path, config: TrainConfig | No
     )
 
     config = config or TrainConfig()
+    context_tokens = _context_tokens(dataset, config, config.context_tokens)
     base = base_model_path(config.base_model)
     out, train_set, validation_set = start_run(dataset, out_dir, config)
     set_seed(config.seed)
@@ -204,7 +249,15 @@ def train(dataset: LabeledDataset, out_dir: str | Path, config: TrainConfig | No
 
     def encode(part: LabeledDataset) -> list[dict[str, object]]:
         texts = [normalize(ex.text).text for ex in part.examples]
-        encoded = tokenize(tokenizer, texts, part.instructions(), config.max_length)
+        contexts = part.contexts()
+        encoded = tokenize(
+            tokenizer,
+            texts,
+            part.instructions(),
+            config.max_length,
+            contexts=None if contexts is None else [normalize(context).text for context in contexts],
+            context_tokens=context_tokens,
+        )
         return [
             {**{key: encoded[key][i] for key in encoded}, "labels": target} for i, target in enumerate(part.targets())
         ]
@@ -253,6 +306,7 @@ def train(dataset: LabeledDataset, out_dir: str | Path, config: TrainConfig | No
         train_seconds=round(seconds, 1),
         final_loss=result.metrics.get("train_loss"),
         num_layers=model.config.num_hidden_layers,
+        context_tokens=context_tokens,
     )
     (out / MODEL_DIR / TRAINING_INFO).write_text(info.model_dump_json(indent=2))
     return info

@@ -33,7 +33,8 @@ from ._errors import (
 if TYPE_CHECKING:
     from . import decorators as decorators
     from ._batching import BatchingOptions
-    from ._bundle import SCHEMA_VERSION, BundleManifest, GuardBundle, LabelSpec
+    from ._bundle import SCHEMA_VERSION, BundleManifest, GuardBundle, InputSpec, LabelSpec
+    from ._context import Context
     from ._enforce import Decision, EnforceOptions, Enforcer, OnFail, SourcedResult, WrapOptions
     from ._guard import Guard
     from ._pack import PACK_GUARDS, PACK_VERSION, default_pack_dir
@@ -54,6 +55,7 @@ __all__ = [
     "BundleManifest",
     "BundleNotFoundError",
     "CheckResult",
+    "Context",
     "Decision",
     "EnforceOptions",
     "Enforcer",
@@ -64,6 +66,7 @@ __all__ = [
     "GuardViolation",
     "InputEncodingError",
     "InputError",
+    "InputSpec",
     "InputTypeError",
     "LabelScore",
     "LabelSpec",
@@ -94,7 +97,9 @@ _LAZY = {
     "SCHEMA_VERSION": "._bundle",
     "BundleManifest": "._bundle",
     "GuardBundle": "._bundle",
+    "InputSpec": "._bundle",
     "LabelSpec": "._bundle",
+    "Context": "._context",
     "Decision": "._enforce",
     "EnforceOptions": "._enforce",
     "Enforcer": "._enforce",

@@ -9,7 +9,8 @@ Batching pays off where one call costs much more than one text (a GPU). On a CPU
 texts of different lengths pad each other: with 32 callers on a loaded 2-core VM (benchmarks/middleware.py) it cut
 throughput from 34 to 8 checks/s with the Guard's default 32 windows per ONNX Runtime call, and to 18 with
 ``batch_size=4``. Leave it off on small CPUs. An int8 model shares calls only in a ``Guard(batch_invariant=False)``:
-by default it runs one text per call, so that batching never changes a text's scores.
+by default it runs one text per call, so that batching never changes a text's scores. Jobs of different stages run
+different bundles, so a batch is checked one stage at a time.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from ._errors import InputError
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
+    from ._context import Context
     from ._result import CheckResult, Stage
 
-    CheckBatch = Callable[[Sequence[str]], list[CheckResult]]
+    # Guard.check_batch: (texts, *, stage, contexts) -> one result per text.
+    CheckBatch = Callable[..., list[CheckResult]]
 
 __all__ = ["BatchingOptions", "MicroBatcher"]
 
@@ -53,6 +56,7 @@ class BatchingOptions:
 class _Job:
     texts: Sequence[str]
     stage: Stage
+    contexts: Sequence[Context | None]
     future: Future[list[CheckResult]]
     submitted: float = field(default_factory=time.perf_counter)
 
@@ -71,15 +75,19 @@ class MicroBatcher:
         self.texts = 0
         self.largest_batch = 0
 
-    def submit(self, texts: Sequence[str], stage: Stage = "input") -> Future[list[CheckResult]]:
-        """Queue texts for checking; the future holds one result per text, in order.
+    def submit(
+        self, texts: Sequence[str], stage: Stage = "input", contexts: Sequence[Context | None] | None = None
+    ) -> Future[list[CheckResult]]:
+        """Queue texts (and one context or None per text) for checking; the future holds one result per text, in
+        order.
 
         Cancelling the future before its batch starts drops the job.
         """
         # Imported here, not with the module: `BatchingOptions` is public and must not bring concurrent.futures.
         from concurrent.futures import Future
 
-        job = _Job(list(texts), stage, Future())
+        texts = list(texts)
+        job = _Job(texts, stage, list(contexts) if contexts is not None else [None] * len(texts), Future())
         with self._wakeup:
             self._pending.append(job)
             if self._worker is None:
@@ -127,8 +135,15 @@ class MicroBatcher:
     def _check(self, jobs: list[_Job]) -> None:
         if not jobs:
             return
+        if len(stages := list(dict.fromkeys(job.stage for job in jobs))) > 1:
+            for stage in stages:
+                self._check([job for job in jobs if job.stage == stage])
+            return
+        texts = [text for job in jobs for text in job.texts]
         try:
-            results = self._check_batch([text for job in jobs for text in job.texts])
+            results = self._check_batch(
+                texts, stage=stages[0], contexts=[context for job in jobs for context in job.contexts]
+            )
         except InputError as exc:
             if len(jobs) == 1:
                 jobs[0].future.set_exception(exc)

@@ -24,6 +24,15 @@ An embedding guard (``builder.embedding``: a sentence encoder and a linear head 
 ``model.embedding``: ``model.onnx`` then has a second output, the sentence embedding, and ``head.npz`` holds the
 head's ``weight`` (dimension x labels) and ``bias``. The runtime applies the head itself, so bundles whose encoders
 are identical (same ``encoder_sha256``, e.g. the two guards of the default pack) share one encoder run per window.
+
+``input`` says what a guard reads (``InputSpec``): ``text``, one text alone (a message, a document, an answer; every
+bundle that does not say otherwise); ``exchange``, an answer together with the request it answers, as the sentence
+pair ``(request, answer)``; ``conversation``, the latest turn with the earlier turns rendered one per line as
+``{role}: {content}``, as the pair ``(earlier turns, latest turn)``. The context (request or earlier turns) keeps its
+last ``context_tokens`` tokens, and the checked text is windowed in what is left of ``max_length``; a check without
+one pairs ``("", text)``. ``stages`` names the checks a bundle takes part in (``input``, ``output``): an ``exchange``
+guard judges answers, so it takes part in output checks only. A multi-task guard reads ``text``. Both are left out of
+guard.json at their defaults, so runtimes that predate them read plain bundles.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ._errors import BundleIntegrityError, BundleNotFoundError, ManifestError
+from ._result import Stage
 
 __all__ = [
     "MANIFEST_NAME",
@@ -47,6 +57,7 @@ __all__ = [
     "BundleManifest",
     "EmbeddingSpec",
     "GuardBundle",
+    "InputSpec",
     "LabelSpec",
     "ModelSpec",
     "TokenizerSpec",
@@ -125,6 +136,18 @@ class TokenizerSpec(_Strict):
         return self
 
 
+InputKind = Literal["text", "exchange", "conversation"]
+_ALL_STAGES: list[Stage] = ["input", "output"]
+
+
+class InputSpec(_Strict):
+    """What a guard reads: one text, or a text paired with its context (see the module docstring)."""
+
+    kind: InputKind = "text"
+    context_tokens: Annotated[int, Field(ge=8, le=8192)] = 96
+    """``exchange`` and ``conversation``: the context's last tokens kept (the ask usually ends a request)."""
+
+
 class BundleManifest(_Strict):
     schema_version: int
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -135,6 +158,12 @@ class BundleManifest(_Strict):
     # A factory, not a ModelSpec() instance: building one at import would build the model's validator then.
     model: ModelSpec = Field(default_factory=ModelSpec)
     tokenizer: TokenizerSpec
+    # Left out of guard.json at their defaults, as ``instruction``: plain bundles read as before.
+    input: InputSpec = Field(default_factory=InputSpec, exclude_if=lambda value: value == InputSpec())
+    stages: Annotated[list[Stage], Field(min_length=1)] = Field(
+        default_factory=lambda: list(_ALL_STAGES), exclude_if=lambda value: value == _ALL_STAGES
+    )
+    """The checks (``Guard.check(..., stage=...)``) the bundle takes part in."""
     base_model: str
     training_data_sha256: str | None = None
     training: dict[str, object] = {}
@@ -153,6 +182,17 @@ class BundleManifest(_Strict):
             raise ValueError("either every label has an instruction (a multi-task guard) or none has")
         if self.model.embedding and self.labels[0].instruction is not None:
             raise ValueError("a multi-task guard (labels with instructions) has no embedding head")
+        if self.input.kind != "text" and self.labels[0].instruction is not None:
+            raise ValueError(f"a multi-task guard (labels with instructions) reads text, not {self.input.kind!r}")
+        if len(set(self.stages)) != len(self.stages):
+            raise ValueError(f"stages must be unique, got {self.stages}")
+        if self.input.kind == "exchange" and self.stages != ["output"]:
+            raise ValueError(f"an exchange guard judges answers: its stages are ['output'], got {self.stages}")
+        if self.input.kind != "text" and self.input.context_tokens >= self.tokenizer.max_length:
+            raise ValueError(
+                f"input.context_tokens ({self.input.context_tokens}) leaves no room in a window of max_length "
+                f"({self.tokenizer.max_length}) for the text"
+            )
         needed = [self.model.file, self.tokenizer.file]
         needed += [self.model.fp32_file] if self.model.fp32_file else []
         needed += [self.model.embedding.head_file] if self.model.embedding else []

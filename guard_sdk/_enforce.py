@@ -1,6 +1,7 @@
 """Enforcement shared by the OpenAI wrapper and the decorators: run a check, decide, act on a violation, log.
 
 A check here covers several texts at once (every untrusted message of a request, or every choice of a response).
+An output check carries the request its texts answer (``context``), for guards that judge an answer in context.
 Its ``Decision`` records what was checked, what was found and what was done. What is done on a violation is the
 ``on_fail`` action:
 
@@ -32,6 +33,7 @@ from ._result import CheckResult, Stage
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
+    from ._context import Context
     from ._guard import Guard
 
 __all__ = [
@@ -179,17 +181,21 @@ class Enforcer:
         self.stream_context_chars = stream_context_chars
         self.on_decision = on_decision
 
-    def start(self, pieces: Sequence[Piece], stage: Stage) -> PendingCheck:
-        """Start checking in the background; ``PendingCheck.wait``/``.await_`` turn it into a Decision."""
+    def start(self, pieces: Sequence[Piece], stage: Stage, context: Context | None = None) -> PendingCheck:
+        """Start checking in the background; ``PendingCheck.wait``/``.await_`` turn it into a Decision.
+
+        ``context``: what every piece answers (the request, or the conversation's messages; see ``Guard.check``).
+        """
         texts = [piece.text for piece in pieces if piece.text is not None]
-        future = self.guard.submit(texts, stage=stage) if texts else None
+        contexts = None if context is None else [context] * len(texts)
+        future = self.guard.submit(texts, stage=stage, contexts=contexts) if texts else None
         return PendingCheck(self, list(pieces), stage, future, time.perf_counter())
 
-    def check(self, pieces: Sequence[Piece], stage: Stage) -> Decision:
-        return self.start(pieces, stage).wait()
+    def check(self, pieces: Sequence[Piece], stage: Stage, context: Context | None = None) -> Decision:
+        return self.start(pieces, stage, context).wait()
 
-    async def acheck(self, pieces: Sequence[Piece], stage: Stage) -> Decision:
-        return await self.start(pieces, stage).wait_async()
+    async def acheck(self, pieces: Sequence[Piece], stage: Stage, context: Context | None = None) -> Decision:
+        return await self.start(pieces, stage, context).wait_async()
 
     def _decide(
         self, pieces: list[Piece], stage: Stage, checked: list[CheckResult] | BaseException, started: float

@@ -114,18 +114,24 @@ class InputEncodingError(InputError, ValueError):
 
 
 class TextTooLongError(InputError, ValueError):
-    """A text over the guard's ``max_chars`` (``unit`` ``"characters"``, or ``"normalized characters"`` when NFKC
-    made it longer) or over its ``max_tokens`` work budget (``"tokens"``); ``length`` and ``limit`` are in that unit."""
+    """A text (or its context, ``what``) over the guard's ``max_chars`` (``unit`` ``"characters"``, or
+    ``"normalized characters"`` when NFKC made it longer) or over its ``max_tokens`` work budget (``"tokens"``, which
+    a text's context counts against too); ``length`` and ``limit`` are in that unit."""
 
     def __init__(
-        self, length: int, limit: int, unit: Literal["characters", "normalized characters", "tokens"] = "characters"
+        self,
+        length: int,
+        limit: int,
+        unit: Literal["characters", "normalized characters", "tokens"] = "characters",
+        *,
+        what: str = "text",
     ) -> None:
         self.length = length
         self.limit = limit
         self.unit = unit
         option = "max_tokens" if unit == "tokens" else "max_chars"
         super().__init__(
-            f"text has {length:,} {unit}, more than this guard's limit of {limit:,}; "
+            f"{what} has {length:,} {unit}, more than this guard's limit of {limit:,}; "
             f"split it, or raise the limit with Guard(..., {option}=N)"
         )
 

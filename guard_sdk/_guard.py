@@ -17,7 +17,15 @@ from tokenizers import Encoding, Tokenizer
 
 from ._batching import BatchingOptions, MicroBatcher
 from ._bundle import GuardBundle, LabelSpec, read_trust
-from ._errors import InputEncodingError, InputTypeError, ManifestError, ModelMismatchError, TextTooLongError
+from ._context import Context, ContextKind, context_chars, last_tokens, render, validate
+from ._errors import (
+    InputEncodingError,
+    InputError,
+    InputTypeError,
+    ManifestError,
+    ModelMismatchError,
+    TextTooLongError,
+)
 from ._pack import ensure_default_pack
 from ._result import CheckResult, LabelScore, Stage
 from ._runtime import Device, create_session, resolve_device, run_full_window
@@ -49,13 +57,17 @@ class _Window:
     span: tuple[int, int]  # in the view
 
 
-# Windows of the texts being checked, shared by bundles with the same tokenizer, window and instruction.
-_WindowKey = tuple[str, int, int, str | None]
+# Windows of the texts being checked, shared by bundles with the same tokenizer, window, instruction and context
+# (what they read of it, and how many of its tokens).
+_WindowKey = tuple[str, int, int, str | None, tuple[ContextKind, int] | None]
 _WindowCache = dict[_WindowKey, list[_Window]]
 # Sentence embeddings of those windows, shared by embedding guards with the same encoder (and precision).
 _EmbeddingCache = dict[tuple[tuple[str, str] | None, _WindowKey], np.ndarray]
 # Per view and label of one bundle: the best score over the view's windows, and that window's span in the view.
 _Best = tuple[np.ndarray, list[list[tuple[int, int]]]]
+# Per context kind the check's bundles read: each checked text's context as that kind renders it, normalised.
+_Contexts = dict[ContextKind, list[str]]
+_STAGES: tuple[Stage, ...] = ("input", "output")
 
 
 class _LoadedBundle:
@@ -75,6 +87,10 @@ class _LoadedBundle:
         self.bundle = bundle
         self.id = manifest.id
         self.labels: list[LabelSpec] = list(manifest.labels)
+        # What an exchange or conversation guard reads of a check's context, and how many of its last tokens.
+        self.context: tuple[ContextKind, int] | None = (
+            None if manifest.input.kind == "text" else (manifest.input.kind, manifest.input.context_tokens)
+        )
         self.session = create_session(bundle.model_path(precision), device=device, threads=threads, spin=spin)
         self.output = self.session.get_outputs()[0].name
         # Dynamic int8 quantizes each activation tensor with one scale per ONNX Runtime call: beside other texts'
@@ -134,8 +150,19 @@ class _LoadedBundle:
                         f"window for the text, not more than twice the stride ({spec.stride}); shorten it, or build "
                         "the bundle with a longer max_length or a smaller stride",
                     )
-        # only_second: an instruction is never cut; the text is windowed in what the instruction leaves.
-        strategy = "longest_first" if self.instructions[0] is None else "only_second"
+        if self.context is not None:
+            room = spec.max_length - self.context[1] - len(self.tokenizer.encode("", "").ids)
+            if room <= 2 * spec.stride:
+                raise ManifestError(
+                    bundle.path,
+                    f"input.context_tokens ({self.context[1]}) leaves {room} of the {spec.max_length} tokens of a "
+                    f"window for the text, not more than twice the stride ({spec.stride}); lower context_tokens, or "
+                    "build the bundle with a longer max_length or a smaller stride",
+                )
+        # only_second: an instruction or a context (cut to its last tokens first) is never cut by the window; the
+        # text is windowed in what it leaves.
+        pair = self.instructions[0] is not None or self.context is not None
+        strategy = "only_second" if pair else "longest_first"
         self.tokenizer.enable_truncation(spec.max_length, stride=spec.stride, strategy=strategy)
         # Which bundles can share one tokenization of a text.
         self.tokenization_key = (manifest.files[spec.file], spec.max_length, spec.stride)
@@ -158,15 +185,17 @@ class _LoadedBundle:
         batch_size: int,
         cache: _WindowCache,
         embedded: _EmbeddingCache,
+        contexts: _Contexts,
     ) -> _Best:
         """Per view and label: the highest score over the view's windows, and that window's span in the view."""
         tops = []
         spans: list[list[tuple[int, int]]] = [[] for _ in views]
         for instruction in self.instructions:
-            key = (*self.tokenization_key, instruction)
+            key = (*self.tokenization_key, instruction, self.context)
             windows = cache.get(key)
             if windows is None:
-                windows = cache[key] = self.windows(views, owners, instruction)
+                requests = contexts[self.context[0]] if self.context else None
+                windows = cache[key] = self.windows(views, owners, instruction, requests)
             if not windows:
                 scores = np.zeros((0, self.outputs), dtype=np.float32)
             elif self.head is None:
@@ -184,8 +213,21 @@ class _LoadedBundle:
                 spans[i] += [windows[w].span for w in top_window[i]]
         return np.concatenate(tops, axis=1), spans
 
-    def windows(self, views: Sequence[View], owners: Sequence[int], instruction: str | None = None) -> list[_Window]:
-        inputs = [view.text if instruction is None else (instruction, view.text) for view in views]
+    def windows(
+        self,
+        views: Sequence[View],
+        owners: Sequence[int],
+        instruction: str | None = None,
+        contexts: Sequence[str] | None = None,
+    ) -> list[_Window]:
+        """The windows of every view: the view alone, or paired after its label's instruction or its text's context
+        (``contexts``, one per checked text, cut here to the bundle's ``context_tokens``)."""
+        inputs: list[str | tuple[str, str]]
+        if self.context is not None:
+            kept = last_tokens(self.counter, contexts, self.context[1]) if contexts is not None else None
+            inputs = [(kept[owner] if kept else "", view.text) for owner, view in zip(owners, views)]
+        else:
+            inputs = [view.text if instruction is None else (instruction, view.text) for view in views]
         windows: list[_Window] = []
         for index, (owner, encoding) in enumerate(zip(owners, self.tokenizer.encode_batch(inputs))):
             for part in (encoding, *encoding.overflowing):
@@ -380,15 +422,19 @@ class Guard:
             elif pins is not None:
                 source.check_trust(pins)
             loaded.append(source)
-        # A GPU runs one model at a time anyway.
-        self._lanes = (
-            _lanes(loaded, precision, self.threads) if parallel and self.device == "cpu" else [list(range(len(loaded)))]
-        )
+        # A check at a stage runs only the bundles that take part in it, and splits the threads among their lanes. A
+        # GPU runs one model at a time anyway.
+        side_by_side = parallel and self.device == "cpu"
+        self._stage_lanes: dict[Stage, list[list[int]]] = {}
+        for stage in _STAGES:
+            indices = [i for i, bundle in enumerate(loaded) if stage in bundle.manifest.stages]
+            lanes = _lanes([loaded[i] for i in indices], precision, self.threads) if side_by_side else [indices]
+            self._stage_lanes[stage] = [[indices[i] for i in lane] for lane in lanes if lane]
         self._bundles = [
             _LoadedBundle(
                 bundle,
                 device=self.device,
-                threads=max(1, self.threads // len(self._lanes)),
+                threads=max(1, self.threads // max(len(self._stage_lanes[stage]) for stage in bundle.manifest.stages)),
                 spin=spin,
                 precision=precision,
                 batch_invariant=batch_invariant,
@@ -424,50 +470,75 @@ class Guard:
 
     def warmup(self) -> None:
         """Run each model once at a short and at a full-window length so the first real check is not slow."""
-        self.check_batch(["warm up", "warm up " * 200])
+        warm: set[int] = set()
+        for stage, lanes in self._stage_lanes.items():
+            if indices := {i for lane in lanes for i in lane} - warm:
+                self.check_batch(["warm up", "warm up " * 200], stage=stage, contexts=["warm up", None])
+                warm |= indices
 
     @property
     def batching(self) -> BatchingOptions | None:
         return self._batcher.options if self._batcher else None
 
-    def check(self, text: str, *, stage: Stage = "input") -> CheckResult:
-        if self._batcher and not _large([text]):
-            return self._batcher.submit([text], stage).result()[0]
-        return self.check_batch([text], stage=stage)[0]
+    def check(self, text: str, *, stage: Stage = "input", context: Context | None = None) -> CheckResult:
+        """Check one text at ``stage`` with the bundles that take part in it.
 
-    async def acheck(self, text: str, *, stage: Stage = "input") -> CheckResult:
+        ``context``: what the text answers or follows, for guards that read it (``input.kind`` ``exchange`` or
+        ``conversation``): the request (str) or the conversation's messages, earlier turns first (see
+        ``guard_sdk._context``); e.g. ``check(answer, stage="output", context=request)``. Guards that read text
+        alone ignore it, and without it those that read a context judge the text alone. A check at a stage no bundle
+        takes part in returns ``status="checked"`` with no scores.
+        """
+        if self._batcher and not _large([text], [context]):
+            return self._batcher.submit([text], stage, [context]).result()[0]
+        return self.check_batch([text], stage=stage, contexts=[context])[0]
+
+    async def acheck(self, text: str, *, stage: Stage = "input", context: Context | None = None) -> CheckResult:
         import asyncio  # loaded already: this runs in an event loop (not imported with the module, to save ~20 ms)
 
         # ONNX Runtime releases the GIL, so a worker thread keeps the event loop free while the model runs.
-        return (await asyncio.wrap_future(self.submit([text], stage=stage)))[0]
+        return (await asyncio.wrap_future(self.submit([text], stage=stage, contexts=[context])))[0]
 
-    def submit(self, texts: Sequence[str], *, stage: Stage = "input") -> Future[list[CheckResult]]:
+    def submit(
+        self, texts: Sequence[str], *, stage: Stage = "input", contexts: Sequence[Context | None] | None = None
+    ) -> Future[list[CheckResult]]:
         """Start checking texts in the background: through the micro-batcher with ``batching``, else on a thread.
 
         Returns a ``concurrent.futures.Future`` of one result per text; wait with a timeout, or
         ``asyncio.wrap_future`` it. Cancelling it before the check starts skips the check; without batching,
         cancelling a running check stops it at its next ONNX Runtime call and its future raises ``CancelledError``.
         Large checks run on workers of their own, so they queue behind each other, not in front of small ones
-        (``guard_sdk._work``); they skip the micro-batcher.
+        (``guard_sdk._work``); they skip the micro-batcher. ``contexts``: as in ``check_batch``.
         """
         if isinstance(texts, str):
             raise InputTypeError("submit takes a sequence of texts, not a single str")
-        if self._batcher and not _large(texts):
-            return self._batcher.submit(texts, stage)
+        texts = list(texts)
+        contexts = _context_list(contexts, len(texts))
+        if self._batcher and not _large(texts, contexts):
+            return self._batcher.submit(texts, stage, contexts)
         from ._work import start  # not imported with the module: it brings concurrent.futures
 
-        return start(self.check_batch, list(texts), stage)
+        return start(self.check_batch, texts, stage, contexts)
 
-    def check_batch(self, texts: Sequence[str], *, stage: Stage = "input") -> list[CheckResult]:
+    def check_batch(
+        self, texts: Sequence[str], *, stage: Stage = "input", contexts: Sequence[Context | None] | None = None
+    ) -> list[CheckResult]:
         """Check many texts at once; each result's latency is that of the whole batch.
 
         The texts share tokenization and, with an fp32 model or ``batch_invariant=False``, ONNX Runtime calls; by
-        default every text gets exactly the result ``check`` gives it (see ``batch_invariant``).
+        default every text gets exactly the result ``check`` gives it (see ``batch_invariant``). ``contexts``: one
+        context (or None) per text, as ``check``'s ``context``.
         """
         if isinstance(texts, str):
             raise InputTypeError("check_batch takes a sequence of texts, not a single str; use check(text)")
+        if stage not in _STAGES:
+            raise ValueError(f"stage must be 'input' or 'output', got {stage!r}")
         started = time.perf_counter()
+        contexts = _context_list(contexts, len(texts))
         normalized = [self._prepare(text) for text in texts]
+        lanes = self._stage_lanes[stage]
+        active = sorted(i for lane in lanes for i in lane)
+        rendered = self._contexts(contexts, {c[0] for i in active if (c := self._bundles[i].context)}, len(texts))
         scanned: list[View] = []
         owners: list[int] = []
         first_view: list[int] = []
@@ -477,8 +548,8 @@ class Guard:
             scanned += text_views
             owners += [i] * len(text_views)
         first_view.append(len(scanned))
-        self._admit(scanned, owners)
-        best = self._best(scanned, owners)
+        self._admit(scanned, owners, rendered, active)
+        best = self._best(scanned, owners, rendered, lanes)
         latency_ms = (time.perf_counter() - started) * 1000.0
         results = []
         for i, text in enumerate(texts):
@@ -489,7 +560,8 @@ class Guard:
                 )
                 continue
             label_scores = []
-            for loaded, thresholds, (top, top_span) in zip(self._bundles, self._thresholds, best):
+            for b in active:
+                loaded, thresholds, (top, top_span) = self._bundles[b], self._thresholds[b], best[b]
                 for j, label in enumerate(loaded.labels):
                     v = first_view[i] + int(np.argmax(top[first_view[i] : first_view[i + 1], j]))
                     score = float(top[v, j])
@@ -521,6 +593,16 @@ class Guard:
             )
         return results
 
+    def _contexts(self, contexts: Sequence[Context | None], kinds: set[ContextKind], n_texts: int) -> _Contexts:
+        """Per kind the check's guards read: each text's context rendered and normalised (``""`` for none). Every
+        context is type-checked, read or not."""
+        for i, context in enumerate(contexts):
+            validate(context, "context" if n_texts == 1 else f"contexts[{i}]")
+        return {
+            kind: [self._prepare(render(context, kind), "context").text if context else "" for context in contexts]
+            for kind in sorted(kinds)
+        }
+
     @staticmethod
     def _window(text: NormalizedText, view: View, span: tuple[int, int], length: int) -> tuple[int, int]:
         """A window of a view, in offsets of the text as given."""
@@ -528,31 +610,45 @@ class Guard:
             return text.hidden_span
         return text.span_in_original(*view.span_in_normalized(*span), length)
 
-    def _admit(self, scanned: Sequence[View], owners: Sequence[int]) -> None:
-        """Refuse a text whose views are over the token budget before any model runs on them; move a submitted
-        check too large for its workers to the large ones."""
+    def _admit(self, scanned: Sequence[View], owners: Sequence[int], contexts: _Contexts, active: list[int]) -> None:
+        """Refuse a text whose views and context are over the token budget before any model runs on them; move a
+        submitted check too large for its workers to the large ones."""
         inputs = [view.text for view in scanned]
+        input_owners = list(owners)
+        for rendered in contexts.values():
+            for owner, context in enumerate(rendered):
+                if context:
+                    inputs.append(context)
+                    input_owners.append(owner)
+        what = "text with its context" if len(inputs) > len(scanned) else "text"
         tokens = 0
-        for counter in {b.tokenization_key[0]: b.counter for b in self._bundles}.values():
+        for counter in {self._bundles[b].tokenization_key[0]: self._bundles[b].counter for b in active}.values():
             # Rust, without offsets, and without holding the interpreter lock.
             per_text: dict[int, int] = {}
-            for owner, encoding in zip(owners, counter.encode_batch_fast(inputs, add_special_tokens=False)):
+            for owner, encoding in zip(input_owners, counter.encode_batch_fast(inputs, add_special_tokens=False)):
                 per_text[owner] = per_text.get(owner, 0) + len(encoding)
             if per_text and max(per_text.values()) > self.max_tokens:
-                raise TextTooLongError(max(per_text.values()), self.max_tokens, unit="tokens")
+                raise TextTooLongError(max(per_text.values()), self.max_tokens, unit="tokens", what=what)
             tokens = max(tokens, sum(per_text.values()))
         if (ticket := _submitted.get()) is not None:
             ticket.admit(tokens)
 
-    def _best(self, scanned: Sequence[View], owners: Sequence[int]) -> list[_Best]:
-        """Per bundle: each view's best score per label, and the window (in the view) that gave it."""
+    def _best(
+        self, scanned: Sequence[View], owners: Sequence[int], contexts: _Contexts, lanes: list[list[int]]
+    ) -> dict[int, _Best]:
+        """Per bundle of ``lanes``: each view's best score per label, and the window (in the view) that gave it."""
         encoded: _WindowCache = {}
         embedded: _EmbeddingCache = {}
 
         def lane(indices: list[int]) -> list[tuple[int, _Best]]:
-            return [(i, self._bundles[i].best(scanned, owners, self.batch_size, encoded, embedded)) for i in indices]
+            return [
+                (i, self._bundles[i].best(scanned, owners, self.batch_size, encoded, embedded, contexts))
+                for i in indices
+            ]
 
-        first, *others = self._lanes
+        if not lanes:
+            return {}
+        first, *others = lanes
         with self._lock:
             self._checks_running += 1
             # Other checks running on this Guard keep the cores busy already: handing lanes to more threads would
@@ -560,7 +656,7 @@ class Guard:
             alone = self._checks_running == 1
         try:
             if not others or not scanned or not alone:
-                done = [item for indices in self._lanes for item in lane(indices)]
+                done = [item for indices in lanes for item in lane(indices)]
             else:
                 # In this check's context: a lane stops when the check is abandoned (_stop_if_abandoned).
                 context = contextvars.copy_context()
@@ -572,7 +668,7 @@ class Guard:
         finally:
             with self._lock:
                 self._checks_running -= 1
-        return [best for _, best in sorted(done, key=lambda item: item[0])]
+        return dict(done)
 
     @classmethod
     def default(cls, *, build: bool = True, **options: Any) -> Guard:
@@ -583,11 +679,11 @@ class Guard:
         """
         return cls(ensure_default_pack(build=build), **options)
 
-    def _prepare(self, text: object) -> NormalizedText:
+    def _prepare(self, text: object, what: str = "text") -> NormalizedText:
         if not isinstance(text, str):
             raise InputTypeError(f"a guard checks str, got {type(text).__name__}")
         if len(text) > self.max_chars:
-            raise TextTooLongError(len(text), self.max_chars)
+            raise TextTooLongError(len(text), self.max_chars, what=what)
         if not text.isascii():
             try:  # a lone surrogate: a str can hold one, UTF-8 (the tokenizer's input) cannot
                 text.encode("utf-8")  # in C, ~4x faster than searching for one with a regex
@@ -596,7 +692,7 @@ class Guard:
         normalized = normalize(text)
         # NFKC can make one character many ("\ufdfa" is 18): bound what the tokenizer is given, too.
         if len(normalized.text) > self.max_chars:
-            raise TextTooLongError(len(normalized.text), self.max_chars, unit="normalized characters")
+            raise TextTooLongError(len(normalized.text), self.max_chars, unit="normalized characters", what=what)
         return normalized
 
     @overload
@@ -652,12 +748,26 @@ def _stop_if_abandoned() -> None:
         raise CancelledError("the check's caller gave up on it")
 
 
-def _large(texts: Sequence[object]) -> bool:
-    """Whether a check is large by its characters (tokens are not counted yet): it skips the micro-batcher and
-    the workers of small checks."""
+def _large(texts: Sequence[object], contexts: Sequence[object] = ()) -> bool:
+    """Whether a check is large by its characters, contexts included (tokens are not counted yet): it skips the
+    micro-batcher and the workers of small checks."""
     from ._work import SMALL_CHARS
 
-    return sum(len(text) for text in texts if isinstance(text, str)) > SMALL_CHARS
+    chars = sum(len(text) for text in texts if isinstance(text, str))
+    return chars + sum(context_chars(context) for context in contexts) > SMALL_CHARS
+
+
+def _context_list(contexts: Sequence[Context | None] | None, n_texts: int) -> list[Context | None]:
+    """One context (or None) per text, checked for shape: the contexts themselves are type-checked when rendered."""
+    if contexts is None:
+        return [None] * n_texts
+    if isinstance(contexts, (str, bytes, Mapping)) or not isinstance(contexts, Sequence):
+        raise InputTypeError(
+            f"contexts must be a sequence of one context (or None) per text, got {type(contexts).__name__}"
+        )
+    if len(contexts) != n_texts:
+        raise InputError(f"contexts holds {len(contexts)} items for {n_texts} texts: give one (or None) per text")
+    return list(contexts)
 
 
 def _max_per_text(scores: np.ndarray, owners: list[int], n_texts: int) -> tuple[np.ndarray, np.ndarray]:

@@ -4,6 +4,7 @@ Text arrives in channels (each choice's content, each tool call's arguments, or 
 ``chunk_chars`` new characters, each channel's new text is checked together with the ``context_chars`` before it, so
 a violation split across two chunks is seen whole. Items are held back until a check covering them passed: nothing
 unchecked reaches the caller. When the stream ends, each channel's full text is checked again.
+Every check carries the request the stream answers, for guards that judge an answer in context.
 
 On a violation the stream stops: the ``raise`` action raises ``GuardViolation`` from the iteration; ``refuse``
 (or a callback returning a text) ends it with one refusal item instead of the held-back ones.
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
+from ._context import Context
 from ._enforce import Decision, Enforcer, Piece
 
 __all__ = ["StreamGuard", "StreamText"]
@@ -73,6 +75,7 @@ class StreamGuard(Generic[T]):
         texts: the (channel, text) pairs an item adds.
         refusal_item: the item that ends a refused stream, made from the refusal text.
         on_decision: called with every decision, e.g. to attach its results to the stream object.
+        context: the request the stream answers (or the conversation's messages), passed to every check.
     """
 
     def __init__(
@@ -81,8 +84,10 @@ class StreamGuard(Generic[T]):
         texts: Callable[[T], Iterable[tuple[str, str]]],
         refusal_item: Callable[[str], T],
         on_decision: Callable[[Decision], None] | None = None,
+        context: Context | None = None,
     ) -> None:
         self._enforcer = enforcer
+        self._context = context
         self._texts = texts
         self._refusal_item = refusal_item
         self._on_decision = on_decision
@@ -110,11 +115,11 @@ class StreamGuard(Generic[T]):
         for item in items:
             self._hold(item)
             if self._text.due:
-                released, refused = self._release(self._enforcer.check(self._text.windows(), "output"))
+                released, refused = self._release(self._enforcer.check(self._text.windows(), "output", self._context))
                 yield from released
                 if refused:
                     return
-        released, _ = self._release(self._enforcer.check(self._text.full(), "output"))
+        released, _ = self._release(self._enforcer.check(self._text.full(), "output", self._context))
         yield from released
 
     async def arun(self, items: AsyncIterator[T]) -> AsyncIterator[T]:
@@ -122,11 +127,12 @@ class StreamGuard(Generic[T]):
         async for item in items:
             self._hold(item)
             if self._text.due:
-                released, refused = self._release(await self._enforcer.acheck(self._text.windows(), "output"))
+                decision = await self._enforcer.acheck(self._text.windows(), "output", self._context)
+                released, refused = self._release(decision)
                 for held in released:
                     yield held
                 if refused:
                     return
-        released, _ = self._release(await self._enforcer.acheck(self._text.full(), "output"))
+        released, _ = self._release(await self._enforcer.acheck(self._text.full(), "output", self._context))
         for held in released:
             yield held

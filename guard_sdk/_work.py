@@ -15,12 +15,14 @@ Runtime call, so abandoned work does not keep the workers busy. Its future then 
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from ._context import Context
 from ._guard import _executor, _large, _submitted
 from ._result import CheckResult, Stage
 
@@ -61,11 +63,14 @@ class Ticket:
             raise _TooLarge
 
 
-def start(check_batch: CheckBatch, texts: Sequence[str], stage: Stage) -> CheckFuture:
-    """Check texts on the pool their size calls for; the future holds one result per text."""
+def start(
+    check_batch: CheckBatch, texts: Sequence[str], stage: Stage, contexts: Sequence[Context | None]
+) -> CheckFuture:
+    """Check texts (each with its context, or None) on the pool their size calls for; the future holds one result
+    per text."""
     future = CheckFuture()
-    large = _large(texts)
-    _pool(large).submit(_run, future, check_batch, texts, stage, large)
+    large = _large(texts, contexts)
+    _pool(large).submit(_run, future, functools.partial(check_batch, texts, stage=stage, contexts=contexts), large)
     return future
 
 
@@ -75,7 +80,7 @@ def _pool(large: bool) -> ThreadPoolExecutor:
     return _executor("guard")
 
 
-def _run(future: CheckFuture, check_batch: CheckBatch, texts: Sequence[str], stage: Stage, large: bool) -> None:
+def _run(future: CheckFuture, check: Callable[[], list[CheckResult]], large: bool) -> None:
     # A check moved from the small workers is running already: it only has to see whether it was abandoned.
     if not (future.running() or future.set_running_or_notify_cancel()):
         return
@@ -84,9 +89,9 @@ def _run(future: CheckFuture, check_batch: CheckBatch, texts: Sequence[str], sta
         return
     token = _submitted.set(Ticket(future.abandoned, None if large else SMALL_TOKENS))
     try:
-        results = check_batch(texts, stage=stage)
+        results = check()
     except _TooLarge:
-        _pool(True).submit(_run, future, check_batch, texts, stage, True)
+        _pool(True).submit(_run, future, check, True)
     except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
         future.set_exception(exc)
     else:

@@ -3,6 +3,7 @@
 guard check "some text"                         one text, with the default pack (built by `guard-build pack`)
 guard check --bundle DIR "some text"            one text, with the bundle in DIR
 guard check --bundle DIR < texts.jsonl          JSONL on stdin: {"text": ...} objects or bare JSON strings
+guard check --stage output --context "the request" "the answer"   an answer, judged with its request
 guard check --bundle A --bundle B --fail-on-flag "text"   exit status 1 when any text is flagged
 guard check --trust trust.json "some text"      refuse bundles whose guard.json is not pinned there
 guard trust DIR... > trust.json                 the pins of bundles you trust: {"name@version": sha256 of guard.json}
@@ -11,13 +12,15 @@ guard trust DIR... > trust.json                 the pins of bundles you trust: {
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from collections.abc import Iterator, Sequence
 from typing import TextIO, get_args
 
 from ._bundle import GuardBundle, read_trust
-from ._errors import GuardError
+from ._context import Context, validate
+from ._errors import GuardError, InputTypeError
 from ._guard import Guard
 from ._pack import ensure_default_pack
 from ._result import CheckResult, Stage
@@ -35,6 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--bundle", action="append", help="a bundle folder (repeat for several); default: the default pack"
     )
     check.add_argument("--stage", choices=get_args(Stage), default="input")
+    check.add_argument(
+        "--context",
+        help='what the text answers, for guards that read it (the request); JSONL rows give it as "context"',
+    )
     check.add_argument("--device", choices=get_args(Device), default="auto")
     check.add_argument("--threads", type=int, default=None)
     check.add_argument("--batch-size", type=int, default=32, help="texts per batch when reading stdin")
@@ -56,16 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         guard = Guard(args.bundle, **options) if args.bundle else Guard.default(build=False, **options)
         results: list[CheckResult] = []
         if args.text is not None and args.text != "-":
-            results = _print(guard.check_batch([args.text], stage=args.stage), sys.stdout)
+            results = _print(guard.check_batch([args.text], stage=args.stage, contexts=[args.context]), sys.stdout)
         else:
-            batch: list[str] = []
-            for text in _read_jsonl(sys.stdin):
-                batch.append(text)
-                if len(batch) == args.batch_size:
-                    results += _print(guard.check_batch(batch, stage=args.stage), sys.stdout)
-                    batch = []
-            if batch:
-                results += _print(guard.check_batch(batch, stage=args.stage), sys.stdout)
+            rows = _read_jsonl(sys.stdin)
+            while batch := list(itertools.islice(rows, args.batch_size)):
+                texts, contexts = [text for text, _ in batch], [context for _, context in batch]
+                results += _print(guard.check_batch(texts, stage=args.stage, contexts=contexts), sys.stdout)
     except (GuardError, _InputLineError) as exc:
         return _error(exc)
     return 1 if args.fail_on_flag and any(r.flagged for r in results) else 0
@@ -93,7 +96,9 @@ class _InputLineError(ValueError):
     pass
 
 
-def _read_jsonl(stream: TextIO) -> Iterator[str]:
+def _read_jsonl(stream: TextIO) -> Iterator[tuple[str, Context | None]]:
+    """(text, context) per line: a JSON string, or an object with a "text" string and an optional "context" (a
+    request, or a list of messages)."""
     for number, line in enumerate(stream, start=1):
         if not line.strip():
             continue
@@ -104,7 +109,12 @@ def _read_jsonl(stream: TextIO) -> Iterator[str]:
         text = row.get("text") if isinstance(row, dict) else row
         if not isinstance(text, str):
             raise _InputLineError(f'stdin line {number}: expected a JSON string or an object with a "text" string')
-        yield text
+        context = row.get("context") if isinstance(row, dict) else None
+        try:
+            validate(context)
+        except InputTypeError as exc:
+            raise _InputLineError(f"stdin line {number}: {exc}") from None
+        yield text, context
 
 
 def _print(results: list[CheckResult], stream: TextIO) -> list[CheckResult]:

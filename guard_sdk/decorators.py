@@ -10,6 +10,10 @@ Input parameters may hold a str, None (nothing to check) or a sequence of str. W
 returns a str (or None), or is a (async) generator yielding str pieces, checked in windows as they arrive and held back
 until checked (see ``guard_sdk._streaming``). A blocked input skips the call; ``refuse`` makes the function return (or
 yield) the refusal text instead. Generators are checked when iteration starts, like any generator body.
+
+The output check gets the checked input texts as its context (the request the output answers), joined by lines in
+the order of ``input``. A guard that judges answers in context (``input.kind`` ``exchange``) keeps the request's last
+``context_tokens`` tokens, so with several inputs name the question last (``input=["document", "question"]``).
 """
 
 from __future__ import annotations
@@ -55,25 +59,28 @@ def guarded(
             )
 
         def input_pieces(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Piece]:
+            if not names:
+                return []
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
             return [piece for name in names for piece in _argument_pieces(name, bound.arguments[name])]
 
-        def output_guard() -> StreamGuard[str]:
-            return StreamGuard(enforcer, texts=_yielded, refusal_item=str)
+        def output_guard(pieces: list[Piece]) -> StreamGuard[str]:
+            return StreamGuard(enforcer, texts=_yielded, refusal_item=str, context=_request(pieces))
 
         if inspect.isasyncgenfunction(fn):
 
             @functools.wraps(fn)
             async def guarded_async_generator(*args: Any, **kwargs: Any) -> Any:
+                pieces = input_pieces(args, kwargs)
                 if names:
-                    refusal = (await enforcer.acheck(input_pieces(args, kwargs), "input")).refusal
+                    refusal = (await enforcer.acheck(pieces, "input")).refusal
                     if refusal is not None:
                         yield refusal
                         return
                 inner = fn(*args, **kwargs)
                 try:
-                    async for item in output_guard().arun(inner) if output else inner:
+                    async for item in output_guard(pieces).arun(inner) if output else inner:
                         yield item
                 finally:
                     await inner.aclose()
@@ -84,14 +91,15 @@ def guarded(
 
             @functools.wraps(fn)
             def guarded_generator(*args: Any, **kwargs: Any) -> Any:
+                pieces = input_pieces(args, kwargs)
                 if names:
-                    refusal = enforcer.check(input_pieces(args, kwargs), "input").refusal
+                    refusal = enforcer.check(pieces, "input").refusal
                     if refusal is not None:
                         yield refusal
                         return
                 inner = fn(*args, **kwargs)
                 try:
-                    yield from output_guard().run(inner) if output else inner
+                    yield from output_guard(pieces).run(inner) if output else inner
                 finally:
                     inner.close()
 
@@ -101,13 +109,14 @@ def guarded(
 
             @functools.wraps(fn)
             async def guarded_coroutine(*args: Any, **kwargs: Any) -> Any:
+                pieces = input_pieces(args, kwargs)
                 if names:
-                    refusal = (await enforcer.acheck(input_pieces(args, kwargs), "input")).refusal
+                    refusal = (await enforcer.acheck(pieces, "input")).refusal
                     if refusal is not None:
                         return refusal
                 value = await fn(*args, **kwargs)
                 if output and value is not None:
-                    refusal = (await enforcer.acheck([_returned(value)], "output")).refusal
+                    refusal = (await enforcer.acheck([_returned(value)], "output", _request(pieces))).refusal
                     if refusal is not None:
                         return refusal
                 return value
@@ -116,13 +125,14 @@ def guarded(
 
         @functools.wraps(fn)
         def guarded_function(*args: Any, **kwargs: Any) -> Any:
+            pieces = input_pieces(args, kwargs)
             if names:
-                refusal = enforcer.check(input_pieces(args, kwargs), "input").refusal
+                refusal = enforcer.check(pieces, "input").refusal
                 if refusal is not None:
                     return refusal
             value = fn(*args, **kwargs)
             if output and value is not None:
-                refusal = enforcer.check([_returned(value)], "output").refusal
+                refusal = enforcer.check([_returned(value)], "output", _request(pieces)).refusal
                 if refusal is not None:
                     return refusal
             return value
@@ -140,6 +150,12 @@ def _argument_pieces(name: str, value: object) -> list[Piece]:
     if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
         return [Piece(f"argument {name}[{i}]", item) for i, item in enumerate(value)]
     raise InputTypeError(f"guarded(input={name!r}) checks str (or a sequence of str); {name} is {type(value).__name__}")
+
+
+def _request(pieces: list[Piece]) -> str | None:
+    """What the output answers: the checked input texts, one per line; None when no input is checked."""
+    texts = [piece.text for piece in pieces if piece.text]
+    return "\n".join(texts) if texts else None
 
 
 def _returned(value: object) -> Piece:

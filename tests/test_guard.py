@@ -166,8 +166,8 @@ def test_guards_on_different_models_run_at_the_same_time(multi_label_bundle: Pat
     bundles = [multi_label_bundle, binary_bundle]
     parallel = Guard(bundles, device="cpu", threads=2)
     sequential = Guard(bundles, device="cpu", threads=2, parallel=False)
-    assert parallel._lanes == [[0], [1]] and sequential._lanes == [[0, 1]]
-    assert Guard(bundles, device="cpu", threads=1)._lanes == [[0, 1]]
+    assert parallel._stage_lanes["input"] == [[0], [1]] and sequential._stage_lanes["input"] == [[0, 1]]
+    assert Guard(bundles, device="cpu", threads=1)._stage_lanes["output"] == [[0, 1]]
     # The two threads are split between the models: each session gets one.
     threads = [
         [b.session.get_session_options().intra_op_num_threads for b in g._bundles] for g in (parallel, sequential)

@@ -18,7 +18,10 @@ What is checked (every field of the openai client's types, and why: ``OPENAI_FIE
   Identifiers and enumerations are not checked while they are single ASCII tokens.
 - output: every string of each choice's message or delta (content, refusal, ``reasoning_content``/``reasoning``,
   tool-call names and arguments, audio transcripts, annotations) and of each Responses output item; streams in
-  overlapping windows (see ``guard_sdk._streaming``).
+  overlapping windows (see ``guard_sdk._streaming``). Each output check carries the request as its context
+  (``request_context``): the chat messages, or the Responses ``input`` (a str, or its message items), each message as
+  its role and the text of its content. A guard that judges answers in context reads the last user message of it, one
+  that reads conversations every turn.
 
 ``input_mode="parallel"`` (default) sends the request while the input is checked and cancels it when the input is
 blocked: an async client cancels the HTTP request; a sync client closes a stream as soon as it opens and discards a
@@ -54,6 +57,7 @@ if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionMessageParam
     from typing_extensions import Unpack
 
+    from .._context import Context
     from .._enforce import EnforceOptions
     from .._guard import Guard
 
@@ -364,6 +368,33 @@ def content_pieces(content: object, where: str) -> list[Piece]:
             fields = {name: value for name, value in fields.items() if name != key}
         others += _walk(fields, at)
     return ([Piece(where, "\n".join(texts))] if texts else []) + others
+
+
+def request_context(items: Iterable[Any], where: str) -> list[dict[str, str]]:
+    """A request's messages (chat messages, or Responses message items) as the context of its output checks: each
+    message's role and the text of its content, text parts joined by lines as they are checked; other items (tool
+    calls, media) are left out. Read after the request's pieces, which refuse a malformed message."""
+    context = []
+    for i, item in enumerate(items):
+        fields = _fields(item, f"{where}[{i}]")
+        role = fields.get("role")
+        if isinstance(role, str) and fields.get("type", "message") == "message":
+            context.append({"role": role, "content": _content_text(fields.get("content"), f"{where}[{i}].content")})
+    return context
+
+
+def _content_text(content: object, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, (list, tuple)):
+        return ""
+    texts = []
+    for k, part in enumerate(content):
+        fields = _fields(part, f"{where}[{k}]")
+        key = _TEXT_PARTS.get(str(fields.get("type")))
+        if key is not None and isinstance(text := fields.get(key), str):
+            texts.append(text)
+    return "\n".join(texts)
 
 
 def completion_pieces(completion: ChatCompletion) -> list[tuple[int, Piece]]:
@@ -706,18 +737,26 @@ class _Endpoint(_Forwarding):
 class _Completions(_Endpoint):
     _kind = "chat.completions"
 
-    def _request(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[Piece]]:
+    def _request(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[Piece], list[dict[str, str]]]:
+        """The request as sent, its input pieces, and the context of its output checks (its messages)."""
         messages = kwargs.get("messages")
         if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
             raise InputTypeError(f"messages must be a list of messages, got {type(messages).__name__}")
         # A one-shot iterable is read once here, and the same list goes to the server.
         kwargs = {**kwargs, "messages": list(messages)}
-        return kwargs, chat_request_pieces(kwargs, check_system=self._check_system)
+        pieces = chat_request_pieces(kwargs, check_system=self._check_system)
+        body, extra = _body(kwargs)
+        context = request_context(body["messages"], "extra_body.messages" if "messages" in extra else "messages")
+        return kwargs, pieces, context
 
-    def _stream_guard(self, model: str, results: list[SourcedResult]) -> StreamGuard[ChatCompletionChunk]:
+    def _stream_guard(
+        self, model: str, results: list[SourcedResult], context: list[dict[str, str]]
+    ) -> StreamGuard[ChatCompletionChunk]:
         """Checks a stream's chunks; its decisions' results go to ``results`` (the stream's ``guard_results``)."""
         refusal = _ChunkRefusal(model)
-        return StreamGuard(self._enforcer, refusal.texts, refusal.chunk, lambda d: results.extend(d.results))
+        return StreamGuard(
+            self._enforcer, refusal.texts, refusal.chunk, lambda d: results.extend(d.results), context=context
+        )
 
 
 class GuardedCompletions(_Completions):
@@ -742,21 +781,21 @@ class GuardedCompletions(_Completions):
     ) -> GuardedChatCompletion | GuardedStream: ...
     def create(self, **kwargs: Any) -> GuardedChatCompletion | GuardedStream:
         """``chat.completions.create`` with the input checked before (or while) it runs and the output after."""
-        kwargs, pieces = self._request(kwargs)
+        kwargs, pieces, context = self._request(kwargs)
         response, input_decision = _send(
             self._enforcer, self._input_mode, pieces, functools.partial(self._wrapped.create, **kwargs)
         )
         results = list(input_decision.results)
         model = str(kwargs.get("model"))
         if isinstance(response, Stream):
-            chunks = _guarded_chunks(response, self._stream_guard(model, results))
+            chunks = _guarded_chunks(response, self._stream_guard(model, results, context))
             return GuardedStream(response, chunks, results)
         if kwargs.get("stream"):
             return GuardedStream(None, iter([_ChunkRefusal(model).chunk(input_decision.refusal or "")]), results)
         if response is None:
             return _refused_completion(model, input_decision.refusal or "", results)
         pieces_out = completion_pieces(response)
-        decision = self._enforcer.check([piece for _, piece in pieces_out], "output")
+        decision = self._enforcer.check([piece for _, piece in pieces_out], "output", context)
         return _checked_completion(response, pieces_out, decision, results + decision.results)
 
 
@@ -782,14 +821,14 @@ class GuardedAsyncCompletions(_Completions):
     ) -> GuardedChatCompletion | GuardedAsyncStream: ...
     async def create(self, **kwargs: Any) -> GuardedChatCompletion | GuardedAsyncStream:
         """``chat.completions.create`` with the input checked before (or while) it runs and the output after."""
-        kwargs, pieces = self._request(kwargs)
+        kwargs, pieces, context = self._request(kwargs)
         response, input_decision = await _asend(
             self._enforcer, self._input_mode, pieces, functools.partial(self._wrapped.create, **kwargs)
         )
         results = list(input_decision.results)
         model = str(kwargs.get("model"))
         if isinstance(response, AsyncStream):
-            achunks = _aguarded_chunks(response, self._stream_guard(model, results))
+            achunks = _aguarded_chunks(response, self._stream_guard(model, results, context))
             return GuardedAsyncStream(response, achunks, results)
         if kwargs.get("stream"):
             refusal = _ChunkRefusal(model).chunk(input_decision.refusal or "")
@@ -797,14 +836,15 @@ class GuardedAsyncCompletions(_Completions):
         if response is None:
             return _refused_completion(model, input_decision.refusal or "", results)
         pieces_out = completion_pieces(response)
-        decision = await self._enforcer.acheck([piece for _, piece in pieces_out], "output")
+        decision = await self._enforcer.acheck([piece for _, piece in pieces_out], "output", context)
         return _checked_completion(response, pieces_out, decision, results + decision.results)
 
 
 class _Responses(_Endpoint):
     _kind = "responses"
 
-    def _request(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[Piece]]:
+    def _request(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[Piece], Context | None]:
+        """The request as sent, its input pieces, and the context of its output check (its input)."""
         if kwargs.get("stream"):
             raise UnsupportedClientError(
                 "responses.create(stream=True) is not guarded; use chat.completions.create(stream=True), "
@@ -812,7 +852,13 @@ class _Responses(_Endpoint):
             )
         if isinstance(kwargs.get("input"), (list, tuple)):
             kwargs = {**kwargs, "input": list(kwargs["input"])}
-        return kwargs, responses_request_pieces(kwargs, check_system=self._check_system)
+        pieces = responses_request_pieces(kwargs, check_system=self._check_system)
+        body, extra = _body(kwargs)
+        items = body.get("input")
+        context: Context | None = items if isinstance(items, str) else None
+        if isinstance(items, (list, tuple)):
+            context = request_context(items, "extra_body.input" if "input" in extra else "input")
+        return kwargs, pieces, context
 
 
 class GuardedResponses(_Responses):
@@ -820,12 +866,12 @@ class GuardedResponses(_Responses):
 
     def create(self, **kwargs: Any) -> GuardedResponse:
         """``responses.create`` with the input checked before (or while) it runs and the output after."""
-        kwargs, pieces = self._request(kwargs)
+        kwargs, pieces, context = self._request(kwargs)
         call = functools.partial(self._wrapped.create, **kwargs)
         response, input_decision = _send(self._enforcer, self._input_mode, pieces, call)
         if response is None:
             return _refused_response(str(kwargs.get("model")), input_decision.refusal or "", input_decision.results)
-        decision = self._enforcer.check(response_output_pieces(response), "output")
+        decision = self._enforcer.check(response_output_pieces(response), "output", context)
         return _checked_response(response, decision, input_decision.results + decision.results)
 
 
@@ -834,12 +880,12 @@ class GuardedAsyncResponses(_Responses):
 
     async def create(self, **kwargs: Any) -> GuardedResponse:
         """``responses.create`` with the input checked before (or while) it runs and the output after."""
-        kwargs, pieces = self._request(kwargs)
+        kwargs, pieces, context = self._request(kwargs)
         call = functools.partial(self._wrapped.create, **kwargs)
         response, input_decision = await _asend(self._enforcer, self._input_mode, pieces, call)
         if response is None:
             return _refused_response(str(kwargs.get("model")), input_decision.refusal or "", input_decision.results)
-        decision = await self._enforcer.acheck(response_output_pieces(response), "output")
+        decision = await self._enforcer.acheck(response_output_pieces(response), "output", context)
         return _checked_response(response, decision, input_decision.results + decision.results)
 
 

@@ -1271,3 +1271,55 @@ def test_models_and_configuration_pass_and_unguarded_is_the_way_out(guard: Guard
     assert [path for path, _ in scripted.requests] == ["/v1/images/generations"]
     client.close()
     assert client.is_closed()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The request passed to output checks (OPENAI_FIELDS.md rule 5)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_output_is_judged_with_the_request(exchange_bundle: Path, exchange_texts: Any, scripted: Scripted, kind: str):
+    """An exchange guard (it judges answers by the request they answer) gets the request of every request shape."""
+    t = exchange_texts
+    guard = Guard(exchange_bundle, device="cpu", threads=2)
+    benign, harmful = {"role": "user", "content": t.benign}, {"role": "user", "content": t.harmful}
+    harmful_chats: list[dict[str, Any]] = [
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": t.harmful}]}]},
+        {"messages": [benign, {"role": "assistant", "content": "Sure."}, harmful]},
+        {"messages": [benign], "extra_body": {"messages": [harmful]}},
+    ]
+    for arguments in harmful_chats:
+        scripted.reset(completion({"content": t.compliant}))
+        with pytest.raises(GuardViolation) as blocked:
+            run(
+                lambda arguments=arguments: wrap(guard, scripted, kind).chat.completions.create(
+                    model=MODEL, **arguments
+                )
+            )
+        assert blocked.value.stage == "output" and blocked.value.violations[0].source == "choices[0].message.content"
+
+    def read_stream() -> Any:
+        created = wrap(guard, scripted, kind).chat.completions.create(model=MODEL, stream=True, messages=[harmful])
+        if kind == "sync":
+            return list(created)
+
+        async def read() -> list[Any]:
+            return [chunk async for chunk in await created]
+
+        return read()
+
+    scripted.reset(chunks(*({"content": half} for half in _halves(t.compliant))))
+    with pytest.raises(GuardViolation):
+        run(read_stream)
+    scripted.reset(completion({"content": t.compliant}))
+    allowed = run(lambda: wrap(guard, scripted, kind).chat.completions.create(model=MODEL, messages=[harmful, benign]))
+    assert allowed.choices[0].message.content == t.compliant, "the last user message is the request"
+
+    for request in (t.harmful, [{"role": "user", "content": [{"type": "input_text", "text": t.harmful}]}]):
+        scripted.reset(response(said(t.compliant)))
+        with pytest.raises(GuardViolation) as blocked:
+            run(lambda request=request: wrap(guard, scripted, kind).responses.create(model=MODEL, input=request))
+        assert blocked.value.stage == "output"
+    scripted.reset(response(said(t.compliant)))
+    reply = run(lambda: wrap(guard, scripted, kind).responses.create(model=MODEL, input=t.benign))
+    assert reply.output_text == t.compliant

@@ -52,6 +52,17 @@ def pinned_bundles() -> None:
 
 async def async_checks(guard: Guard) -> None:
     assert_type(await guard.acheck("text"), CheckResult)
+    assert_type(await guard.acheck("answer", stage="output", context=MESSAGES), CheckResult)
+
+
+def contexts(guard: Guard) -> None:
+    request: guard_sdk.Context = "How do I bake bread?"
+    assert_type(guard.check("answer", stage="output", context=request), CheckResult)
+    assert_type(guard.check("answer", stage="output", context=MESSAGES), CheckResult)  # openai messages
+    assert_type(guard.check_batch(["a", "b"], stage="output", contexts=[request, None]), list[CheckResult])
+    assert_type(guard.submit(["a"], stage="output", contexts=[MESSAGES]), Future[list[CheckResult]])
+    assert_type(guard_sdk.GuardBundle.load("bundles/answers").manifest.input, guard_sdk.InputSpec)
+    guard.check("answer", stage="output", context=5)  # type: ignore[arg-type]
 
 
 def sync_client(guard: Guard) -> None:
