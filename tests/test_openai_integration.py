@@ -390,7 +390,7 @@ def test_every_message_shape(guard: Guard, llm_server: Any):
 class BrokenGuard(Guard):
     """A real guard whose checks fail, as when ONNX Runtime errors out."""
 
-    def check_batch(self, texts: Any, *, stage: Any = "input") -> Any:
+    def check_batch(self, texts: Any, *, stage: Any = "input", contexts: Any = None) -> Any:
         raise RuntimeError("ONNX Runtime failed")
 
 

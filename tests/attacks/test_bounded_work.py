@@ -36,14 +36,14 @@ class Recording(Guard):
         self.futures: list[Future[list[CheckResult]]] = []
         self.threads: list[str] = []
 
-    def submit(self, texts: Sequence[str], *, stage: Any = "input") -> Future[list[CheckResult]]:
-        future = super().submit(texts, stage=stage)
+    def submit(self, texts: Sequence[str], *, stage: Any = "input", contexts: Any = None) -> Future[list[CheckResult]]:
+        future = super().submit(texts, stage=stage, contexts=contexts)
         self.futures.append(future)
         return future
 
-    def check_batch(self, texts: Sequence[str], *, stage: Any = "input") -> list[CheckResult]:
+    def check_batch(self, texts: Sequence[str], *, stage: Any = "input", contexts: Any = None) -> list[CheckResult]:
         self.threads.append(threading.current_thread().name)
-        return super().check_batch(texts, stage=stage)
+        return super().check_batch(texts, stage=stage, contexts=contexts)
 
 
 @contextmanager
@@ -192,7 +192,7 @@ def test_a_timed_out_check_is_stopped_and_blocks_even_with_fail_open(many_window
 
 def test_fail_open_still_allows_a_check_that_failed(multi_label_bundle: Path):
     class Broken(Guard):
-        def check_batch(self, texts: Any, *, stage: Any = "input") -> Any:
+        def check_batch(self, texts: Any, *, stage: Any = "input", contexts: Any = None) -> Any:
             raise RuntimeError("ONNX Runtime failed")
 
     decisions = []
