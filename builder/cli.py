@@ -361,7 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     everything.add_argument("--threads", type=int)
     _add_export_arguments(everything)
 
-    pack = commands.add_parser("pack", help="build the default pack (content-safety, prompt-injection) from seed sets")
+    pack = commands.add_parser(
+        "pack", help="build the default pack (content-safety, prompt-injection, answer-safety) from seed sets"
+    )
     seeds_default = os.environ.get("GUARD_SDK_SEEDS", str(Path(__file__).resolve().parents[2] / "shared" / "train"))
     pack.add_argument(
         "--seeds",
@@ -378,6 +380,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     pack.add_argument("--epochs", type=float, default=PackConfig.model_fields["epochs"].default, help="classifier only")
     pack.add_argument("--triplet-epochs", type=float, default=0.0, help="embedding: triplet fine-tuning first")
+    pack.add_argument(
+        "--answer-epochs",
+        type=float,
+        default=PackConfig.model_fields["answer_epochs"].default,
+        help="answer-safety's fine-tuning epochs",
+    )
     pack.add_argument("--base-model", help="encoder folder, e.g. a 'guard-build distill' student (default: MiniLM)")
     pack.add_argument("--seed", type=int, default=PackConfig.model_fields["seed"].default)
     pack.add_argument(
@@ -522,6 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 head=args.head,
                 epochs=args.epochs,
                 triplet_epochs=args.triplet_epochs,
+                answer_epochs=args.answer_epochs,
                 base_model=args.base_model,
                 seed=args.seed,
                 benign_flag_rate=args.benign_flag_rate,

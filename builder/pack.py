@@ -566,8 +566,9 @@ def _write_guard_data(out: Path, guard: str, labels: dict[str, str], examples: l
     return data
 
 
-def attribution(seeds: Path, sources: Iterable[str]) -> str:
-    """ATTRIBUTION.md for a bundle: each seed set it learned from, with license and upstream commit."""
+def attribution(seeds: Path, sources: Iterable[str], *, answers: bool = False) -> str:
+    """ATTRIBUTION.md for a bundle: each seed set it learned from, with license and upstream commit; ``answers``:
+    the answer guard's data also holds answers written by SmolLM2."""
     table = {
         cells[1]: cells
         for line in (seeds / "README.md").read_text(encoding="utf-8").splitlines()
@@ -580,6 +581,14 @@ def attribution(seeds: Path, sources: Iterable[str]) -> str:
         "on hand-written boundary cases from guard-sdk (`builder/pack_boundary.yaml`, same license as guard-sdk).",
         "Label conventions: persona prompts (`act as ...`) are labelled `role-play`, although awesome-chatgpt-prompts",
         "and GPTeacher call them safe; see `builder/pack.py`.",
+        *(
+            [
+                "Answers to the seed sets' requests were written by SmolLM2-135M-Instruct (Apache-2.0) and by",
+                "hand-written refusal templates (`builder/pack_answers.py`, same license as guard-sdk).",
+            ]
+            if answers
+            else []
+        ),
         "",
         "| set | license | source repository @ commit |",
         "|---|---|---|",
@@ -696,7 +705,7 @@ def build_pack(
                     threads=config.threads,
                 ),
             )
-        notice.write_text(attribution(config.seeds, data.by_source), encoding="utf-8")
+        notice.write_text(attribution(config.seeds, data.by_source, answers=answers), encoding="utf-8")
         export_bundle(run, bundle_dir, export_config)
         progress(f"{data.name}: wrote {bundle_dir}")
         bundles.append(bundle_dir)

@@ -65,7 +65,9 @@ class AnswerPairsConfig(BaseModel):
     """How many rows of each kind (before generations that fail the filters are dropped), and generation settings."""
 
     unsafe_compliance: int = Field(700, ge=0)
-    safe_compliance: int = Field(260, ge=0)
+    # As many compliant answers to benign requests as to harmful ones: with a third as many, the guard learned
+    # "compliance is harmful" and flagged answers to benign requests that sound dark ("How do I exterminate rats?").
+    safe_compliance: int = Field(900, ge=0)
     generated_refusals: int = Field(230, ge=0)
     template_refusals: int = Field(950, ge=0)
     harmful_texts: int = Field(400, ge=0)

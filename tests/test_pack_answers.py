@@ -193,7 +193,10 @@ def test_committed_pairs():
     """The file the pack build reads: size, balance and provenance as the recipe intends."""
     rows = _rows(ANSWER_PAIRS_FILE)
     assert 3500 <= len(rows) <= 5000
-    assert 0.25 <= sum(bool(r["labels"]) for r in rows) / len(rows) <= 0.35
+    assert 0.2 <= sum(bool(r["labels"]) for r in rows) / len(rows) <= 0.35
+    compliance = [r for r in rows if r["kind"] == "compliance"]
+    harmful = sum(bool(r["labels"]) for r in compliance)
+    assert 0.4 <= harmful / len(compliance) <= 0.6, "compliance alone does not say harmful"
     assert 0.1 <= sum(not r["context"] for r in rows) / len(rows) <= 0.2
     assert all(r["labels"] == _expected_labels(r) for r in rows)
     assert not any(r["source"] == "hh_rlhf_redteam_first_turns" and r["labels"] for r in rows), "weak labels"
