@@ -52,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "at the same time": Guard(args.bundles, device="cpu", threads=threads),
         }
         sequential, parallel = guards.values()
-        lanes = [[parallel.bundles[i].manifest.id for i in lane] for lane in parallel._lanes]
+        # Input checks: the lanes of the stage every benchmark text is checked at.
+        lanes = [[parallel.bundles[i].manifest.id for i in lane] for lane in parallel._stage_lanes["input"]]
         if len(lanes) < 2:
             raise SystemExit(f"with {threads} threads these bundles run as one lane ({lanes}): nothing to compare")
         diff = max(

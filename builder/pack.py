@@ -1,4 +1,5 @@
-"""The default guard pack: ``content-safety`` and ``prompt-injection``, built from permissively licensed seed sets.
+"""The default guard pack, built from permissively licensed seed sets: ``content-safety`` and ``prompt-injection``
+for input checks, ``answer-safety`` (an answer judged with its request, ``builder.pack_answers``) for output checks.
 
 The recipe is data, not model tricks: each seed set's own categories are mapped onto the pack's labels
 (``CONTENT_SAFETY_MAP``, ``INJECTION_MAP``), every set is capped so that no single source or style dominates (the
@@ -15,8 +16,9 @@ Label conventions (documented in the bundle's ATTRIBUTION.md and README):
 - CatQA's "Political Campaigning" and "Tailored Financial Advice" are not content-safety harms in this taxonomy:
   those rows are left out rather than called safe.
 
-Stages: ``pack_datasets`` (seed sets -> two JSONL training files), then ``build_pack`` (train, export, attribution)
-into ``default_pack_dir()`` -- the folder ``guard_sdk.Guard.default()`` loads.
+Stages: ``pack_datasets`` (seed sets and the committed answer pairs -> one JSONL training file per guard), then
+``build_pack`` (train, export, attribution) into ``default_pack_dir()`` -- the folder ``guard_sdk.Guard.default()``
+loads.
 """
 
 from __future__ import annotations

@@ -672,7 +672,8 @@ class Guard:
 
     @classmethod
     def default(cls, *, build: bool = True, **options: Any) -> Guard:
-        """The default pack: ``content-safety`` and ``prompt-injection`` from ``guard_sdk.default_pack_dir()``.
+        """The default pack from ``guard_sdk.default_pack_dir()``: ``content-safety`` and ``prompt-injection`` for
+        inputs, ``answer-safety`` for answers (pass the request: ``check(answer, stage="output", context=request)``).
 
         When the pack is missing and ``build`` is set, ``guard-build pack`` builds it first (once; needs the
         ``builder`` extra). ``options`` are ``Guard``'s own (device, threads, thresholds, ...).

@@ -52,7 +52,7 @@ def ensure_default_pack(folder: Path | None = None, *, build: bool = True) -> li
         raise BundleNotFoundError(
             folder,
             "the default pack is not built and the builder is not installed: "
-            "`pip install guard-sdk[builder]`, then `guard-build pack` (about 15 minutes on 2 cores)",
+            "`pip install guard-sdk[builder]`, then `guard-build pack` (about 30 minutes on 2 cores)",
         )
     import subprocess  # only here: `import guard_sdk` stays cheap
 

@@ -124,7 +124,7 @@ def test_recipe_labels_and_provenance(tiny_run: tuple[Path, Path], tiny_seeds: P
     # Every row names seed sets that have a license row: the bundle's ATTRIBUTION.md can be written.
     notice = attribution(tiny_seeds, {r["source"] for r in rows} | {r["context_source"] for r in rows})
     assert "| catqa | Apache-2.0 |" in notice
-    assert [ex.model_extra["context"] for ex in load_answer_pairs(tiny_run[0])] == [r["context"] for r in rows]
+    assert [ex.context for ex in load_answer_pairs(tiny_run[0])] == [r["context"] for r in rows]
 
 
 def test_same_seed_same_bytes_and_resume_after_a_kill(tiny_run: tuple[Path, Path], tiny_seeds: Path, tmp_path: Path):
