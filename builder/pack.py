@@ -265,8 +265,9 @@ class PackConfig(BaseModel):
     """The seed sets folder (``shared/train``: one folder per set with ``data.jsonl`` and ``README.md``)."""
     seed: int = 13
     head: Head = "embedding"
-    """The text guards' model (``answer-safety`` is always a fine-tuned classifier). ``embedding`` (default): the base model's sentence embedding + a linear head per label; ``classifier``: fine-tune
-    the whole encoder. On this data the embedding guard generalises much better (benchmarks/README.md)."""
+    """The text guards' model (``answer-safety`` is always a fine-tuned classifier). ``embedding`` (default): the base
+    model's sentence embedding + a linear head per label; ``classifier``: fine-tune the whole encoder. On this data
+    the embedding guard generalises much better (benchmarks/README.md)."""
     epochs: float = Field(1.0, gt=0)
     """Fine-tuning epochs (``head="classifier"`` only)."""
     triplet_epochs: float = Field(0.0, ge=0)
@@ -603,8 +604,8 @@ def attribution(seeds: Path, sources: Iterable[str], *, answers: bool = False) -
 
 
 def embedding_cache(config: PackConfig, work: Path) -> Path:
-    """Where the pack keeps its base encoder's embeddings: the data stage and both guards' training embed the same
-    texts."""
+    """Where the pack keeps its base encoder's embeddings: the data stage and the text guards' training embed the
+    same texts."""
     model = hashlib.sha256((config.base_model or DEFAULT_BASE_MODEL_NAME).encode()).hexdigest()[:12]
     return work / f"embeddings-{model}-{config.max_length}.npz"
 
