@@ -18,6 +18,7 @@ label, a text flagged by its highest label), in fp32 with sentence-transformers:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,21 +38,22 @@ MIN_ROWS = 20
 
 def embed(texts: Sequence[str], data: Path) -> np.ndarray:
     """Sentence embeddings as the pack's embedding guards compute them, in the pack's embedding cache."""
-    from sentence_transformers import SentenceTransformer
-
     from builder.embedding import embed_texts
     from builder.pack import PackConfig, embedding_cache
+
+    return embed_texts(_encoder(), list(texts), 64, True, embedding_cache(PackConfig(seeds=TRAIN_DIR), data.parent))
+
+
+@functools.cache
+def _encoder() -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    from builder.pack import PackConfig
     from builder.train import base_model_path
 
-    global _encoder
-    config = PackConfig(seeds=TRAIN_DIR)
-    if _encoder is None:
-        _encoder = SentenceTransformer(base_model_path(None), device="cpu")
-        _encoder.max_seq_length = config.max_length
-    return embed_texts(_encoder, list(texts), 64, True, embedding_cache(config, data.parent))
-
-
-_encoder: Any = None
+    encoder = SentenceTransformer(base_model_path(None), device="cpu")
+    encoder.max_seq_length = PackConfig(seeds=TRAIN_DIR).max_length
+    return encoder
 
 
 def fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -158,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--name", default="loso")
     args = parser.parse_args(argv)
     data = args.data or default_work_dir(default_pack_dir()) / "data"
+    if missing := [guard for guard in args.guards if not (data / f"{guard}.jsonl").is_file()]:
+        raise SystemExit(f"{data} holds no training data for {missing}: pass --data, the data folder of a pack build")
     result: dict[str, Any] = {"data": str(data), "benign_flag_rate": args.benign_flag_rate, "guards": {}}
     lines = []
     for guard in args.guards:

@@ -23,19 +23,17 @@ from typing import Annotated
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from guard_sdk import Guard, normalize
+from guard_sdk import Guard, InputSpec, Stage, normalize
 from guard_sdk._bundle import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
     BundleManifest,
     EmbeddingSpec,
-    InputSpec,
     LabelSpec,
     ModelSpec,
     TokenizerSpec,
     file_sha256,
 )
-from guard_sdk._result import Stage
 
 from .dataset import LabeledDataset, load_jsonl
 from .errors import BuilderError, ParityError
