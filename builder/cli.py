@@ -6,7 +6,8 @@ guard-build instruct --bundle bundles/mt --policy new.yaml --out bundles/new    
 guard-build export --run runs/injection --out bundles/injection --name injection [--version 0.1.0]
 guard-build data policy.yaml --out runs/visa-data [--base-url URL --model NAME --api-key KEY]
 guard-build all policy.yaml --out bundles/visa [--work runs/visa]      # data -> train -> export
-guard-build pack [--seeds shared/train] [--out DIR]                   # the default content-safety + injection pack
+guard-build pack [--seeds shared/train] [--out DIR] [--wheel DIR]     # the default pack (+ its guard-sdk-pack wheel)
+guard-build pack-wheel --pack FOLDER --out DIR                         # the guard-sdk-pack wheel of a built pack
 guard-build pack-answers [--seeds shared/train] [--out FILE]           # the response guard's (request, answer) pairs
 guard-build adversarial policy.yaml --data train.jsonl --out runs/adv [--rounds 3] [--candidates 8]
                                     [--eval NAME=PATH[:SPLIT]] [LLM options as for data]   # bandit-guided hard rounds
@@ -35,6 +36,7 @@ from .export import ExportConfig, export_bundle
 from .merge import MergeConfig, SearchConfig, merge_runs
 from .pack import PackConfig, build_pack, default_work_dir, pack_datasets
 from .pack_answers import ANSWER_PAIRS_FILE, AnswerPairsConfig, build_answer_pairs
+from .pack_wheel import write_pack_wheel
 from .train import RunConfig, TrainConfig, train
 
 if TYPE_CHECKING:
@@ -396,6 +398,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     pack.add_argument("--threads", type=int)
     pack.add_argument("--data-only", action="store_true", help="write the two training files and stop")
+    pack.add_argument("--wheel", help="then write the pack's guard-sdk-pack wheel into this folder (as pack-wheel)")
+    pack_wheel = commands.add_parser(
+        "pack-wheel", help="write the guard-sdk-pack wheel (pip install it for Guard.default()) of a built pack"
+    )
+    pack_wheel.add_argument("--pack", help="the built pack folder (default: guard_sdk.default_pack_dir())")
+    pack_wheel.add_argument("--out", required=True, help="folder to write the wheel into")
 
     answers = commands.add_parser(
         "pack-answers",
@@ -539,10 +547,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = Path(args.out) if args.out else default_pack_dir()
             work = Path(args.work) if args.work else default_work_dir(out)
             if args.data_only:
+                if args.wheel:
+                    raise ValueError("--wheel needs the built pack: leave out --data-only")
                 print(pack_datasets(config, work / "data").model_dump_json(indent=2))
             else:
                 for bundle in build_pack(config, out, work):
                     print(f"wrote {bundle}")
+                if args.wheel:
+                    print(f"wrote {write_pack_wheel(out, Path(args.wheel))}")
+        elif args.command == "pack-wheel":
+            print(f"wrote {write_pack_wheel(Path(args.pack) if args.pack else default_pack_dir(), Path(args.out))}")
         elif args.command == "pack-answers":
             report = build_answer_pairs(
                 Path(args.seeds),

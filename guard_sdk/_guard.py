@@ -26,7 +26,7 @@ from ._errors import (
     ModelMismatchError,
     TextTooLongError,
 )
-from ._pack import ensure_default_pack
+from ._pack import find_default_pack
 from ._result import CheckResult, LabelScore, Stage
 from ._runtime import Device, create_session, resolve_device, run_full_window
 from ._text import NormalizedText, normalize
@@ -672,13 +672,15 @@ class Guard:
 
     @classmethod
     def default(cls, *, build: bool = True, **options: Any) -> Guard:
-        """The default pack from ``guard_sdk.default_pack_dir()``: ``content-safety`` and ``prompt-injection`` for
-        inputs, ``answer-safety`` for answers (pass the request: ``check(answer, stage="output", context=request)``).
+        """The default pack: ``content-safety`` and ``prompt-injection`` for inputs, ``answer-safety`` for answers
+        (pass the request: ``check(answer, stage="output", context=request)``).
 
-        When the pack is missing and ``build`` is set, ``guard-build pack`` builds it first (once; needs the
-        ``builder`` extra). ``options`` are ``Guard``'s own (device, threads, thresholds, ...).
+        Found in ``$GUARD_SDK_PACK_DIR`` when set, else in the installed ``guard-sdk-pack`` (``pip install
+        guard-sdk[pack]``) of the pack version this runtime expects, else in ``guard_sdk.default_pack_dir()``. When it is
+        in none and ``build`` is set, ``guard-build pack`` builds it first (once; needs the ``builder`` extra and the
+        seed sets). ``options`` are ``Guard``'s own (device, threads, thresholds, ...).
         """
-        return cls(ensure_default_pack(build=build), **options)
+        return cls(find_default_pack(build=build).bundles, **options)
 
     def _prepare(self, text: object, what: str = "text") -> NormalizedText:
         if not isinstance(text, str):

@@ -7,22 +7,26 @@ guard check --stage output --context "the request" "the answer"   an answer, jud
 guard check --bundle A --bundle B --fail-on-flag "text"   exit status 1 when any text is flagged
 guard check --trust trust.json "some text"      refuse bundles whose guard.json is not pinned there
 guard trust DIR... > trust.json                 the pins of bundles you trust: {"name@version": sha256 of guard.json}
+guard pack                                      where the default pack was found, its version, labels and thresholds
+guard pack verify                               re-check the sha256 of every file of the default pack
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import itertools
 import json
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TextIO, get_args
 
-from ._bundle import GuardBundle, read_trust
+from ._bundle import GuardBundle, file_sha256, read_trust
 from ._context import Context, validate
-from ._errors import GuardError, InputTypeError
+from ._errors import BundleError, GuardError, InputTypeError
 from ._guard import Guard
-from ._pack import ensure_default_pack
+from ._pack import PACK_DISTRIBUTION, find_default_pack
 from ._result import CheckResult, Stage
 from ._runtime import Device
 
@@ -49,10 +53,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--trust", help="a JSON file of guard.json pins (from `guard trust`); unpinned bundles fail")
     pins = commands.add_parser("trust", help="print the guard.json pins of bundles, for Guard(trust=...)")
     pins.add_argument("bundles", nargs="*", help="bundle folders; default: the default pack")
+    pack = commands.add_parser("pack", help="where the default pack was found, its version, labels and thresholds")
+    pack.add_subparsers(dest="pack_command").add_parser(
+        "verify", help="re-check the sha256 of every file of the default pack; exit status 1 on a mismatch"
+    )
     args = parser.parse_args(argv)
 
     if args.command == "trust":
         return _trust(args.bundles)
+    if args.command == "pack":
+        return _verify_pack() if args.pack_command == "verify" else _show_pack()
     try:
         trust = read_trust(args.trust) if args.trust else None
     except (ValueError, TypeError) as exc:
@@ -77,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _trust(folders: Sequence[str]) -> int:
     try:
         # Loaded and verified: a pin vouches for a bundle whose files match its manifest.
-        bundles = [GuardBundle.load(folder) for folder in folders or ensure_default_pack(build=False)]
+        bundles = [GuardBundle.load(folder) for folder in folders or find_default_pack(build=False).bundles]
     except GuardError as exc:
         return _error(exc)
     pins = {bundle.manifest.id: bundle.manifest_sha256 for bundle in bundles}
@@ -85,6 +95,75 @@ def _trust(folders: Sequence[str]) -> int:
         return _error(ValueError("two different bundles have the same name@version; one pin cannot cover both"))
     print(json.dumps(pins, indent=2))
     return 0
+
+
+_SOURCES = {
+    "env": "the folder GUARD_SDK_PACK_DIR names",
+    "package": f"the installed package {PACK_DISTRIBUTION}",
+    "cache": "the cache folder `guard-build pack` writes",
+}
+
+
+def _show_pack() -> int:
+    try:
+        location = find_default_pack(build=False)
+        # Names, links and unlisted files are checked; hashing every file is `guard pack verify`'s job.
+        bundles = [GuardBundle.load(folder, verify=False) for folder in location.bundles]
+    except GuardError as exc:
+        return _error(exc)
+    print(f"default pack {location.version or '(version unknown: no pack.json)'}, from {_SOURCES[location.source]}")
+    print(f"  {location.folder}")
+    for bundle in bundles:
+        manifest = bundle.manifest
+        print(f"{manifest.id}: stages {', '.join(manifest.stages)}; reads {manifest.input.kind}")
+        width = max(len(label.name) for label in manifest.labels)
+        for label in manifest.labels:
+            print(f"  {label.name:<{width}}  threshold {label.threshold:.4f}")
+    return 0
+
+
+def _verify_pack() -> int:
+    try:
+        location = find_default_pack(build=False)
+    except GuardError as exc:
+        return _error(exc)
+    failed = False
+    for folder in location.bundles:
+        try:
+            bundle = GuardBundle.load(folder)
+        except BundleError as exc:
+            print(f"guard: error: {exc}", file=sys.stderr)
+            failed = True
+            continue
+        print(f"{bundle.manifest.id}: its {len(bundle.manifest.files)} files match their sha256 in guard.json")
+    if location.source == "package":
+        # pip's RECORD also covers guard.json and pack.json, which no manifest hashes.
+        for problem in _record_problems():
+            print(f"guard: error: {problem}", file=sys.stderr)
+            failed = True
+    if failed:
+        print(f"guard: the default pack in {location.folder} is damaged or was changed; reinstall it", file=sys.stderr)
+        return 1
+    print(f"the default pack in {location.folder} is intact")
+    return 0
+
+
+def _record_problems() -> list[str]:
+    """Files of the installed pack distribution that differ from the sha256 pip recorded for them."""
+    import importlib.metadata
+
+    problems = []
+    for file in importlib.metadata.distribution(PACK_DISTRIBUTION).files or []:
+        if file.hash is None:  # RECORD itself, and what pip compiled
+            continue
+        path = Path(str(file.locate()))
+        if not path.is_file():
+            problems.append(f"{path} is missing (listed in {PACK_DISTRIBUTION}'s RECORD)")
+        elif file.hash.mode != "sha256":
+            problems.append(f"{path}: RECORD has a {file.hash.mode} hash, not sha256")
+        elif base64.urlsafe_b64encode(bytes.fromhex(file_sha256(path))).rstrip(b"=").decode() != file.hash.value:
+            problems.append(f"{path} does not match its sha256 in {PACK_DISTRIBUTION}'s RECORD")
+    return problems
 
 
 def _error(exc: Exception) -> int:
