@@ -2,7 +2,8 @@
 
     python -m benchmarks.attacks [--pack DIR] [--name attacks]
 
-For each scan setting (``ScanOptions``: the whole text only, or also its sentences and decoded encodings):
+For each scan setting (``ScanOptions``: the whole text only, or also decoded encodings, and sentences pooled in context
+(the default) or scored alone):
 - **dilution**: probe payloads written for this benchmark (injections, jailbreaks, harmful requests, abuse) that the
   pack flags alone, then behind a benign 24-word preamble and inside benign 3,000-word documents (start, middle,
   end); a payload's rate there over its rate alone is the target (>= 0.9);
@@ -184,9 +185,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     pack = args.pack or default_pack_dir()
     bundles = [pack / "content-safety", pack / "prompt-injection"]
     settings = {
-        "whole text": ScanOptions(sentences=False, decode=False),
-        "decoded (default)": ScanOptions(),
-        "sentences + decoded": ScanOptions(sentences=True),
+        "whole text": ScanOptions(sentences_in_context=False, decode=False),
+        "decoded": ScanOptions(sentences_in_context=False),
+        "decoded + sentences in context (default)": ScanOptions(),
+        "decoded + sentences alone": ScanOptions(sentences=True, sentences_in_context=False),
     }
     rng = random.Random(0)
     benign = _benign_sets(rng, args.per_set)

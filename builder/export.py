@@ -3,7 +3,9 @@
 optimum exports the checkpoint to ONNX and fuses its graph (attention, GELU, LayerNorm), onnxruntime quantizes the
 weights to int8, and a parity gate compares torch, ONNX fp32 and ONNX int8 on the validation split: past the
 tolerances no bundle is written. Thresholds are calibrated on the validation split scored by the runtime itself
-(same normalisation and windows as production), and the manifest records them with metrics and file hashes. A run
+(same normalisation and windows as production), and the manifest records them with metrics and file hashes. An
+embedding guard's model also outputs its token embeddings, and each label gets a sentence threshold, calibrated on
+the sentences of the benign validation texts as the int8 encoder reads them in context (``guard_sdk.pool_sentences``). A run
 trained on exchange data is scored on its (request, answer) pairs throughout, and its bundle reads input ``exchange``
 and takes part in output checks only.
 The bundle is assembled in a hidden staging folder and renamed into place, so a half-written bundle never exists.
@@ -23,7 +25,7 @@ from typing import Annotated
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from guard_sdk import Guard, InputSpec, Stage, normalize
+from guard_sdk import Guard, InputSpec, ScanOptions, Stage, normalize
 from guard_sdk._bundle import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
@@ -60,6 +62,7 @@ FP32_FILE = "model.fp32.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 HEAD_NODE = "guard_head.MatMul"
 EMBEDDING_OUTPUT = "sentence_embedding"
+TOKEN_OUTPUT = "token_embeddings"
 
 
 class ExportConfig(BaseModel):
@@ -85,6 +88,9 @@ class ExportConfig(BaseModel):
     benign_flag_rate: float | None = Field(None, gt=0, lt=1)
     """Calibrate so that at most this share of the validation texts that violate nothing is flagged by any label:
     each label gets an equal part of it as its false-positive rate on those texts (instead of maximising F1)."""
+    sentence_flag_rate: float = Field(0.01, gt=0, lt=1)
+    """Embedding guards: the share of the benign validation texts' sentences (pooled in context) that the labels'
+    sentence thresholds may flag together, an equal part per label; never below the label's own threshold."""
     extra_files: dict[str, Path] = {}
     """Files copied into the bundle under these names (e.g. ATTRIBUTION.md) and listed with their sha256."""
     stages: Annotated[list[Stage], Field(min_length=1)] | None = None
@@ -183,7 +189,10 @@ def _build(
         # The runtime applies the head itself, so guards on one encoder share its run (guard_sdk._bundle).
         shutil.copyfile(model_dir / HEAD_FILE, staging / HEAD_FILE)
         embedding = EmbeddingSpec(
-            output=EMBEDDING_OUTPUT, head_file=HEAD_FILE, encoder_sha256=encoder_sha256(staging / MODEL_FILE)
+            output=EMBEDDING_OUTPUT,
+            head_file=HEAD_FILE,
+            encoder_sha256=encoder_sha256(staging / MODEL_FILE),
+            token_output=TOKEN_OUTPUT,
         )
     if config.keep_fp32:
         shutil.copyfile(fp32, staging / FP32_FILE)
@@ -224,14 +233,19 @@ def _build(
         targets = np.asarray(validation.targets(), dtype=bool)
         relevant = np.ones_like(targets)
     labels = [
-        LabelSpec(name=name, description=info.label_descriptions.get(name, ""), instruction=info.instructions.get(name))
+        LabelSpec(
+            name=name,
+            description=info.label_descriptions.get(name, ""),
+            instruction=info.instructions.get(name),
+            sentence_threshold=1.0 if embedding else None,  # calibrated below
+        )
         for name in names
     ]
     draft = _manifest(info, config, labels, stride, staging, embedding, metrics={})
     (staging / MANIFEST_NAME).write_text(draft.model_dump_json(indent=2))
     # Calibrate on what production will compute: the runtime's own normalisation, windows and int8 model (which
-    # `check_batch` runs one text per call, as `check` does).
-    runtime = Guard(staging, device="cpu")
+    # `check_batch` runs one text per call, as `check` does); whole texts here, their sentences below.
+    runtime = Guard(staging, device="cpu", scan=ScanOptions(sentences_in_context=False))
     checked = runtime.check_batch(texts, stage=draft.stages[0], contexts=requests)
     runtime_scores = np.asarray([[s.score for s in r.scores] for r in checked], dtype=np.float64)
     del runtime
@@ -272,6 +286,14 @@ def _build(
         )
 
     labels = [label.model_copy(update={"threshold": t}) for label, t in zip(labels, thresholds)]
+    if embedding:
+        sentence_scores = _sentence_scores(staging, [text for text, ok in zip(texts, benign) if ok], info.max_length)
+        labels = [
+            label.model_copy(
+                update={"sentence_threshold": _sentence_threshold(sentence_scores[:, j], t, config, len(labels))}
+            )
+            for j, (label, t) in enumerate(zip(labels, thresholds))
+        ]
     metrics = {
         "validation": {
             name: _label_metrics(
@@ -280,6 +302,7 @@ def _build(
             for j, name in enumerate(names)
         },
         "calibration": config.calibration,
+        **({"sentence_calibration": f"sentence_flag_rate={config.sentence_flag_rate}"} if embedding else {}),
         # Share of the validation texts that violate nothing flagged by some label (each row on its own labels).
         "benign_flagged": round(float(((runtime_scores >= row_thresholds) & relevant).any(axis=1)[benign].mean()), 4)
         if benign.any()
@@ -289,6 +312,46 @@ def _build(
     manifest = _manifest(info, config, labels, stride, staging, embedding, metrics)
     (staging / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2))
     return manifest
+
+
+def _sentence_scores(bundle: Path, texts: list[str], max_length: int) -> np.ndarray:
+    """Head scores of every sentence of these (normalised) texts' first windows, pooled from the int8 encoder's
+    token embeddings as the runtime pools them; one row per sentence."""
+    from tokenizers import Tokenizer
+
+    from guard_sdk import pool_sentences, sentence_spans
+    from guard_sdk._runtime import create_session
+
+    tokenizer = Tokenizer.from_file(str(bundle / TOKENIZER_FILE))
+    tokenizer.enable_truncation(max_length)
+    session = create_session(bundle / MODEL_FILE, device="cpu", threads=os.cpu_count() or 1)
+    params = np.load(bundle / HEAD_FILE)
+    rows = [np.zeros((0, params["bias"].shape[0]))]
+    for text in texts:
+        if not (spans := sentence_spans(text)):
+            continue
+        encoding = tokenizer.encode(text)
+        feeds = {
+            "input_ids": np.asarray([encoding.ids], dtype=np.int64),
+            "attention_mask": np.asarray([encoding.attention_mask], dtype=np.int64),
+            "token_type_ids": np.asarray([encoding.type_ids], dtype=np.int64),
+        }
+        (tokens,) = session.run([TOKEN_OUTPUT], {i.name: feeds[i.name] for i in session.get_inputs()})
+        pooled, _ = pool_sentences(tokens[0], encoding.offsets, (0, len(text)), spans)
+        rows.append(1.0 / (1.0 + np.exp(-(pooled @ params["weight"] + params["bias"]))))
+    return np.concatenate(rows)
+
+
+def _sentence_threshold(scores: np.ndarray, threshold: float, config: ExportConfig, labels: int) -> float:
+    """The lowest threshold flagging at most ``sentence_flag_rate / labels`` of these benign sentences' scores, and
+    never below the label's whole-text ``threshold``."""
+    if scores.size < 1 / (config.sentence_flag_rate / labels):
+        # Too few benign sentences to place the rate: a sentence is judged as a whole text would be.
+        logger.warning("%d benign validation sentences: sentence thresholds = the labels' thresholds", scores.size)
+        return threshold
+    allowed = int(np.floor(scores.size * config.sentence_flag_rate / labels))
+    highest = np.sort(scores)[::-1]
+    return float(min(1.0, max(threshold, np.nextafter(highest[allowed], 1.0))))
 
 
 def export_fused_fp32(model_dir: Path, folder: Path, head: Head = "classifier") -> Path:
@@ -328,7 +391,8 @@ def export_fused_fp32(model_dir: Path, folder: Path, head: Head = "classifier") 
 
 
 def append_linear_head(onnx_file: Path, head_file: Path) -> None:
-    """Make the graph's outputs ``logits = sentence_embedding @ weight + bias`` and the sentence embedding."""
+    """Make the graph's outputs ``logits = sentence_embedding @ weight + bias``, the sentence embedding and the token
+    embeddings."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -347,13 +411,13 @@ def append_linear_head(onnx_file: Path, head_file: Path) -> None:
             helper.make_node("Add", ["guard_head.matmul", "guard_head.bias"], ["logits"], name="guard_head.Add"),
         ]
     )
-    # The token embeddings are no longer an output: ONNX Runtime then drops the nodes only they needed. The
-    # logits come first (what every runtime reads); the sentence embedding second, for guards that share it.
-    (sentence,) = [output for output in graph.output if output.name == EMBEDDING_OUTPUT]
+    # The logits come first (what every runtime reads); the sentence embedding second, for guards that share it;
+    # the token embeddings third, for pooling each sentence of a window (guard_sdk.pool_sentences).
+    outputs = {output.name: output for output in graph.output}
     del graph.output[:]
     labels = int(params["bias"].shape[0])
     graph.output.append(helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch_size", labels]))
-    graph.output.append(sentence)
+    graph.output.extend([outputs[EMBEDDING_OUTPUT], outputs[TOKEN_OUTPUT]])
     onnx.checker.check_model(model)
     onnx.save(model, str(onnx_file))
 

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from ._pack import PACK_GUARDS, PACK_VERSION, default_pack_dir
     from ._result import CheckResult, LabelScore, Stage, Status
     from ._text import normalize
-    from ._views import ScanOptions
+    from ._views import ScanOptions, pool_sentences, sentence_spans
     from .decorators import guarded
 
 __version__ = "0.1.0"
@@ -86,6 +86,8 @@ __all__ = [
     "default_pack_dir",
     "guarded",
     "normalize",
+    "pool_sentences",
+    "sentence_spans",
 ]
 
 
@@ -116,6 +118,8 @@ _LAZY = {
     "Status": "._result",
     "normalize": "._text",
     "ScanOptions": "._views",
+    "pool_sentences": "._views",
+    "sentence_spans": "._views",
     "guarded": ".decorators",
 }
 # Public submodules that `import guard_sdk` used to load, still reachable as attributes.

@@ -24,6 +24,8 @@ An embedding guard (``builder.embedding``: a sentence encoder and a linear head 
 ``model.embedding``: ``model.onnx`` then has a second output, the sentence embedding, and ``head.npz`` holds the
 head's ``weight`` (dimension x labels) and ``bias``. The runtime applies the head itself, so bundles whose encoders
 are identical (same ``encoder_sha256``, e.g. the two guards of the default pack) share one encoder run per window.
+When it also names ``token_output`` (the token embeddings), the runtime pools every sentence of a window from them
+and judges it at its label's ``sentence_threshold`` (``guard_sdk.pool_sentences``).
 
 ``input`` says what a guard reads (``InputSpec``): ``text``, one text alone (a message, a document, an answer; every
 bundle that does not say otherwise); ``exchange``, an answer together with the request it answers, as the sentence
@@ -103,6 +105,10 @@ class LabelSpec(_Strict):
     # Left out of guard.json when unset, so runtimes that predate multi-task guards still read plain bundles.
     instruction: str | None = Field(None, exclude_if=lambda value: value is None)
     """Multi-task guards only: the policy text paired with every window when scoring this label."""
+    sentence_threshold: Probability | None = Field(None, exclude_if=lambda value: value is None)
+    """Embedding guards with ``model.embedding.token_output``: the threshold of one sentence's score, pooled from its
+    tokens as the encoder read them in their window. A sentence says less than its whole text, so it needs more
+    evidence: never below ``threshold``."""
 
 
 class EmbeddingSpec(_Strict):
@@ -113,6 +119,10 @@ class EmbeddingSpec(_Strict):
     head_file: BundleFile = "head.npz"
     encoder_sha256: Sha256
     """Identity of the int8 encoder without its head: bundles that share it share one encoder run per window."""
+    token_output: Annotated[str, Field(min_length=1)] | None = Field(None, exclude_if=lambda value: value is None)
+    """The model output holding every token's embedding (batch x tokens x dimension). The runtime pools each sentence
+    of a window from it and scores it with the head, so a short payload in benign text is not averaged away, at no
+    extra model run (``ScanOptions.sentences_in_context``). Left out of guard.json when unset."""
 
 
 class ModelSpec(_Strict):
@@ -182,6 +192,18 @@ class BundleManifest(_Strict):
             raise ValueError("either every label has an instruction (a multi-task guard) or none has")
         if self.model.embedding and self.labels[0].instruction is not None:
             raise ValueError("a multi-task guard (labels with instructions) has no embedding head")
+        pooled = self.model.embedding is not None and self.model.embedding.token_output is not None
+        without = [label.name for label in self.labels if label.sentence_threshold is None]
+        if pooled and without:
+            raise ValueError(
+                f"model.embedding.token_output is set, so every label needs a sentence_threshold: {without}"
+            )
+        if not pooled and len(without) < len(self.labels):
+            raise ValueError("sentence_threshold needs an embedding guard with model.embedding.token_output")
+        if low := [
+            l.name for l in self.labels if l.sentence_threshold is not None and l.sentence_threshold < l.threshold
+        ]:
+            raise ValueError(f"a sentence_threshold is never below its label's threshold: {low}")
         if self.input.kind != "text" and self.labels[0].instruction is not None:
             raise ValueError(f"a multi-task guard (labels with instructions) reads text, not {self.input.kind!r}")
         if len(set(self.stages)) != len(self.stages):

@@ -30,7 +30,7 @@ from ._pack import find_default_pack
 from ._result import CheckResult, LabelScore, Stage
 from ._runtime import Device, create_session, resolve_device, run_full_window
 from ._text import NormalizedText, normalize
-from ._views import ScanOptions, View, views
+from ._views import ScanOptions, View, ViewKind, pool_sentences, sentence_spans, views
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -55,16 +55,21 @@ class _Window:
     ids: list[int]
     type_ids: list[int]
     span: tuple[int, int]  # in the view
+    offsets: list[tuple[int, int]]  # each token's span in the view (or in its pair's first text), (0, 0) if special
 
 
 # Windows of the texts being checked, shared by bundles with the same tokenizer, window, instruction and context
 # (what they read of it, and how many of its tokens).
 _WindowKey = tuple[str, int, int, str | None, tuple[ContextKind, int] | None]
 _WindowCache = dict[_WindowKey, list[_Window]]
-# Sentence embeddings of those windows, shared by embedding guards with the same encoder (and precision).
-_EmbeddingCache = dict[tuple[tuple[str, str] | None, _WindowKey], np.ndarray]
-# Per view and label of one bundle: the best score over the view's windows, and that window's span in the view.
-_Best = tuple[np.ndarray, list[list[tuple[int, int]]]]
+# Sentence embeddings of those windows, and (when pooled) each window's sentences' embeddings with their spans,
+# shared by embedding guards with the same encoder (and precision).
+_Pooled = list[tuple[np.ndarray, list[tuple[int, int]]]]
+_EmbeddingCache = dict[tuple[tuple[str, str] | None, _WindowKey, bool], tuple[np.ndarray, _Pooled | None]]
+# Per view and label of one bundle: the best score over the view's windows, and that window's span in the view;
+# then the same over the sentences pooled in those windows (None for bundles that do not pool them).
+_Scores = tuple[np.ndarray, list[list[tuple[int, int]]]]
+_Best = tuple[_Scores, _Scores | None]
 # Per context kind the check's bundles read: each checked text's context as that kind renders it, normalised.
 _Contexts = dict[ContextKind, list[str]]
 _STAGES: tuple[Stage, ...] = ("input", "output")
@@ -115,6 +120,7 @@ class _LoadedBundle:
                 f"but the model outputs {width} scores",
             )
         self.head: tuple[np.ndarray, np.ndarray] | None = None
+        self.token_output: str | None = None
         self.encoder = _encoder(bundle, precision)
         if embedding := manifest.model.embedding:
             self.head = _load_head(bundle, embedding.head_file, len(self.labels))
@@ -132,6 +138,15 @@ class _LoadedBundle:
                     f"{embedding.head_file} expects {self.head[0].shape[0]}",
                 )
             self.output = embedding.output
+            if embedding.token_output is not None:
+                tokens = model_outputs.get(embedding.token_output)
+                if tokens is None or len(tokens.shape) != 3:
+                    raise ModelMismatchError(
+                        bundle.path,
+                        f"guard.json names token output {embedding.token_output!r}; the model's outputs are "
+                        f"{ {name: o.shape for name, o in model_outputs.items()} }",
+                    )
+                self.token_output = embedding.token_output
         try:
             self.tokenizer = Tokenizer.from_file(str(bundle.file(manifest.tokenizer.file)))
         except Exception as exc:  # tokenizers raises a bare Exception on a malformed file
@@ -186,10 +201,13 @@ class _LoadedBundle:
         cache: _WindowCache,
         embedded: _EmbeddingCache,
         contexts: _Contexts,
+        sentences_in_context: bool,
     ) -> _Best:
-        """Per view and label: the highest score over the view's windows, and that window's span in the view."""
+        """Per view and label: the highest score over the view's windows, and that window's span in the view; for a
+        bundle that pools sentences (``sentences_in_context``), the same over the windows' sentences."""
         tops = []
         spans: list[list[tuple[int, int]]] = [[] for _ in views]
+        sentence_best: _Scores | None = None
         for instruction in self.instructions:
             key = (*self.tokenization_key, instruction, self.context)
             windows = cache.get(key)
@@ -202,16 +220,35 @@ class _LoadedBundle:
                 scores = _sigmoid(self.run(windows, batch_size))
             else:
                 # The encoder runs once per window for every guard on it; each applies its own head.
-                vectors = embedded.get((self.encoder, key))
-                if vectors is None:
-                    vectors = embedded[(self.encoder, key)] = self.run(windows, batch_size)
+                pool = sentences_in_context and self.token_output is not None and self.context is None
+                encoded = embedded.get((self.encoder, key, pool))
+                if encoded is None:
+                    encoded = embedded[(self.encoder, key, pool)] = self._embed(views, windows, batch_size, pool)
+                vectors, pooled = encoded
                 weight, bias = self.head
                 scores = _sigmoid(vectors @ weight + bias)
+                if pooled is not None:
+                    sentence_best = _best_sentences(pooled, windows, weight, bias, len(views))
             top, top_window = _max_per_text(scores, [w.view for w in windows], len(views))
             tops.append(top)
             for i in range(len(views)):
                 spans[i] += [windows[w].span for w in top_window[i]]
-        return np.concatenate(tops, axis=1), spans
+        return (np.concatenate(tops, axis=1), spans), sentence_best
+
+    def _embed(
+        self, views: Sequence[View], windows: Sequence[_Window], batch_size: int, pool: bool
+    ) -> tuple[np.ndarray, _Pooled | None]:
+        """The windows' sentence embeddings and, with ``pool``, each window's sentences pooled from its tokens."""
+        if not pool:
+            return self.run(windows, batch_size), None
+        vectors, tokens = self.run_with_tokens(windows, batch_size)
+        spans: dict[int, list[tuple[int, int]]] = {}
+        pooled = []
+        for window, window_tokens in zip(windows, tokens):
+            if window.view not in spans:
+                spans[window.view] = sentence_spans(views[window.view].text)
+            pooled.append(pool_sentences(window_tokens, window.offsets, window.span, spans[window.view]))
+        return vectors, pooled
 
     def windows(
         self,
@@ -231,13 +268,23 @@ class _LoadedBundle:
         windows: list[_Window] = []
         for index, (owner, encoding) in enumerate(zip(owners, self.tokenizer.encode_batch(inputs))):
             for part in (encoding, *encoding.overflowing):
-                windows.append(_Window(index, owner, part.ids, part.type_ids, _char_span(part)))
+                windows.append(_Window(index, owner, part.ids, part.type_ids, _char_span(part), part.offsets))
         return windows
 
     def run(self, windows: Sequence[_Window], batch_size: int) -> np.ndarray:
         """The model's output (logits, or an embedding guard's sentence embedding), one row per window."""
+        return self._run(windows, batch_size, None)
+
+    def run_with_tokens(self, windows: Sequence[_Window], batch_size: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """An embedding guard's sentence embeddings, and each window's token embeddings (one row per token)."""
+        tokens: list[np.ndarray] = [np.zeros((0, 0), dtype=np.float32)] * len(windows)
+        return self._run(windows, batch_size, tokens), tokens
+
+    def _run(self, windows: Sequence[_Window], batch_size: int, tokens: list[np.ndarray] | None) -> np.ndarray:
+        """``run``; a ``tokens`` list (one item per window) gets each window's token embeddings."""
         rows: list[np.ndarray] = []
         order: list[int] = []
+        names = [self.output] if tokens is None or self.token_output is None else [self.output, self.token_output]
         for chunk in self._chunks(windows, batch_size):
             _stop_if_abandoned()
             width = max(len(windows[i].ids) for i in chunk)
@@ -250,9 +297,12 @@ class _LoadedBundle:
                 types[row, :n] = windows[i].type_ids
                 mask[row, :n] = 1
             feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-            (output,) = self.session.run([self.output], {name: feeds[name] for name in self.input_names})
+            output, *token_output = self.session.run(names, {name: feeds[name] for name in self.input_names})
             rows.append(output)
             order += chunk
+            if token_output and tokens is not None:
+                for row, i in enumerate(chunk):
+                    tokens[i] = token_output[0][row, : len(windows[i].ids)]
         out = np.empty((len(windows), rows[0].shape[1]), dtype=np.float32)
         out[order] = np.concatenate(rows)
         return out
@@ -292,6 +342,23 @@ def _lanes(bundles: Sequence[GuardBundle], precision: str | None, threads: int) 
     for n, indices in enumerate(models.values()):
         lanes[n % len(lanes)] += indices
     return lanes
+
+
+def _best_sentences(
+    pooled: _Pooled, windows: Sequence[_Window], weight: np.ndarray, bias: np.ndarray, n_views: int
+) -> _Scores:
+    """Per view and label: the highest score of a sentence pooled in one of the view's windows (-1 when it has
+    none), and that sentence's span in the view."""
+    top = np.full((n_views, weight.shape[1]), -1.0, dtype=np.float32)
+    spans: list[list[tuple[int, int]]] = [[(0, 0)] * weight.shape[1] for _ in range(n_views)]
+    held = [(windows[w].view, span) for w, (_, window_spans) in enumerate(pooled) for span in window_spans]
+    if held:
+        scores = _sigmoid(np.concatenate([vectors for vectors, _ in pooled]) @ weight + bias)
+        best, where = _max_per_text(scores, [view for view, _ in held], n_views)
+        for view in {view for view, _ in held}:
+            top[view] = best[view]
+            spans[view] = [held[w][1] for w in where[view]]
+    return top, spans
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -359,8 +426,9 @@ class Guard:
             (benchmarks/README.md). Guards on one shared encoder run it once either way.
         verify: check every file's sha256 against the manifest on load.
         scan: what a check scores besides the whole text: what encodings in it decode to (on by default), its
-            sentences (opt-in), and whether text hidden in Unicode tag characters is flagged outright (see
-            ``ScanOptions``). A label's score is its highest over all of them.
+            sentences pooled in context (on by default, for bundles built for it) or alone (opt-in), and whether
+            text hidden in Unicode tag characters is flagged outright (see ``ScanOptions``). A label reports its
+            highest score over all of them, or a sentence's when that is further over its sentence threshold.
         trust: pins of the bundles' manifests, ``name@version`` or ``name`` -> sha256 of guard.json (``guard trust``
             prints them), or the path of a JSON file holding them. Every bundle must be pinned and match, else
             ``BundleIntegrityError``: without a pin, whoever can write a bundle folder can rewrite guard.json
@@ -448,6 +516,11 @@ class Guard:
         self._checks_running = 0
         self._thresholds = [
             [float(overrides.get(label.name, label.threshold)) for label in b.labels] for b in self._bundles
+        ]
+        # An override moves a label's whole-text threshold; a sentence never needs less than its whole text.
+        self._sentence_thresholds = [
+            [max(t, label.sentence_threshold or 0.0) for t, label in zip(thresholds, b.labels)]
+            for thresholds, b in zip(self._thresholds, self._bundles)
         ]
         self._batcher = (
             MicroBatcher(self.check_batch, batching if isinstance(batching, BatchingOptions) else None)
@@ -561,19 +634,29 @@ class Guard:
                 continue
             label_scores = []
             for b in active:
-                loaded, thresholds, (top, top_span) = self._bundles[b], self._thresholds[b], best[b]
+                loaded, ((top, top_span), sentences) = self._bundles[b], best[b]
+                views_of_text = slice(first_view[i], first_view[i + 1])
                 for j, label in enumerate(loaded.labels):
-                    v = first_view[i] + int(np.argmax(top[first_view[i] : first_view[i + 1], j]))
-                    score = float(top[v, j])
+                    v = first_view[i] + int(np.argmax(top[views_of_text, j]))
+                    score, threshold, span = float(top[v, j]), self._thresholds[b][j], top_span[v][j]
+                    kind: ViewKind = scanned[v].kind
+                    if sentences is not None:
+                        # A label reports the sentence instead when it is further over (or less under) its threshold.
+                        s_top, s_span = sentences
+                        s = first_view[i] + int(np.argmax(s_top[views_of_text, j]))
+                        s_threshold = self._sentence_thresholds[b][j]
+                        if s_top[s, j] >= 0 and s_top[s, j] - s_threshold > score - threshold:
+                            v, score, threshold, span = s, float(s_top[s, j]), s_threshold, s_span[s][j]
+                            kind = "sentence"
                     label_scores.append(
                         LabelScore(
                             label=label.name,
                             score=score,
-                            threshold=thresholds[j],
-                            flagged=score >= thresholds[j],
+                            threshold=threshold,
+                            flagged=score >= threshold,
                             bundle=loaded.id,
-                            window=self._window(normalized[i], scanned[v], top_span[v][j], len(text)),
-                            view=scanned[v].kind,
+                            window=self._window(normalized[i], scanned[v], span, len(text)),
+                            view=kind,
                         )
                     )
             if self.scan.flag_hidden_text and normalized[i].hidden:
@@ -642,7 +725,12 @@ class Guard:
 
         def lane(indices: list[int]) -> list[tuple[int, _Best]]:
             return [
-                (i, self._bundles[i].best(scanned, owners, self.batch_size, encoded, embedded, contexts))
+                (
+                    i,
+                    self._bundles[i].best(
+                        scanned, owners, self.batch_size, encoded, embedded, contexts, self.scan.sentences_in_context
+                    ),
+                )
                 for i in indices
             ]
 

@@ -37,8 +37,9 @@ __all__ = [
 # `check` gives (one text per call) instead of batch scores, which move with the batch under dynamic int8; 0.4.0 keeps
 # all of that and ships each guard's head beside its encoder, so the two guards share one encoder run per window;
 # 0.5.0 adds the answer guard (answer-safety, judging an answer with its request, in output checks) and the chat-style
-# seed sets, and the two text guards check inputs only.
-PACK_VERSION = "0.5.0"
+# seed sets, and the two text guards check inputs only; 0.6.0 keeps that data and models and scores every sentence of a
+# window in context too (token embeddings pooled, a calibrated sentence threshold per label).
+PACK_VERSION = "0.6.0"
 PACK_GUARDS = ("content-safety", "prompt-injection", "answer-safety")
 
 

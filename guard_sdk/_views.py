@@ -1,10 +1,12 @@
 """The views of a text a guard scores: the text itself, its sentences, and what cheap encodings inside it decode to.
 
 A guard's window of a few hundred tokens averages a short payload with the benign text around it, so one benign
-sentence before an injection can hide it. ``ScanOptions(sentences=True)`` therefore also scores each sentence on its
-own (``"sentence"`` views, with overlapping word windows inside long sentences); it is opt-in because a benign
-sentence read out of its context is flagged too (benchmarks/README.md, "Attacks"). A label's score is its highest
-over all views.
+sentence before an injection can hide it. Bundles built for it therefore also score each sentence of a window from
+the same encoder run, its tokens' embeddings pooled as the encoder read them in their context
+(``pool_sentences``, ``ScanOptions.sentences_in_context``, on by default). ``ScanOptions(sentences=True)`` scores each
+sentence on its own instead (``"sentence"`` views, a model run each, any bundle); it is opt-in because a sentence read
+out of its context is flagged far more often (benchmarks/README.md, "Attacks"). A label's score is its highest over
+all views.
 
 Encodings an LLM reads through but a classifier does not are decoded into views of their own: leetspeak
 (``1gn0r3`` -> ``ignore``), spaced or dotted letters (``i g n o r e`` -> ``ignore``), base64 runs, and text spelled in
@@ -17,12 +19,16 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ._text import NormalizedText
 
-__all__ = ["ScanOptions", "View", "ViewKind", "views"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["ScanOptions", "View", "ViewKind", "pool_sentences", "sentence_spans", "views"]
 
 ViewKind = Literal["text", "sentence", "hidden", "leetspeak", "spaced", "base64"]
 
@@ -58,10 +64,15 @@ class ScanOptions:
     """What a check scores besides the whole text (``Guard(scan=...)``)."""
 
     sentences: bool = False
-    """Score every sentence (and overlapping word windows of long ones) on its own too, at the label's threshold, so
-    that benign text around a short payload cannot dilute it. Costs about one more model run over the text's tokens
-    (they count against ``Guard(max_tokens=...)``: a 3,000-word document then needs ~12,000), and flags benign sentences that only read as violations out of their context: off until bundles are trained and
-    calibrated for it (benchmarks/README.md, "Attacks")."""
+    """Also score every sentence (and overlapping word windows of long ones) as a text of its own, at the label's
+    threshold, with any bundle. Costs about one more model run over the text's tokens (they count against
+    ``Guard(max_tokens=...)``: a 3,000-word document then needs ~12,000), and flags benign sentences that only read as
+    violations out of their context far more often than ``sentences_in_context`` does: off by default."""
+    sentences_in_context: bool = True
+    """Score every sentence of each window as the encoder read it there (its tokens' embeddings pooled, then the
+    head), at the label's ``sentence_threshold``: benign text around a short payload cannot dilute it, and a sentence
+    keeps its context. Costs no model run. Only bundles built for it take part (embedding guards with
+    ``model.embedding.token_output``, e.g. the default pack's text guards); others are unaffected."""
     decode: bool = True
     """Also score what leetspeak, letters written apart, base64 runs and Unicode tag characters spell."""
     flag_hidden_text: bool = False
@@ -69,7 +80,7 @@ class ScanOptions:
     read by LLMs. Subdivision flag emoji, which use tag characters, are not counted."""
 
     def __post_init__(self) -> None:
-        for name in ("sentences", "decode", "flag_hidden_text"):
+        for name in ("sentences", "sentences_in_context", "decode", "flag_hidden_text"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"ScanOptions.{name} must be True or False, got {type(getattr(self, name)).__name__}")
 
@@ -137,6 +148,32 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     if len(spans) == 1 and spans[0] == (len(text) - len(text.lstrip()), len(text.rstrip())):
         return []
     return spans
+
+
+def pool_sentences(
+    tokens: np.ndarray,
+    offsets: Sequence[tuple[int, int]],
+    window: tuple[int, int],
+    sentences: Sequence[tuple[int, int]],
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The sentences (``sentence_spans`` of a view) that a window of it holds, each as the unit-length mean of its
+    tokens' embeddings in that window, and their spans. ``tokens``: the window's token embeddings, one row per token;
+    ``offsets``: each token's [start, end) in the view, empty for special tokens; ``window``: the window's span."""
+    import numpy as np  # here: a check has loaded it already, and `CheckResult` alone does not need it
+
+    start, end = window
+    held = [(a, b) for a, b in sentences if a < end and b > start]
+    if not held:
+        return np.zeros((0, tokens.shape[1]), dtype=np.float32), []
+    at = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    spans = np.asarray(held, dtype=np.int64)
+    member = (at[None, :, 1] > at[None, :, 0]) & (at[None, :, 1] > spans[:, :1]) & (at[None, :, 0] < spans[:, 1:])
+    counts = member.sum(axis=1)
+    some = counts > 0
+    pooled = (member[some].astype(np.float32) @ tokens.astype(np.float32)) / counts[some, None].astype(np.float32)
+    # The sentence embedding the head was fitted on is unit length (the encoder's Normalize step).
+    pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+    return pooled, [span for span, kept in zip(held, some.tolist()) if kept]
 
 
 def _leetspeak(text: str) -> View | None:

@@ -67,6 +67,36 @@ def binary_bundle(demo_rows: list[dict], tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.fixture(scope="session")
+def embedding_bundle(demo_rows: list[dict], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An embedding guard (MiniLM's sentence embedding and a linear head per label) on the demo data, plus rows of
+    two demo texts each, as the default pack's recipe has them: two benign ones (so that export has benign sentences
+    to calibrate the sentence thresholds on), and a benign one before a violation, which keeps its labels."""
+    import random
+
+    from builder.dataset import load_jsonl
+    from builder.embedding import EmbeddingGuardConfig, train_embedding_guard
+    from builder.export import ExportConfig, export_bundle
+
+    work = tmp_path_factory.mktemp("embedding")
+    benign = [r["text"].strip() for r in demo_rows if not r["labels"]]
+    violations = [r for r in demo_rows if r["labels"]]
+    rng = random.Random(0)
+    joined = [{"text": f"{rng.choice(benign)} {rng.choice(benign)}", "labels": []} for _ in range(300)]
+    wrapped = [
+        {"text": f"{rng.choice(benign)} {r['text'].strip()}", "labels": r["labels"]}
+        for r in rng.sample(violations, 150)
+    ]
+    data = work / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in [*demo_rows, *joined, *wrapped]))
+    config = EmbeddingGuardConfig(max_length=64, progress=False, threads=2)
+    train_embedding_guard(load_jsonl(data), work / "run", config)
+    out = work / "bundle"
+    # The validation split holds ~45 joined rows: a fifth of their sentences may reach the sentence thresholds.
+    export_bundle(work / "run", out, ExportConfig(name="embedding", sentence_flag_rate=0.2))
+    return out
+
+
+@pytest.fixture(scope="session")
 def llm_server():
     """The embedded llama.cpp server with SmolLM2-135M-Instruct on 127.0.0.1, shared by every test that needs an LLM."""
     from builder.local_server import LocalLLMServer
