@@ -9,6 +9,12 @@ some), and a text counts as flagged when any chosen label reaches its own thresh
 Reported per set: AUPRC, ROC-AUC, and at the bundles' thresholds precision, recall, F1, FPR and accuracy; per
 category (recall, and AUPRC of that category's positives against every safe row); XSTest false positives by prompt
 type; the deepset test split on its own (the split its published accuracy is on).
+
+``--peer NAME`` also scores every set with a guard that installs offline, side by side (``PEERS``; each at its own
+decision rule): ``profanity-check`` (``pip install alt-profanity-check``: a TF-IDF linear SVM inside its wheel, the
+maintained fork of profanity-check) and ``jailguard`` (``pip install jailguard``: an MLP head on the
+all-MiniLM-L6-v2 mean embedding; its ONNX encoder, which it would download, is exported here from the weights the
+builder uses).
 """
 
 from __future__ import annotations
@@ -16,12 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._common import EVAL_DIR, RESULTS, log, machine_info, markdown_table, write_json
+from ._common import CACHE, EVAL_DIR, RESULTS, log, machine_info, markdown_table, write_json
 
 # Published results on the same sets (model cards and papers); "metric" names what they report.
 PUBLISHED: dict[str, list[tuple[str, str, float]]] = {
@@ -104,6 +110,62 @@ def score_texts(
             scores.append(max((s.score for s in chosen), default=0.0))
             flagged.append(any(s.flagged for s in chosen))
     return scores, flagged
+
+
+PeerScorer = Callable[[list[str]], tuple[list[float], list[bool]]]
+
+
+def _profanity_check() -> PeerScorer:
+    from profanity_check import predict_prob
+
+    def score(texts: list[str]) -> tuple[list[float], list[bool]]:
+        probabilities = [float(p) for p in predict_prob(texts)]
+        return probabilities, [p >= 0.5 for p in probabilities]  # its `predict` is the SVM's sign: p >= 0.5
+
+    return score
+
+
+def _jailguard() -> PeerScorer:
+    import os
+
+    folder = CACHE / "jailguard"
+    encoder = folder / "all-MiniLM-L6-v2.onnx"  # the name it looks for under JAILGUARD_MODEL_DIR
+    if not encoder.is_file():
+        from optimum.exporters.onnx import main_export
+
+        from builder.train import base_model_path
+
+        main_export(
+            str(base_model_path(None)),
+            output=folder / "export",
+            task="feature-extraction",
+            library_name="transformers",
+            device="cpu",
+        )
+        (folder / "export" / "model.onnx").replace(encoder)
+    os.environ["JAILGUARD_MODEL_DIR"] = str(folder)
+    import jailguard
+
+    def score(texts: list[str]) -> tuple[list[float], list[bool]]:
+        results = [jailguard.detect(text) for text in texts]
+        return [float(r.score) for r in results], [bool(r.is_injection) for r in results]
+
+    return score
+
+
+# name -> (what to install, loader)
+PEERS: dict[str, tuple[str, Callable[[], PeerScorer]]] = {
+    "profanity-check": ("alt-profanity-check", _profanity_check),
+    "jailguard": ("jailguard", _jailguard),
+}
+
+
+def load_peer(name: str) -> PeerScorer:
+    install, loader = PEERS[name]
+    try:
+        return loader()
+    except ImportError as exc:
+        raise SystemExit(f"--peer {name} needs `pip install {install}` ({exc})") from exc
 
 
 def metrics(truth: Sequence[bool], scores: Sequence[float], flagged: Sequence[bool]) -> dict[str, Any]:
@@ -218,6 +280,20 @@ def markdown(result: dict[str, Any]) -> str:
         ),
         "",
     ]
+    if result.get("peers"):
+        out += ["## Beside peers that install offline (each at its own decision rule)", ""]
+        out += [
+            markdown_table(
+                ["set", "guard", "AUPRC", "precision", "recall", "F1", "FPR"],
+                [
+                    [name, who, m["auprc"], m["precision"], m["recall"], m["f1"], m["fpr"]]
+                    for name, r in result["sets"].items()
+                    for who, m in [("this bundle", r["overall"])]
+                    + [(peer, sets[name]) for peer, sets in result["peers"].items()]
+                ],
+            ),
+            "",
+        ]
     for name, r in result["sets"].items():
         if "categories" in r:
             out += [f"### {name}: per category (recall at threshold; AUPRC vs all safe rows)", ""]
@@ -289,6 +365,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="prompt",
         help="output stage: pass a row's meta.prompt (the request it answers) as the context, or nothing",
     )
+    parser.add_argument(
+        "--peer", action="append", default=[], choices=sorted(PEERS), help="also score with this peer (repeat)"
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--limit", type=int, help="rows per set (every k-th row; for a quick look)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -302,6 +381,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     started = time.perf_counter()
     guard = Guard(args.bundle, device="cpu", threads=args.threads)
+    peers = {name: load_peer(name) for name in args.peer}
+    peer_sets: dict[str, dict[str, Any]] = {name: {} for name in peers}
     spec = parse_score_map(args.score)
     names = args.sets or sorted(p.name for p in args.eval_dir.iterdir() if (p / "data.jsonl").is_file())
     unknown = sorted(set(spec) - set(names))
@@ -319,6 +400,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         sets[name] = evaluate_set(name, rows, scores, flagged)
         curves[name] = ([r.unsafe for r in rows], scores)
         labels_per_set[name] = labels
+        for peer, scorer in peers.items():
+            peer_scores, peer_flagged = scorer([r.text for r in rows])
+            peer_sets[peer][name] = metrics([r.unsafe for r in rows], peer_scores, peer_flagged)
     result = {
         "bundles": [b.manifest.id for b in guard.bundles],
         "thresholds": {label: s for label, s in zip(guard.labels, _thresholds(guard))},
@@ -328,6 +412,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "machine": machine_info(),
         "sets": sets,
         "published": PUBLISHED,
+        "peers": peer_sets,
         "limit": args.limit,
     }
     args.out.mkdir(parents=True, exist_ok=True)
