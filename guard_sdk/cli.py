@@ -118,7 +118,8 @@ def _show_pack() -> int:
         print(f"{manifest.id}: stages {', '.join(manifest.stages)}; reads {manifest.input.kind}")
         width = max(len(label.name) for label in manifest.labels)
         for label in manifest.labels:
-            print(f"  {label.name:<{width}}  threshold {label.threshold:.4f}")
+            sentence = "" if label.sentence_threshold is None else f", a sentence {label.sentence_threshold:.4f}"
+            print(f"  {label.name:<{width}}  threshold {label.threshold:.4f}{sentence}")
     return 0
 
 
