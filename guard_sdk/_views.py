@@ -68,19 +68,20 @@ class ScanOptions:
     threshold, with any bundle. Costs about one more model run over the text's tokens (they count against
     ``Guard(max_tokens=...)``: a 3,000-word document then needs ~12,000), and flags benign sentences that only read as
     violations out of their context far more often than ``sentences_in_context`` does: off by default."""
-    sentences_in_context: bool = True
-    """Score every sentence of each window as the encoder read it there (its tokens' embeddings pooled, then the
-    head), at the label's ``sentence_threshold``: benign text around a short payload cannot dilute it, and a sentence
-    keeps its context. Costs no model run. Only bundles built for it take part (embedding guards with
-    ``model.embedding.token_output``, e.g. the default pack's text guards); others are unaffected."""
     decode: bool = True
     """Also score what leetspeak, letters written apart, base64 runs and Unicode tag characters spell."""
     flag_hidden_text: bool = False
     """Flag any text that spells something in Unicode tag characters (label ``hidden_text``): invisible to people,
     read by LLMs. Subdivision flag emoji, which use tag characters, are not counted."""
+    # Last: positional ScanOptions(...) calls written before it keep their meaning.
+    sentences_in_context: bool = True
+    """Score every sentence of each window as the encoder read it there (its tokens' embeddings pooled, then the
+    head), at the label's ``sentence_threshold``: benign text around a short payload cannot dilute it, and a sentence
+    keeps its context. Costs no model run. Only bundles built for it take part (embedding guards with
+    ``model.embedding.token_output``, e.g. the default pack's text guards); others are unaffected."""
 
     def __post_init__(self) -> None:
-        for name in ("sentences", "sentences_in_context", "decode", "flag_hidden_text"):
+        for name in ("sentences", "decode", "flag_hidden_text", "sentences_in_context"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"ScanOptions.{name} must be True or False, got {type(getattr(self, name)).__name__}")
 
