@@ -5,9 +5,9 @@ weights to int8, and a parity gate compares torch, ONNX fp32 and ONNX int8 on th
 tolerances no bundle is written. Thresholds are calibrated on the validation split scored by the runtime itself
 (same normalisation and windows as production), and the manifest records them with metrics and file hashes. An
 embedding guard's model also outputs its token embeddings, and each label gets a sentence threshold, calibrated on
-the sentences of the benign validation texts as the int8 encoder reads them in context (``guard_sdk.pool_sentences``). A run
-trained on exchange data is scored on its (request, answer) pairs throughout, and its bundle reads input ``exchange``
-and takes part in output checks only.
+the sentences of the benign validation texts as the int8 encoder reads them in context
+(``guard_sdk.pool_sentences``). A run trained on exchange data is scored on its (request, answer) pairs throughout,
+and its bundle reads input ``exchange`` and takes part in output checks only.
 The bundle is assembled in a hidden staging folder and renamed into place, so a half-written bundle never exists.
 """
 
