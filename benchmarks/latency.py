@@ -72,7 +72,7 @@ def fp32_bundle(bundle_dir: Path, checkpoint: Path | None) -> tuple[Path, str] |
     if checkpoint is None:
         return None
     from builder.export import export_fused_fp32
-    from guard_sdk._bundle import MANIFEST_NAME, ModelSpec, file_sha256
+    from guard_sdk import MANIFEST_NAME, ModelSpec, file_sha256
 
     manifest = bundle.manifest
     derived = CACHE / "fp32" / f"{manifest.name}-{manifest.version}-{manifest.files[manifest.model.file][:12]}"

@@ -34,8 +34,7 @@ from ._common import (
 
 def unshared_copy(bundle_dir: Path) -> Path:
     """The bundle without ``model.embedding``: its own model (encoder and head) runs for every check."""
-    from guard_sdk import GuardBundle
-    from guard_sdk._bundle import MANIFEST_NAME
+    from guard_sdk import MANIFEST_NAME, GuardBundle
 
     manifest = GuardBundle.load(bundle_dir).manifest
     if manifest.model.embedding is None:

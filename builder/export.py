@@ -25,16 +25,20 @@ from typing import Annotated
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from guard_sdk import Guard, InputSpec, ScanOptions, Stage, normalize
-from guard_sdk._bundle import (
+from guard_sdk import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
     BundleManifest,
     EmbeddingSpec,
+    Guard,
+    InputSpec,
     LabelSpec,
     ModelSpec,
+    ScanOptions,
+    Stage,
     TokenizerSpec,
     file_sha256,
+    normalize,
 )
 
 from .dataset import LabeledDataset, load_jsonl

@@ -30,7 +30,7 @@ from .dataset import LabeledDataset, LabeledExample
 from .policy import Policy
 
 if TYPE_CHECKING:
-    from guard_sdk._bundle import BundleManifest
+    from guard_sdk import BundleManifest
 
 __all__ = [
     "VIOLATES",
@@ -156,8 +156,7 @@ def instruct_bundle(
     separates them; otherwise it takes the median of the multi-task bundle's calibrated thresholds. Either way the
     manifest says how each threshold was chosen.
     """
-    from guard_sdk import BundleError, Guard, GuardBundle
-    from guard_sdk._bundle import MANIFEST_NAME, LabelSpec, file_sha256
+    from guard_sdk import MANIFEST_NAME, BundleError, Guard, GuardBundle, LabelSpec, file_sha256
 
     from .errors import BuilderError
     from .export import calibrate_threshold, staged_bundle

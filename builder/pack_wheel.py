@@ -19,9 +19,15 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from guard_sdk import PACK_GUARDS, PACK_VERSION, GuardBundle
-from guard_sdk._bundle import MANIFEST_NAME
-from guard_sdk._pack import PACK_DISTRIBUTION, PACK_PACKAGE, PACK_REPORT
+from guard_sdk import (
+    MANIFEST_NAME,
+    PACK_DISTRIBUTION,
+    PACK_GUARDS,
+    PACK_PACKAGE,
+    PACK_REPORT,
+    PACK_VERSION,
+    GuardBundle,
+)
 
 from .errors import BuilderError
 

@@ -33,11 +33,22 @@ from ._errors import (
 if TYPE_CHECKING:
     from . import decorators as decorators
     from ._batching import BatchingOptions
-    from ._bundle import SCHEMA_VERSION, BundleManifest, GuardBundle, InputSpec, LabelSpec
+    from ._bundle import (
+        MANIFEST_NAME,
+        SCHEMA_VERSION,
+        BundleManifest,
+        EmbeddingSpec,
+        GuardBundle,
+        InputSpec,
+        LabelSpec,
+        ModelSpec,
+        TokenizerSpec,
+        file_sha256,
+    )
     from ._context import Context
     from ._enforce import Decision, EnforceOptions, Enforcer, OnFail, SourcedResult, WrapOptions
     from ._guard import Guard
-    from ._pack import PACK_GUARDS, PACK_VERSION, default_pack_dir
+    from ._pack import PACK_DISTRIBUTION, PACK_GUARDS, PACK_PACKAGE, PACK_REPORT, PACK_VERSION, default_pack_dir
     from ._result import CheckResult, LabelScore, Stage, Status
     from ._text import normalize
     from ._views import ScanOptions, pool_sentences, sentence_spans
@@ -46,7 +57,11 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "MANIFEST_NAME",
+    "PACK_DISTRIBUTION",
     "PACK_GUARDS",
+    "PACK_PACKAGE",
+    "PACK_REPORT",
     "PACK_VERSION",
     "SCHEMA_VERSION",
     "BatchingOptions",
@@ -57,6 +72,7 @@ __all__ = [
     "CheckResult",
     "Context",
     "Decision",
+    "EmbeddingSpec",
     "EnforceOptions",
     "Enforcer",
     "Guard",
@@ -72,6 +88,7 @@ __all__ = [
     "LabelSpec",
     "ManifestError",
     "ModelMismatchError",
+    "ModelSpec",
     "OnFail",
     "ProviderUnavailableError",
     "RuntimeNotInstalledError",
@@ -80,10 +97,12 @@ __all__ = [
     "Stage",
     "Status",
     "TextTooLongError",
+    "TokenizerSpec",
     "UnsupportedClientError",
     "WrapOptions",
     "__version__",
     "default_pack_dir",
+    "file_sha256",
     "guarded",
     "normalize",
     "pool_sentences",
@@ -96,11 +115,16 @@ __all__ = [
 # The TYPE_CHECKING imports above give type checkers and IDEs the same names.
 _LAZY = {
     "BatchingOptions": "._batching",
+    "MANIFEST_NAME": "._bundle",
     "SCHEMA_VERSION": "._bundle",
     "BundleManifest": "._bundle",
+    "EmbeddingSpec": "._bundle",
     "GuardBundle": "._bundle",
     "InputSpec": "._bundle",
     "LabelSpec": "._bundle",
+    "ModelSpec": "._bundle",
+    "TokenizerSpec": "._bundle",
+    "file_sha256": "._bundle",
     "Context": "._context",
     "Decision": "._enforce",
     "EnforceOptions": "._enforce",
@@ -109,7 +133,10 @@ _LAZY = {
     "SourcedResult": "._enforce",
     "WrapOptions": "._enforce",
     "Guard": "._guard",
+    "PACK_DISTRIBUTION": "._pack",
     "PACK_GUARDS": "._pack",
+    "PACK_PACKAGE": "._pack",
+    "PACK_REPORT": "._pack",
     "PACK_VERSION": "._pack",
     "default_pack_dir": "._pack",
     "CheckResult": "._result",

@@ -63,6 +63,7 @@ __all__ = [
     "LabelSpec",
     "ModelSpec",
     "TokenizerSpec",
+    "file_sha256",
     "read_trust",
 ]
 
@@ -229,6 +230,7 @@ class BundleManifest(_Strict):
 
 
 def file_sha256(path: Path) -> str:
+    """The hex sha256 of a file, as ``files`` in guard.json lists it."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
