@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from builder.train import Head
+    from builder.train.classifier import Head
     from guard_sdk import BundleManifest
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""Adversarial rounds (``builder.adversarial``) on the default pack's prompt-injection data, round by round.
+"""Adversarial rounds (``builder.recipes.adversarial``) on the default pack's prompt-injection data, round by round.
 
     python -m benchmarks.adversarial [--rows 2000] [--rounds 3] [--candidates 8] [--work .cache/adversarial]
 
@@ -39,12 +39,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=RESULTS / "adversarial")
     args = parser.parse_args(argv)
 
-    from builder.adversarial import AdversarialConfig, EvalSet, measure_run, render_report, run_adversarial
-    from builder.dataset import load_jsonl
-    from builder.embedding import EmbeddingGuardConfig, train_embedding_guard
-    from builder.pack import PackConfig, pack_datasets
-    from builder.policy import load_policy
-    from builder.verify import DebateConfig
+    from builder.data.dataset import load_jsonl
+    from builder.data.policy import load_policy
+    from builder.data.verify import DebateConfig
+    from builder.recipes.adversarial import AdversarialConfig, EvalSet, measure_run, render_report, run_adversarial
+    from builder.recipes.pack import PackConfig, pack_datasets
+    from builder.train.embedding import EmbeddingGuardConfig, train_embedding_guard
 
     started = time.perf_counter()
     data_dir = args.work / "data"

@@ -34,8 +34,7 @@ from typing import Any, Literal
 import openai
 from pydantic import BaseModel
 
-from builder.dimensions import DEFAULT_DIMENSIONS, Cell, Dimension, sample_cells
-from builder.generate import (
+from builder.data.candidates import (
     INTENDED,
     SYSTEM,
     TASKS,
@@ -47,10 +46,12 @@ from builder.generate import (
     reply_schema,
     seed_candidates,
 )
-from builder.llm import LLMClient, LLMConfig, Message, parse_reply
-from builder.pipeline import DataConfig, EmbeddedModel, build_dataset, llm_endpoint
-from builder.policy import Policy, load_policy
-from builder.verify import DebateConfig, debate
+from builder.data.dimensions import DEFAULT_DIMENSIONS, Cell, Dimension, sample_cells
+from builder.data.engine import DataConfig, build_dataset
+from builder.data.policy import Policy, load_policy
+from builder.data.verify import DebateConfig, debate
+from builder.llm.client import LLMClient, LLMConfig, Message, parse_reply
+from builder.llm.local_server import EmbeddedModel, llm_endpoint
 
 Variant = Literal["naive", "few-shot", "engineered"]
 VARIANTS: tuple[Variant, ...] = ("naive", "few-shot", "engineered")

@@ -2,7 +2,7 @@
 
     python -m benchmarks.distill [--layers 2] [--epochs 2] [--threads 2]
 
-``builder.distill`` trains a ``--layers`` student of all-MiniLM-L6-v2 to reproduce its sentence embedding on the texts
+``builder.train.distill`` trains a ``--layers`` student of all-MiniLM-L6-v2 to reproduce its sentence embedding on the texts
 of the pack's two training files (no labels are used, and no evaluation or held-out text); ``guard-build pack
 --base-model STUDENT`` then builds both pack guards on it with the pack's recipe unchanged. The teacher pack (the
 default one) is built beside it from the same data. Reported: each pack against the pack targets
@@ -38,8 +38,8 @@ TOKENS = (16, 64, 256, 512)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from builder.distill import DistillConfig, distill_encoder, read_texts
-    from builder.pack import PACK_GUARDS, PackConfig, build_pack, pack_datasets
+    from builder.recipes.pack import PACK_GUARDS, PackConfig, build_pack, pack_datasets
+    from builder.train.distill import DistillConfig, distill_encoder, read_texts
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "distill")

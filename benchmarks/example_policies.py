@@ -186,7 +186,7 @@ def _dataset(policy: Path, args: argparse.Namespace, times: dict[str, float]) ->
 
 
 def _train(run: Path, argv: list[str], args: argparse.Namespace, times: dict[str, float]) -> None:
-    from builder.train import MODEL_DIR, TRAINING_INFO, TrainingInfo
+    from builder.train.classifier import MODEL_DIR, TRAINING_INFO, TrainingInfo
 
     info_file = run / MODEL_DIR / TRAINING_INFO
     if not info_file.is_file():

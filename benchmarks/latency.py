@@ -71,7 +71,7 @@ def fp32_bundle(bundle_dir: Path, checkpoint: Path | None) -> tuple[Path, str] |
         return bundle_dir, "fp32"
     if checkpoint is None:
         return None
-    from builder.export import export_fused_fp32
+    from builder.export.bundle import export_fused_fp32
     from guard_sdk import MANIFEST_NAME, ModelSpec, file_sha256
 
     manifest = bundle.manifest
@@ -92,13 +92,13 @@ def fp32_bundle(bundle_dir: Path, checkpoint: Path | None) -> tuple[Path, str] |
 
 
 class TorchGuard:
-    """The bundle's checkpoint in torch eager (``builder.export``'s reference model, classifier or embedding guard),
+    """The bundle's checkpoint in torch eager (``builder.export.bundle``'s reference model, classifier or embedding guard),
     over the same normalisation and windows as the runtime."""
 
     def __init__(self, checkpoint: Path, bundle: GuardBundle) -> None:
         from tokenizers import Tokenizer
 
-        from builder.export import _torch_logits
+        from builder.export.bundle import _torch_logits
 
         spec = bundle.manifest.tokenizer
         self.logits = _torch_logits(checkpoint, bundle_head(bundle.manifest))

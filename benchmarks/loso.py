@@ -38,8 +38,8 @@ MIN_ROWS = 20
 
 def embed(texts: Sequence[str], data: Path) -> np.ndarray:
     """Sentence embeddings as the pack's embedding guards compute them, in the pack's embedding cache."""
-    from builder.embedding import embed_texts
-    from builder.pack import PackConfig, embedding_cache
+    from builder.recipes.pack import PackConfig, embedding_cache
+    from builder.train.embedding import embed_texts
 
     return embed_texts(_encoder(), list(texts), 64, True, embedding_cache(PackConfig(seeds=TRAIN_DIR), data.parent))
 
@@ -48,8 +48,8 @@ def embed(texts: Sequence[str], data: Path) -> np.ndarray:
 def _encoder() -> Any:
     from sentence_transformers import SentenceTransformer
 
-    from builder.pack import PackConfig
-    from builder.train import base_model_path
+    from builder.recipes.pack import PackConfig
+    from builder.train.classifier import base_model_path
 
     encoder = SentenceTransformer(base_model_path(None), device="cpu")
     encoder.max_seq_length = PackConfig(seeds=TRAIN_DIR).max_length
@@ -58,7 +58,7 @@ def _encoder() -> Any:
 
 def fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The pack's heads; a label without positives among the training sources never fires."""
-    from builder.embedding import fit_heads
+    from builder.train.embedding import fit_heads
 
     present = y.any(axis=0) & ~y.all(axis=0)
     weight = np.zeros((x.shape[1], y.shape[1]), dtype=np.float32)
@@ -148,7 +148,7 @@ def summary(result: dict[str, Any]) -> dict[str, float | None]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from builder.pack import default_work_dir
+    from builder.recipes.pack import default_work_dir
     from guard_sdk import default_pack_dir
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

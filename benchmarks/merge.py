@@ -1,4 +1,4 @@
-"""Search-based model merging (UniGuard, ``builder.merge``) on the default pack's content-safety data.
+"""Search-based model merging (UniGuard, ``builder.train.merge``) on the default pack's content-safety data.
 
     python -m benchmarks.merge --name merge_distinct_seeds            # results/merge/merge_distinct_seeds.{json,md}
     python -m benchmarks.merge --same-seed --work .cache/methods/merge --name merge_same_seed
@@ -82,7 +82,7 @@ def _torch_scores(model_dir: Path, texts: list[str], max_length: int) -> Any:
     import numpy as np
     from transformers import AutoTokenizer
 
-    from builder.export import _torch_logits
+    from builder.export.bundle import _torch_logits
     from guard_sdk import normalize
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -121,12 +121,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     import torch
 
-    from builder.dataset import load_jsonl
-    from builder.export import ExportConfig, export_bundle
-    from builder.merge import MergeConfig, SearchConfig, merge_runs
-    from builder.multitask import binary_tasks, task_dataset
-    from builder.pack import CONTENT_SAFETY_LABELS, PackConfig, pack_datasets
-    from builder.train import TrainConfig, train
+    from builder.data.dataset import load_jsonl
+    from builder.export.bundle import ExportConfig, export_bundle
+    from builder.recipes.pack import CONTENT_SAFETY_LABELS, PackConfig, pack_datasets
+    from builder.train.classifier import TrainConfig, train
+    from builder.train.merge import MergeConfig, SearchConfig, merge_runs
+    from builder.train.multitask import binary_tasks, task_dataset
     from guard_sdk import MANIFEST_NAME, Guard
 
     from .accuracy import load_set

@@ -47,7 +47,7 @@ def _ms(samples: list[float]) -> dict[str, float]:
 def added_latency(bundle: Path, rounds: int, threads: int) -> dict[str, Any]:
     import openai
 
-    from builder.local_server import LocalLLMServer
+    from builder.llm.local_server import LocalLLMServer
     from guard_sdk import Guard
 
     guard = Guard(bundle, device="cpu", threads=threads)

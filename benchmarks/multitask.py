@@ -2,11 +2,11 @@
 
     python -m benchmarks.multitask [--per-task 400] [--epochs 2] [--zero-shot harassment,indirect] [--threads 1]
 
-Data: the default pack's two training files (``builder.pack``); 15 % of their texts are held out as a test split
+Data: the default pack's two training files (``builder.recipes.pack``); 15 % of their texts are held out as a test split
 before anything is trained. Every pack label becomes a binary policy (``builder.multitask.binary_tasks``, with
 hard negatives from the other labels); the ``--zero-shot`` labels are left out of training.
 
-- plain: one multi-label classifier (``builder.train``) on the training tasks' texts with their labels;
+- plain: one multi-label classifier (``builder.train.classifier``) on the training tasks' texts with their labels;
 - multi-task: one model on the same tasks' (instruction, text) pairs; the zero-shot labels are then checked with
   their instruction alone (``builder.multitask.instruct_bundle``).
 
@@ -46,9 +46,9 @@ CONTENT_SETS = ("openai_moderation", "xstest")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from builder.dataset import LabeledDataset, LabeledExample, load_jsonl
-    from builder.multitask import binary_tasks, multitask_dataset, task_instruction
-    from builder.pack import CONTENT_SAFETY_LABELS, INJECTION_LABELS, PackConfig, pack_datasets
+    from builder.data.dataset import LabeledDataset, LabeledExample, load_jsonl
+    from builder.recipes.pack import CONTENT_SAFETY_LABELS, INJECTION_LABELS, PackConfig, pack_datasets
+    from builder.train.multitask import binary_tasks, multitask_dataset, task_instruction
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "methods")
@@ -139,8 +139,8 @@ def _sha256(rows: Sequence[Any]) -> str:
 
 
 def _train_and_export(dataset: Any, args: argparse.Namespace, kind: str, times: dict[str, float]) -> Path:
-    from builder.export import ExportConfig, export_bundle
-    from builder.train import MODEL_DIR, TRAINING_INFO, TrainConfig, TrainingInfo, train
+    from builder.export.bundle import ExportConfig, export_bundle
+    from builder.train.classifier import MODEL_DIR, TRAINING_INFO, TrainConfig, TrainingInfo, train
 
     run = args.work / f"run-{kind}-{dataset.sha256[:10]}-{args.epochs:g}"
     bundle = args.work / "bundles" / f"{kind}-{dataset.sha256[:10]}-{args.epochs:g}"
@@ -160,8 +160,8 @@ def _train_and_export(dataset: Any, args: argparse.Namespace, kind: str, times: 
 
 
 def _zero_shot_bundle(multitask: Path, described: dict[str, str], args: argparse.Namespace) -> Path:
-    from builder.multitask import instruct_bundle
-    from builder.policy import Policy
+    from builder.data.policy import Policy
+    from builder.train.multitask import instruct_bundle
 
     out = args.work / "bundles" / f"zero-shot-{multitask.name}"
     if not (out / "guard.json").is_file():

@@ -41,7 +41,7 @@ def _value(sets: dict[str, Any], name: str, metric: str) -> float | None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from builder.pack import default_work_dir
+    from builder.recipes.pack import default_work_dir
     from guard_sdk import default_pack_dir
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

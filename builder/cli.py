@@ -29,27 +29,27 @@ from pydantic import ValidationError
 
 from guard_sdk import GuardError, default_pack_dir
 
-from .dataset import LabeledDataset, load_jsonl, write_jsonl
-from .distill import DistillConfig, distill_encoder, read_texts
+from .data.dataset import LabeledDataset, load_jsonl, write_jsonl
 from .errors import BuilderError
-from .export import ExportConfig, export_bundle
-from .merge import MergeConfig, SearchConfig, merge_runs
-from .pack import PackConfig, build_pack, default_work_dir, pack_datasets
-from .pack_answers import ANSWER_PAIRS_FILE, AnswerPairsConfig, build_answer_pairs
-from .pack_wheel import write_pack_wheel
-from .train import RunConfig, TrainConfig, train
+from .export.bundle import ExportConfig, export_bundle
+from .recipes.pack import PackConfig, build_pack, default_work_dir, pack_datasets
+from .recipes.pack_answers import ANSWER_PAIRS_FILE, AnswerPairsConfig, build_answer_pairs
+from .recipes.pack_wheel import write_pack_wheel
+from .train.classifier import RunConfig, TrainConfig, train
+from .train.distill import DistillConfig, distill_encoder, read_texts
+from .train.merge import MergeConfig, SearchConfig, merge_runs
 
 if TYPE_CHECKING:
-    from .llm import LLMConfig
-    from .pipeline import Datasheet
-    from .policy import Policy
+    from .data.engine import Datasheet
+    from .data.policy import Policy
+    from .llm.client import LLMConfig
 
 __all__ = ["main"]
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """The data engine's options, shared by ``data`` and ``all``."""
-    from .pipeline import DataConfig
+    from .data.engine import DataConfig
 
     parser.add_argument("policy", help="policy YAML (name, description, violates, allowed, seeds, dimensions)")
     _add_llm_arguments(parser)
@@ -77,7 +77,7 @@ def _add_llm_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _llm_config(args: argparse.Namespace) -> LLMConfig:
-    from .llm import LLMConfig
+    from .llm.client import LLMConfig
 
     return LLMConfig.resolve(
         args.llm_config,
@@ -158,8 +158,8 @@ def _multitask_data(args: argparse.Namespace) -> LabeledDataset:
     """The tasks named on the command line, paired with their instructions, written beside the run."""
     import yaml
 
-    from .multitask import binary_tasks, multitask_dataset, policy_instruction, task_instruction
-    from .policy import load_policy
+    from .data.policy import load_policy
+    from .train.multitask import binary_tasks, multitask_dataset, policy_instruction, task_instruction
 
     tasks = []
     if bool(args.data) != bool(args.instructions):
@@ -209,12 +209,12 @@ def _export_config(args: argparse.Namespace, name: str, description: str) -> Exp
 
 
 def _run_data(args: argparse.Namespace, out: str) -> tuple[Policy, Datasheet]:
-    from .curate import CurationConfig
-    from .dimensions import DimensionConfig
-    from .generate import GenerationConfig
-    from .pipeline import DataConfig, build_dataset
-    from .policy import load_policy
-    from .verify import DebateConfig
+    from .data.candidates import GenerationConfig
+    from .data.curate import CurationConfig
+    from .data.dimensions import DimensionConfig
+    from .data.engine import DataConfig, build_dataset
+    from .data.policy import load_policy
+    from .data.verify import DebateConfig
 
     policy = load_policy(args.policy)
     llm_config = _llm_config(args)
@@ -238,7 +238,7 @@ def _run_data(args: argparse.Namespace, out: str) -> tuple[Policy, Datasheet]:
 
 
 def _add_adversarial_arguments(parser: argparse.ArgumentParser) -> None:
-    from .adversarial import OPERATORS, AdversarialConfig
+    from .recipes.adversarial import OPERATORS, AdversarialConfig
 
     defaults = AdversarialConfig()
     parser.add_argument("policy", help="policy YAML: what the debate verifies candidates against")
@@ -266,10 +266,10 @@ def _add_adversarial_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_adversarial(args: argparse.Namespace) -> None:
-    from .adversarial import AdversarialConfig, EvalSet, render_report, run_adversarial
-    from .embedding import EmbeddingGuardConfig
-    from .policy import load_policy
-    from .verify import DebateConfig
+    from .data.policy import load_policy
+    from .data.verify import DebateConfig
+    from .recipes.adversarial import AdversarialConfig, EvalSet, render_report, run_adversarial
+    from .train.embedding import EmbeddingGuardConfig
 
     policy = load_policy(args.policy)
     config = AdversarialConfig(
@@ -310,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=["classifier", "embedding"],
         default="classifier",
         help="classifier: fine-tune the encoder (the options above); embedding: the base model's sentence embedding "
-        "and a linear head per label (builder.embedding)",
+        "and a linear head per label (builder.train.embedding)",
     )
     fit.add_argument("--triplet-epochs", type=float, default=0.0, help="embedding: triplet fine-tuning first")
 
@@ -463,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             labels = [name.strip() for name in args.labels.split(",")] if args.labels else None
             dataset = load_jsonl(args.data, labels)
             if args.head == "embedding":
-                from .embedding import EmbeddingGuardConfig, train_embedding_guard
+                from .train.embedding import EmbeddingGuardConfig, train_embedding_guard
 
                 config = _train_config(args)
                 info = train_embedding_guard(
@@ -480,8 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             info = train(_multitask_data(args), args.out, _train_config(args))
             print(info.model_dump_json(indent=2))
         elif args.command == "instruct":
-            from .multitask import instruct_bundle
-            from .policy import load_policy
+            from .data.policy import load_policy
+            from .train.multitask import instruct_bundle
 
             manifest = instruct_bundle(
                 args.bundle,

@@ -40,9 +40,9 @@ SAMPLES = [
 
 
 def build_bundle(console: Console) -> None:
-    from builder.dataset import load_jsonl
-    from builder.export import ExportConfig, export_bundle
-    from builder.train import TrainConfig, train
+    from builder.data.dataset import load_jsonl
+    from builder.export.bundle import ExportConfig, export_bundle
+    from builder.train.classifier import TrainConfig, train
 
     shutil.rmtree(WORK, ignore_errors=True)
     console.print(f"[bold]Training[/] all-MiniLM-L6-v2 on {DATA.relative_to(ROOT)} (2 labels, CPU) ...")
@@ -81,7 +81,7 @@ EXCHANGES: list[tuple[str, str, dict[str, str]]] = [
 def guarded_chat(guard: Guard, console: Console) -> None:
     import openai
 
-    from builder.local_server import LocalLLMServer
+    from builder.llm.local_server import LocalLLMServer
     from guard_sdk import GuardViolation, SourcedResult
 
     console.print("\n[bold]Guarded chat[/] with the embedded LLM (llama.cpp, SmolLM2-135M-Instruct, 127.0.0.1)")

@@ -16,11 +16,11 @@ otherwise whoever can write the folder can rewrite the manifest and its hashes t
 Scores are ``sigmoid(logit)`` per label for both problem types: ``binary`` has one label, ``multi_label`` several
 independent ones.
 
-A multi-task guard (``builder.multitask``) gives every label an ``instruction``: its model has one output and reads
+A multi-task guard (``builder.train.multitask``) gives every label an ``instruction``: its model has one output and reads
 ``(instruction, window)`` as a sentence pair, so the runtime runs it once per label. Labels have instructions all or
 none.
 
-An embedding guard (``builder.embedding``: a sentence encoder and a linear head per label) also names its head in
+An embedding guard (``builder.train.embedding``: a sentence encoder and a linear head per label) also names its head in
 ``model.embedding``: ``model.onnx`` then has a second output, the sentence embedding, and ``head.npz`` holds the
 head's ``weight`` (dimension x labels) and ``bias``. The runtime applies the head itself, so bundles whose encoders
 are identical (same ``encoder_sha256``, e.g. the two guards of the default pack) share one encoder run per window.

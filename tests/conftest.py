@@ -24,8 +24,8 @@ def demo_rows() -> list[dict]:
 @pytest.fixture(scope="session")
 def multi_label_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A two-label (abuse, injection) model trained on the shipped demo data: good enough to test behaviour."""
-    from builder.dataset import load_jsonl
-    from builder.train import TrainConfig, train
+    from builder.data.dataset import load_jsonl
+    from builder.train.classifier import TrainConfig, train
 
     run = tmp_path_factory.mktemp("multi-run")
     train(load_jsonl(DEMO_DATA), run, TrainConfig(epochs=3, max_length=64, learning_rate=1e-4, threads=2))
@@ -34,7 +34,7 @@ def multi_label_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def multi_label_bundle(multi_label_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from builder.export import ExportConfig, export_bundle
+    from builder.export.bundle import ExportConfig, export_bundle
 
     folder = tmp_path_factory.mktemp("bundles")
     notice = folder / "NOTICE.md"
@@ -51,9 +51,9 @@ def multi_label_bundle(multi_label_run: Path, tmp_path_factory: pytest.TempPathF
 @pytest.fixture(scope="session")
 def binary_bundle(demo_rows: list[dict], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A one-label model trained for a few steps only: exercises the binary path, not accuracy."""
-    from builder.dataset import load_jsonl
-    from builder.export import ExportConfig, export_bundle
-    from builder.train import TrainConfig, train
+    from builder.data.dataset import load_jsonl
+    from builder.export.bundle import ExportConfig, export_bundle
+    from builder.train.classifier import TrainConfig, train
 
     work = tmp_path_factory.mktemp("binary")
     data = work / "train.jsonl"
@@ -73,9 +73,9 @@ def embedding_bundle(demo_rows: list[dict], tmp_path_factory: pytest.TempPathFac
     to calibrate the sentence thresholds on), and a benign one before a violation, which keeps its labels."""
     import random
 
-    from builder.dataset import load_jsonl
-    from builder.embedding import EmbeddingGuardConfig, train_embedding_guard
-    from builder.export import ExportConfig, export_bundle
+    from builder.data.dataset import load_jsonl
+    from builder.export.bundle import ExportConfig, export_bundle
+    from builder.train.embedding import EmbeddingGuardConfig, train_embedding_guard
 
     work = tmp_path_factory.mktemp("embedding")
     benign = [r["text"].strip() for r in demo_rows if not r["labels"]]
@@ -99,7 +99,7 @@ def embedding_bundle(demo_rows: list[dict], tmp_path_factory: pytest.TempPathFac
 @pytest.fixture(scope="session")
 def llm_server():
     """The embedded llama.cpp server with SmolLM2-135M-Instruct on 127.0.0.1, shared by every test that needs an LLM."""
-    from builder.local_server import LocalLLMServer
+    from builder.llm.local_server import LocalLLMServer
 
     with LocalLLMServer() as server:
         yield server
@@ -165,8 +165,8 @@ def exchange_texts() -> ExchangeTexts:
 @pytest.fixture(scope="session")
 def exchange_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An exchange guard's training run: fine-tuned on ``exchange_rows`` (request, answer) pairs."""
-    from builder.dataset import load_jsonl
-    from builder.train import TrainConfig, train
+    from builder.data.dataset import load_jsonl
+    from builder.train.classifier import TrainConfig, train
 
     work = tmp_path_factory.mktemp("exchange")
     data = work / "train.jsonl"
@@ -179,7 +179,7 @@ def exchange_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def exchange_bundle(exchange_run: Path) -> Path:
     """The exchange guard's bundle: reads (request, answer) pairs, takes part in output checks only."""
-    from builder.export import ExportConfig, export_bundle
+    from builder.export.bundle import ExportConfig, export_bundle
 
     out = exchange_run.parent / "bundle"
     export_bundle(exchange_run, out, ExportConfig(name="answer-check", version="1.0.0"))

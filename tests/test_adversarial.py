@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from builder.adversarial import (
+from builder.cli import main as build_main
+from builder.data.policy import load_policy
+from builder.data.verify import DebateConfig
+from builder.errors import BuilderError, DatasetError
+from builder.llm.client import LLMConfig
+from builder.recipes.adversarial import (
     OBFUSCATIONS,
     AdversarialConfig,
     EvalSet,
@@ -25,12 +30,7 @@ from builder.adversarial import (
     run_adversarial,
     split_across_turns,
 )
-from builder.cli import main as build_main
-from builder.embedding import EmbeddingGuardConfig
-from builder.errors import BuilderError, DatasetError
-from builder.llm import LLMConfig
-from builder.policy import load_policy
-from builder.verify import DebateConfig
+from builder.train.embedding import EmbeddingGuardConfig
 from guard_sdk import normalize
 
 ROOT = Path(__file__).resolve().parent.parent

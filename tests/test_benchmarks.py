@@ -140,9 +140,9 @@ def test_a_student_with_fewer_layers_exports_a_working_smaller_bundle(demo_rows:
     """The smaller-student lever: TrainConfig.num_layers keeps the first layers, and export and runtime follow."""
     import onnx
 
-    from builder.dataset import load_jsonl
-    from builder.export import ExportConfig, export_bundle
-    from builder.train import TrainConfig, train
+    from builder.data.dataset import load_jsonl
+    from builder.export.bundle import ExportConfig, export_bundle
+    from builder.train.classifier import TrainConfig, train
     from guard_sdk import Guard, GuardBundle
 
     data = tmp_path / "train.jsonl"
@@ -160,9 +160,9 @@ def test_a_student_with_fewer_layers_exports_a_working_smaller_bundle(demo_rows:
 
 def test_torch_engine_runs_an_embedding_guard_as_the_bundle_does(demo_rows: list[dict], tmp_path: Path):
     """latency's torch-eager engine on an embedding guard: sentence-transformers pooling plus the bundle's head."""
-    from builder.dataset import load_jsonl
-    from builder.embedding import EmbeddingGuardConfig, train_embedding_guard
-    from builder.export import ExportConfig, export_bundle
+    from builder.data.dataset import load_jsonl
+    from builder.export.bundle import ExportConfig, export_bundle
+    from builder.train.embedding import EmbeddingGuardConfig, train_embedding_guard
     from guard_sdk import Guard, ScanOptions
 
     data = tmp_path / "demo.jsonl"

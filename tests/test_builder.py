@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from builder.dataset import LabeledExample, load_jsonl, write_jsonl
+from builder.data.dataset import LabeledExample, load_jsonl, write_jsonl
 from builder.errors import DatasetError, ParityError
-from builder.export import ExportConfig, export_bundle
-from builder.train import TrainConfig, TrainingInfo, train
+from builder.export.bundle import ExportConfig, export_bundle
+from builder.train.classifier import TrainConfig, TrainingInfo, train
 
 
 def _write(path: Path, lines: list[str]) -> Path:
@@ -149,7 +149,7 @@ def test_export_needs_a_finished_run(tmp_path: Path):
 
 
 def test_embedding_guard_exports_as_an_ordinary_bundle(tmp_path: Path, demo_rows: list[dict]):
-    from builder.embedding import EmbeddingGuardConfig, train_embedding_guard
+    from builder.train.embedding import EmbeddingGuardConfig, train_embedding_guard
     from guard_sdk import Guard
 
     data = _write(tmp_path / "demo.jsonl", [json.dumps({"text": r["text"], "labels": r["labels"]}) for r in demo_rows])
@@ -173,7 +173,7 @@ def test_embedding_guard_exports_as_an_ordinary_bundle(tmp_path: Path, demo_rows
 def test_embedding_guards_on_one_encoder_share_its_run(tmp_path: Path, demo_rows: list[dict], monkeypatch):
     import numpy as np
 
-    from builder.embedding import EmbeddingGuardConfig, train_embedding_guard
+    from builder.train.embedding import EmbeddingGuardConfig, train_embedding_guard
     from guard_sdk import Guard, ManifestError, ModelMismatchError
 
     bundles = []

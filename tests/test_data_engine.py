@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from builder.cli import main as cli_main
-from builder.dataset import load_jsonl
-from builder.dimensions import Dimension, DimensionConfig, coverage_report, propose_dimensions, sample_cells
-from builder.generate import GenerationConfig, candidates_from_reply, cell_prompts, seed_prompts, text_problem
-from builder.llm import LLMClient, LLMConfig, ResponseCache
-from builder.pipeline import DataConfig, Datasheet, build_dataset
-from builder.policy import parse_policy
-from builder.verify import DebateConfig
+from builder.data.candidates import GenerationConfig, candidates_from_reply, cell_prompts, seed_prompts, text_problem
+from builder.data.dataset import load_jsonl
+from builder.data.dimensions import Dimension, DimensionConfig, coverage_report, propose_dimensions, sample_cells
+from builder.data.engine import DataConfig, Datasheet, build_dataset
+from builder.data.policy import parse_policy
+from builder.data.verify import DebateConfig
+from builder.llm.client import LLMClient, LLMConfig, ResponseCache
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -131,9 +131,9 @@ def test_a_killed_run_resumes_and_a_rerun_is_free(llm_server, tmp_path: Path):
     (tmp_path / "policy.yaml").write_text(POLICY)
     script = f"""
 import sys
-from builder.llm import LLMConfig
-from builder.pipeline import DataConfig, build_dataset
-from builder.policy import load_policy
+from builder.llm.client import LLMConfig
+from builder.data.engine import DataConfig, build_dataset
+from builder.data.policy import load_policy
 config = DataConfig.model_validate_json(sys.argv[1])
 config.progress = False
 llm = LLMConfig.model_validate_json(sys.argv[2])

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.distill import DistillConfig, distill_encoder, read_texts, student_layers
 from builder.errors import BuilderError, DatasetError
+from builder.train.distill import DistillConfig, distill_encoder, read_texts, student_layers
 
 
 def test_student_layers_span_the_teacher():
@@ -20,7 +20,7 @@ def test_student_layers_span_the_teacher():
 
 
 def test_a_missing_base_model_folder_is_named_before_any_work(tmp_path: Path):
-    from builder.pack import PackConfig, build_pack
+    from builder.recipes.pack import PackConfig, build_pack
 
     texts = [f"text number {i}" for i in range(60)]
     with pytest.raises(BuilderError, match="base model '/no/student' is not a folder"):

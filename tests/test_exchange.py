@@ -20,11 +20,11 @@ import openai
 import pytest
 from tokenizers import Tokenizer
 
-from builder.dataset import load_jsonl
-from builder.embedding import train_embedding_guard
+from builder.data.dataset import load_jsonl
 from builder.errors import BuilderError
-from builder.export import ExportConfig, export_bundle
-from builder.train import TrainConfig, tokenize, train
+from builder.export.bundle import ExportConfig, export_bundle
+from builder.train.classifier import TrainConfig, tokenize, train
+from builder.train.embedding import train_embedding_guard
 from guard_sdk import (
     CheckResult,
     Guard,

@@ -19,7 +19,7 @@ from builder.errors import (
     LLMError,
     LLMOutputError,
 )
-from builder.llm import LLMClient, LLMConfig, ResponseCache, parse_reply
+from builder.llm.client import LLMClient, LLMConfig, ResponseCache, parse_reply
 
 MESSAGES = [
     {"role": "system", "content": "You answer with one JSON object."},
@@ -130,7 +130,7 @@ def test_unreachable_endpoint_is_a_connection_error(tmp_path: Path):
 
 
 def test_wrong_api_key_is_an_authentication_error(tmp_path: Path):
-    from builder.local_server import LocalLLMServer
+    from builder.llm.local_server import LocalLLMServer
 
     with LocalLLMServer(api_key="right-key") as server:
         wrong = LLMClient(LLMConfig(base_url=server.base_url, model=server.model, api_key="wrong", max_retries=0))

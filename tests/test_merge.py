@@ -1,4 +1,4 @@
-"""builder.merge on real tiny fine-tunes of the real all-MiniLM-L6-v2 (a few dozen steps on demo-data slices)."""
+"""builder.train.merge on real tiny fine-tunes of the real all-MiniLM-L6-v2 (a few dozen steps on demo-data slices)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from builder.dataset import load_jsonl
-from builder.merge import (
+from builder.data.dataset import load_jsonl
+from builder.train.classifier import MODEL_DIR, TRAINING_INFO, VALIDATION_FILE
+from builder.train.merge import (
     MERGE_FILE,
     MergeConfig,
     MergeError,
@@ -21,7 +22,6 @@ from builder.merge import (
     ties_merge,
     trim,
 )
-from builder.train import MODEL_DIR, TRAINING_INFO, VALIDATION_FILE
 
 DEMO_DATA = Path(__file__).resolve().parent.parent / "examples" / "data" / "demo.jsonl"
 
@@ -38,8 +38,8 @@ def _encoder(model_dir: Path | str, **kw) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two single-policy fine-tunes (abuse, injection) and a donor (the instruction-paired multi-task data)."""
-    from builder.multitask import binary_tasks, multitask_dataset, task_dataset
-    from builder.train import TrainConfig, train
+    from builder.train.classifier import TrainConfig, train
+    from builder.train.multitask import binary_tasks, multitask_dataset, task_dataset
 
     work = tmp_path_factory.mktemp("merge-runs")
     tasks = binary_tasks(load_jsonl(DEMO_DATA), INSTRUCTIONS, per_task=160, seed=3)
@@ -55,7 +55,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def base_encoder() -> dict[str, np.ndarray]:
-    from builder.train import default_base_model
+    from builder.train.classifier import default_base_model
 
     return _encoder(default_base_model(), num_labels=1)
 
@@ -237,7 +237,7 @@ def test_search_records_every_point_and_keeps_the_best(searched, base_encoder, e
 
 
 def test_merged_run_exports_to_a_bundle_the_runtime_checks_with(searched, tmp_path):
-    from builder.export import ExportConfig, export_bundle
+    from builder.export.bundle import ExportConfig, export_bundle
     from guard_sdk import Guard
 
     out, _ = searched

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 
 from builder.cli import main as build_main
-from builder.dataset import load_jsonl
+from builder.data.dataset import load_jsonl
+from builder.data.policy import load_policy
 from builder.errors import BuilderError
-from builder.export import ExportConfig, export_bundle
-from builder.multitask import (
+from builder.export.bundle import ExportConfig, export_bundle
+from builder.train.classifier import TrainConfig, TrainingInfo, train
+from builder.train.multitask import (
     VIOLATES,
     binary_tasks,
     instruct_bundle,
@@ -20,8 +22,6 @@ from builder.multitask import (
     task_dataset,
     task_instruction,
 )
-from builder.policy import load_policy
-from builder.train import TrainConfig, TrainingInfo, train
 from guard_sdk import Guard, GuardBundle, ManifestError
 
 INSTRUCTIONS = {

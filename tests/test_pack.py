@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import BuilderError
-from builder.pack import (
+from builder.recipes.pack import (
     ANSWER_LABEL,
     CONTENT_SAFETY_LABELS,
     INJECTION_LABELS,

@@ -14,8 +14,8 @@ import pytest
 
 from builder.cli import main
 from builder.errors import BuilderError
-from builder.pack import attribution
-from builder.pack_answers import (
+from builder.recipes.pack import attribution
+from builder.recipes.pack_answers import (
     ANSWER_LABEL,
     ANSWER_PAIRS_FILE,
     REFUSAL_MARKERS,

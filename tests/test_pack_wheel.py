@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import BuilderError
-from builder.pack_wheel import write_pack_wheel
+from builder.recipes.pack_wheel import write_pack_wheel
 from guard_sdk import PACK_GUARDS, PACK_VERSION, BundleNotFoundError, Guard, GuardBundle
 from guard_sdk._pack import PACK_REPORT
 from guard_sdk.cli import main as guard_main

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from builder.data.policy import Policy, load_policy, parse_policy
 from builder.errors import BuilderError, PolicyError
-from builder.policy import Policy, load_policy, parse_policy
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples" / "policies").glob("*.yaml"))
 

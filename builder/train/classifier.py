@@ -22,8 +22,8 @@ from pydantic import BaseModel, Field
 from guard_sdk import normalize
 from guard_sdk._context import last_tokens
 
-from .dataset import LabeledDataset, write_jsonl
-from .errors import BuilderError
+from ..data.dataset import LabeledDataset, write_jsonl
+from ..errors import BuilderError
 
 if TYPE_CHECKING:
     from transformers import BatchEncoding, PreTrainedTokenizerBase
@@ -40,14 +40,14 @@ __all__ = [
     "train",
 ]
 
-logger = logging.getLogger("builder.train")
+logger = logging.getLogger("builder.train.classifier")
 
 TRAINING_INFO = "guard_training.json"
 DEFAULT_BASE_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 VALIDATION_FILE = "validation.jsonl"
 MODEL_DIR = "model"
 HEAD_FILE = "head.npz"
-"""An embedding guard's linear head (``builder.embedding``), beside its sentence-transformers model."""
+"""An embedding guard's linear head (``builder.train.embedding``), beside its sentence-transformers model."""
 Head = Literal["classifier", "embedding"]
 
 
@@ -119,12 +119,12 @@ class TrainingInfo(BaseModel):
     num_layers: int | None = None
     head: Head = "classifier"
     """``classifier``: a fine-tuned sequence classifier (this module); ``embedding``: a sentence embedding with a
-    linear head per label (``builder.embedding``)."""
+    linear head per label (``builder.train.embedding``)."""
     instructions: dict[str, str] = {}
-    """A multi-task guard (``builder.multitask``): task name -> instruction. The model answers one question,
+    """A multi-task guard (``builder.train.multitask``): task name -> instruction. The model answers one question,
     ``violates``, for a text paired with an instruction; its bundle has one label per task."""
     merge: dict[str, Any] | None = None
-    """Set by ``builder.merge`` on a merged run: method, coefficients, sources (``MergeSummary``)."""
+    """Set by ``builder.train.merge`` on a merged run: method, coefficients, sources (``MergeSummary``)."""
     context_tokens: int | None = None
     """Trained on exchange data: the model reads ``(request, answer)`` pairs, the request cut to its last
     ``context_tokens`` tokens; its bundle reads input ``exchange`` and takes part in output checks only."""

@@ -36,8 +36,8 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 from typing_extensions import Self
 
-from ._files import write_atomic
-from .errors import LLMAuthenticationError, LLMConnectionError, LLMError, LLMOutputError
+from .._files import write_atomic
+from ..errors import LLMAuthenticationError, LLMConnectionError, LLMError, LLMOutputError
 
 if TYPE_CHECKING:
     import openai

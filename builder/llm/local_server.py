@@ -20,14 +20,28 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 from typing_extensions import Self
 
-from .errors import LLMServerError
+from ..errors import BuilderError, LLMServerError
+from .client import LLMConfig
 
-__all__ = ["EMBEDDED_MODELS", "LocalLLMServer", "embedded_model", "gemma3_path", "smollm2_path"]
+__all__ = [
+    "EMBEDDED_MODELS",
+    "EmbeddedModel",
+    "LocalLLMServer",
+    "embedded_model",
+    "gemma3_path",
+    "llm_endpoint",
+    "smollm2_path",
+]
+
+EmbeddedModel = Literal["smollm2", "gemma3"]
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PR_SET_PDEATHSIG = 1
@@ -185,3 +199,26 @@ class LocalLLMServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+@contextmanager
+def llm_endpoint(config: LLMConfig | None = None, embedded: EmbeddedModel = "smollm2") -> Iterator[LLMConfig]:
+    """``config`` when it names an endpoint; otherwise the embedded llama.cpp server, stopped on exit."""
+    config = config or LLMConfig.resolve()
+    if config.base_url:
+        if not config.model:
+            raise BuilderError("an LLM base URL was given without a model name: pass --model or set OPENAI_MODEL")
+        yield config
+        return
+    path, chat_format = embedded_model(embedded)
+    with LocalLLMServer(path, chat_format=chat_format) as server:
+        # llama.cpp serves one request at a time; JSON schemas become grammars there.
+        yield config.model_copy(
+            update={
+                "base_url": server.base_url,
+                "model": server.model,
+                "api_key": "local",
+                "structured_output": "schema",
+                "max_concurrency": 2,
+            }
+        )

@@ -44,8 +44,8 @@ from typing import Any, cast
 
 from pydantic import BaseModel, Field
 
-from .dataset import LabeledExample
-from .errors import BuilderError, CacheWriteError
+from ..data.dataset import LabeledExample
+from ..errors import BuilderError, CacheWriteError
 from .pack import _ENGLISH_ONLY, _SHORTCUT_PREFIX, ANSWER_LABEL, SeedRow, load_seed_set
 
 __all__ = [
@@ -127,7 +127,7 @@ SAFE_REQUESTS = {
 HARMFUL_TEXTS = {"davidson_hate_speech": 0.4, "hatecheck": 0.4, "convabuse": 0.2}
 # Benign requests after which a hateful or a harmless text appears (chat questions of every kind).
 PLAIN_REQUEST_SETS = ("clinc150_queries", "mtrag_conversations", "dstc9_faq_dialogs", "self_instruct_seed")
-# CatQA categories that are not harms in the pack's taxonomy (builder/pack.py leaves them out too).
+# CatQA categories that are not harms in the pack's taxonomy (builder/recipes/pack.py leaves them out too).
 _NOT_HARMS = {"Political Campaigning", "Tailored Financial Advice"}
 # HateCheck's benign functionalities that read as harmless from an assistant: counter-speech, positive and neutral
 # mentions (its profanity and abuse of non-protected targets are left out: rude from an assistant).
@@ -546,7 +546,7 @@ def _generate(jobs: Sequence[_Job], work: _WorkFile, config: AnswerPairsConfig, 
     from llama_cpp import Llama
     from tqdm.auto import tqdm
 
-    from .local_server import smollm2_path
+    from ..llm.local_server import smollm2_path
 
     llm = Llama(
         model_path=str(smollm2_path()),

@@ -29,7 +29,7 @@ from guard_sdk import (
     GuardBundle,
 )
 
-from .errors import BuilderError
+from ..errors import BuilderError
 
 __all__ = ["write_pack_wheel"]
 

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from .dataset import LabeledDataset, LabeledExample
-from .policy import Policy
+from ..data.dataset import LabeledDataset, LabeledExample
+from ..data.policy import Policy
 
 if TYPE_CHECKING:
     from guard_sdk import BundleManifest
@@ -158,8 +158,8 @@ def instruct_bundle(
     """
     from guard_sdk import MANIFEST_NAME, BundleError, Guard, GuardBundle, LabelSpec, file_sha256
 
-    from .errors import BuilderError
-    from .export import calibrate_threshold, staged_bundle
+    from ..errors import BuilderError
+    from ..export.bundle import calibrate_threshold, staged_bundle
 
     source = GuardBundle.load(bundle)
     if source.manifest.labels[0].instruction is None:

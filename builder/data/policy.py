@@ -27,7 +27,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import PolicyError
+from ..errors import PolicyError
 
 __all__ = ["Policy", "Seed", "SeedLabel", "load_policy", "parse_policy"]
 

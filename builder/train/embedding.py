@@ -5,8 +5,8 @@ embedding of all-MiniLM-L6-v2 was trained on a billion sentence pairs and keeps 
 default pack's content-safety data: frozen embedding + logistic regression reached OpenAI Moderation AUPRC 0.717 and
 XSTest AUPRC 0.74, where full fine-tuning on the same rows reached 0.514 and 0.511 (benchmarks/README.md).
 
-The output folder has the layout of ``builder.train``'s (``model/`` with ``guard_training.json``, and
-``validation.jsonl``), so ``builder.export`` turns it into an ordinary bundle: the sentence-transformers model is
+The output folder has the layout of ``builder.train.classifier``'s (``model/`` with ``guard_training.json``, and
+``validation.jsonl``), so ``builder.export.bundle`` turns it into an ordinary bundle: the sentence-transformers model is
 exported by optimum and the head is appended to the ONNX graph (``export.append_linear_head``).
 """
 
@@ -23,9 +23,9 @@ from pydantic import Field
 
 from guard_sdk import normalize
 
-from .dataset import LabeledDataset
-from .errors import BuilderError
-from .train import (
+from ..data.dataset import LabeledDataset
+from ..errors import BuilderError
+from .classifier import (
     HEAD_FILE,
     MODEL_DIR,
     TRAINING_INFO,
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EmbeddingGuardConfig", "embed_texts", "fit_heads", "train_embedding_guard", "train_sentence_model"]
 
-logger = logging.getLogger("builder.embedding")
+logger = logging.getLogger("builder.train.embedding")
 
 
 class EmbeddingGuardConfig(RunConfig):
@@ -70,7 +70,9 @@ def train_embedding_guard(
 
     config = config or EmbeddingGuardConfig()
     if dataset.instructions() is not None:
-        raise ValueError("the embedding guard does not read instructions: train multi-task data with builder.train")
+        raise ValueError(
+            "the embedding guard does not read instructions: train multi-task data with builder.train.classifier"
+        )
     if any(ex.context is not None for ex in dataset.examples):
         raise BuilderError(
             "exchange data (rows with a context) needs head=classifier: the embedding guard reads one text, not a "

@@ -21,9 +21,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, WithJsonSchema, field_validator
 
-from .errors import LLMOutputError
-from .generate import Candidate
-from .llm import LLMClient, Message
+from ..errors import LLMOutputError
+from ..llm.client import LLMClient, Message
+from .candidates import Candidate
 from .policy import Policy, SeedLabel
 
 __all__ = ["DebateConfig", "DebateStats", "Turn", "Verdict", "debate", "debate_stats"]

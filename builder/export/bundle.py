@@ -41,9 +41,9 @@ from guard_sdk import (
     normalize,
 )
 
-from .dataset import LabeledDataset, load_jsonl
-from .errors import BuilderError, ParityError
-from .train import HEAD_FILE, MODEL_DIR, TRAINING_INFO, VALIDATION_FILE, Head, TrainingInfo, tokenize
+from ..data.dataset import LabeledDataset, load_jsonl
+from ..errors import BuilderError, ParityError
+from ..train.classifier import HEAD_FILE, MODEL_DIR, TRAINING_INFO, VALIDATION_FILE, Head, TrainingInfo, tokenize
 
 __all__ = [
     "ExportConfig",
@@ -59,7 +59,7 @@ __all__ = [
     "torch_scorer",
 ]
 
-logger = logging.getLogger("builder.export")
+logger = logging.getLogger("builder.export.bundle")
 
 MODEL_FILE = "model.onnx"
 FP32_FILE = "model.fp32.onnx"
@@ -362,7 +362,7 @@ def export_fused_fp32(model_dir: Path, folder: Path, head: Head = "classifier") 
     """Export a checkpoint with optimum and fuse its graph; returns the fused fp32 ONNX file.
 
     ``head="embedding"``: ``model_dir`` is a sentence-transformers folder with ``head.npz`` beside it (an embedding
-    guard, ``builder.embedding``); optimum exports its sentence embedding and the linear head is appended.
+    guard, ``builder.train.embedding``); optimum exports its sentence embedding and the linear head is appended.
     """
     from optimum.exporters.onnx import main_export
     from optimum.onnxruntime import ORTOptimizer
@@ -551,7 +551,7 @@ def torch_scorer(train_dir: str | Path, *, batch_size: int = 32) -> Callable[[Se
     """The torch model of a finished training run as a function of texts: sigmoid scores, one row per text and one
     column per label. Texts are normalised like the runtime's and truncated to the run's window (no sliding windows:
     a cheap reference for builder stages that need the model's opinion before a bundle exists, such as
-    ``builder.adversarial``); a run trained on exchange data judges each text as an answer alone, as the runtime does
+    ``builder.recipes.adversarial``); a run trained on exchange data judges each text as an answer alone, as the runtime does
     without a request. Loads the model once."""
     from transformers import AutoTokenizer
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel, Field
 
-from .generate import Candidate, text_problem
+from .candidates import Candidate, text_problem
 
 Embedder = Callable[[Sequence[str]], Sequence[Sequence[float]]]
 

@@ -19,8 +19,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, WithJsonSchema
 
-from .errors import LLMOutputError
-from .llm import LLMClient, Message
+from ..errors import LLMOutputError
+from ..llm.client import LLMClient, Message
 from .policy import Policy
 
 __all__ = [

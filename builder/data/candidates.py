@@ -18,8 +18,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, WithJsonSchema, create_model
 
+from ..llm.client import Message
 from .dimensions import Cell
-from .llm import Message
 from .policy import Policy, SeedLabel
 
 __all__ = [

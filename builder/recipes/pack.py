@@ -1,5 +1,5 @@
 """The default guard pack, built from permissively licensed seed sets: ``content-safety`` and ``prompt-injection``
-for input checks, ``answer-safety`` (an answer judged with its request, ``builder.pack_answers``) for output checks.
+for input checks, ``answer-safety`` (an answer judged with its request, ``builder.recipes.pack_answers``) for output checks.
 
 The recipe is data, not model tricks: each seed set's own categories are mapped onto the pack's labels
 (``CONTENT_SAFETY_MAP``, ``INJECTION_MAP``), every set is capped so that no single source or style dominates (the
@@ -40,9 +40,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from guard_sdk import PACK_GUARDS, PACK_VERSION, default_pack_dir
 
-from .dataset import LabeledExample, load_jsonl, write_jsonl
-from .errors import BuilderError
-from .train import DEFAULT_BASE_MODEL_NAME, MODEL_DIR, TRAINING_INFO, Head, base_model_path
+from ..data.dataset import LabeledExample, load_jsonl, write_jsonl
+from ..errors import BuilderError
+from ..train.classifier import DEFAULT_BASE_MODEL_NAME, MODEL_DIR, TRAINING_INFO, Head, base_model_path
 
 __all__ = [
     "CONTENT_SAFETY_LABELS",
@@ -55,7 +55,7 @@ __all__ = [
     "pack_datasets",
 ]
 
-logger = logging.getLogger("builder.pack")
+logger = logging.getLogger("builder.recipes.pack")
 
 CONTENT_SAFETY_LABELS: dict[str, str] = {
     "sexual": "sexually explicit content, or a request for it",
@@ -73,7 +73,7 @@ INJECTION_LABELS: dict[str, str] = {
     "role-play": "asks the assistant to become another persona or system ('act as', 'pretend you are')",
 }
 
-# The response guard: it reads an answer with the request it answers (``builder.pack_answers`` writes its data).
+# The response guard: it reads an answer with the request it answers (``builder.recipes.pack_answers`` writes its data).
 ANSWER_GUARD = "answer-safety"
 ANSWER_LABEL = "harmful-answer"
 ANSWER_LABELS: dict[str, str] = {
@@ -273,7 +273,7 @@ class PackConfig(BaseModel):
     triplet_epochs: float = Field(0.0, ge=0)
     """``head="embedding"``: fine-tune the embedding with a triplet loss first (``EmbeddingGuardConfig``)."""
     base_model: str | None = None
-    """The encoder both guards start from (default: all-MiniLM-L6-v2); e.g. a ``builder.distill`` student."""
+    """The encoder both guards start from (default: all-MiniLM-L6-v2); e.g. a ``builder.train.distill`` student."""
     max_length: int = Field(128, ge=16, le=512)
     """The text guards' window."""
     answer_epochs: float = Field(2.0, gt=0)
@@ -365,7 +365,7 @@ def _pseudo_label(
     """``examples`` with each ``PSEUDO_LABELED`` row labelled by a guard trained on the other rows, or left out."""
     from sentence_transformers import SentenceTransformer
 
-    from .embedding import embed_texts, fit_heads
+    from ..train.embedding import embed_texts, fit_heads
 
     for ex in examples:  # a text also found with real labels (``_dedup`` merged them) keeps those
         if _UNLABELED in ex.labels and len(ex.labels) > 1:
@@ -504,7 +504,7 @@ _RECIPES = {
 
 
 def _answer_examples() -> list[LabeledExample]:
-    """``answer-safety``'s rows: the committed (request, answer) pairs of ``builder.pack_answers``, one per pair."""
+    """``answer-safety``'s rows: the committed (request, answer) pairs of ``builder.recipes.pack_answers``, one per pair."""
     from .pack_answers import ANSWER_PAIRS_FILE, load_answer_pairs  # it builds on this module's seed readers
 
     kept: dict[tuple[str, str], LabeledExample] = {}
@@ -581,13 +581,13 @@ def attribution(seeds: Path, sources: Iterable[str], *, answers: bool = False) -
         "# Data attribution",
         "",
         "This guard was trained on the seed sets below (permissive licenses; CC-BY and CDLA require this notice) and",
-        "on hand-written boundary cases from guard-sdk (`builder/pack_boundary.yaml`, same license as guard-sdk).",
+        "on hand-written boundary cases from guard-sdk (`builder/recipes/pack_boundary.yaml`, same license as guard-sdk).",
         "Label conventions: persona prompts (`act as ...`) are labelled `role-play`, although awesome-chatgpt-prompts",
-        "and GPTeacher call them safe; see `builder/pack.py`.",
+        "and GPTeacher call them safe; see `builder/recipes/pack.py`.",
         *(
             [
                 "Answers to the seed sets' requests were written by SmolLM2-135M-Instruct (Apache-2.0) and by",
-                "hand-written refusal templates (`builder/pack_answers.py`, same license as guard-sdk).",
+                "hand-written refusal templates (`builder/recipes/pack_answers.py`, same license as guard-sdk).",
             ]
             if answers
             else []
@@ -622,9 +622,9 @@ def build_pack(
     training run resumes from its last checkpoint. Returns the bundle folders."""
     from guard_sdk import GuardBundle
 
-    from .embedding import EmbeddingGuardConfig, train_embedding_guard
-    from .export import ExportConfig, export_bundle
-    from .train import TrainConfig, train
+    from ..export.bundle import ExportConfig, export_bundle
+    from ..train.classifier import TrainConfig, train
+    from ..train.embedding import EmbeddingGuardConfig, train_embedding_guard
 
     base_model_path(config.base_model)  # a missing student folder fails here, not after the data is written
     out = out or default_pack_dir()

@@ -21,32 +21,22 @@ not the cache, so unchanged prompts stay free.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, Field
 
-from ._files import write_atomic
-from .curate import CurationConfig, CurationRound, Example, balance, filter_and_dedup
-from .dimensions import (
-    CoverageReport,
-    Dimension,
-    DimensionConfig,
-    coverage_report,
-    propose_dimensions,
-    sample_cells,
-)
-from .errors import BuilderError, CacheWriteError, LLMOutputError
-from .generate import (
+from .._files import write_atomic
+from ..checkpoint import RunFolder, UsageLog, fingerprint
+from ..errors import BuilderError, LLMOutputError
+from ..llm.client import LLMClient, LLMConfig, LLMUsage, ResponseCache
+from ..llm.local_server import EmbeddedModel, llm_endpoint
+from .candidates import (
     Candidate,
     GenerationConfig,
     GenerationPrompt,
@@ -56,13 +46,21 @@ from .generate import (
     seed_candidates,
     seed_prompts,
 )
-from .llm import LLMClient, LLMConfig, LLMUsage, ResponseCache
+from .curate import CurationConfig, CurationRound, Example, balance, filter_and_dedup
+from .dimensions import (
+    CoverageReport,
+    Dimension,
+    DimensionConfig,
+    coverage_report,
+    propose_dimensions,
+    sample_cells,
+)
 from .policy import Policy
 from .verify import DebateConfig, DebateStats, Verdict, debate, debate_stats
 
-__all__ = ["DataConfig", "Datasheet", "abuild_dataset", "build_dataset", "llm_endpoint"]
+__all__ = ["DataConfig", "Datasheet", "abuild_dataset", "build_dataset"]
 
-logger = logging.getLogger("builder.pipeline")
+logger = logging.getLogger("builder.data.engine")
 
 DATASET_FILE = "dataset.jsonl"
 DATASHEET_JSON = "datasheet.json"
@@ -70,7 +68,6 @@ DATASHEET_MD = "datasheet.md"
 TRANSCRIPTS_FILE = "transcripts.jsonl"
 OUTPUTS = (DATASET_FILE, DATASHEET_JSON, DATASHEET_MD, TRANSCRIPTS_FILE)
 
-EmbeddedModel = Literal["smollm2", "gemma3"]
 T = TypeVar("T")
 
 
@@ -111,31 +108,6 @@ class Datasheet(BaseModel):
     config: dict[str, Any]
 
 
-@contextlib.contextmanager
-def llm_endpoint(config: LLMConfig | None = None, embedded: EmbeddedModel = "smollm2") -> Iterator[LLMConfig]:
-    """``config`` when it names an endpoint; otherwise the embedded llama.cpp server, stopped on exit."""
-    config = config or LLMConfig.resolve()
-    if config.base_url:
-        if not config.model:
-            raise BuilderError("an LLM base URL was given without a model name: pass --model or set OPENAI_MODEL")
-        yield config
-        return
-    from .local_server import LocalLLMServer, embedded_model
-
-    path, chat_format = embedded_model(embedded)
-    with LocalLLMServer(path, chat_format=chat_format) as server:
-        # llama.cpp serves one request at a time; JSON schemas become grammars there.
-        yield config.model_copy(
-            update={
-                "base_url": server.base_url,
-                "model": server.model,
-                "api_key": "local",
-                "structured_output": "schema",
-                "max_concurrency": 2,
-            }
-        )
-
-
 def build_dataset(
     policy: Policy,
     out_dir: str | Path,
@@ -154,18 +126,18 @@ async def abuild_dataset(
     policy: Policy, out_dir: str | Path, llm: LLMClient, config: DataConfig | None = None
 ) -> Datasheet:
     config = config or DataConfig()
-    run = _RunFolder(Path(out_dir), _fingerprint(policy, config, llm.config.model or ""))
-    usage = _UsageLog(run.stages / "usage.json")
-    usage.record(LLMUsage())  # every invocation is counted, even one that sends nothing
-    baseline = llm.usage.model_copy()  # the client may have served other work before this run
-    llm.on_usage = lambda now: usage.record(now - baseline)
-    try:
+    inputs = {
+        "policy": policy.model_dump(mode="json"),
+        "config": config.model_dump(mode="json"),
+        "model": llm.config.model or "",
+    }
+    run = RunFolder(Path(out_dir), fingerprint(inputs), outputs=OUTPUTS)
+    ResponseCache(run.out / "cache").sweep()  # its temporary files, left by a killed run
+    with run.usage(llm) as usage:
         return await _build(policy, run, llm, config, usage)
-    finally:
-        llm.on_usage = None
 
 
-async def _build(policy: Policy, run: _RunFolder, llm: LLMClient, config: DataConfig, usage: _UsageLog) -> Datasheet:
+async def _build(policy: Policy, run: RunFolder, llm: LLMClient, config: DataConfig, usage: UsageLog) -> Datasheet:
     throughput: dict[str, StageThroughput] = {}
 
     dimensions = await run.stage(
@@ -281,7 +253,7 @@ async def _build(policy: Policy, run: _RunFolder, llm: LLMClient, config: DataCo
         throughput=throughput,
         config=config.model_dump(mode="json"),
     )
-    run.publish(policy, final, verdicts, datasheet)
+    _publish(run.out, policy, final, verdicts, datasheet)
     if not final:
         raise BuilderError(
             f"no candidate survived verification and curation, so no {DATASET_FILE} was written: "
@@ -324,120 +296,31 @@ def _count(values: Iterator[str] | Sequence[str]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _fingerprint(policy: Policy, config: DataConfig, model: str) -> str:
-    what = {"policy": policy.model_dump(mode="json"), "config": config.model_dump(mode="json"), "model": model}
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
-
-
-class _Journal:
-    """An append-only JSONL checkpoint; a line cut short by a kill is discarded on the next open."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.entries: list[dict[str, Any]] = []
-        if path.is_file():
-            # Split on "\n" only: JSON may hold U+2028 and other characters that str.splitlines() treats as breaks.
-            *complete, cut_short = path.read_text(encoding="utf-8").split("\n")
-            for line in complete:
-                try:
-                    self.entries.append(json.loads(line))
-                except ValueError:
-                    break
-            if cut_short or len(self.entries) < len(complete):
-                write_atomic(path, "".join(line + "\n" for line in complete[: len(self.entries)]))
-
-    def append(self, entry: dict[str, Any]) -> None:
-        line = json.dumps(entry, ensure_ascii=False) + "\n"
-        try:
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as exc:
-            raise CacheWriteError(f"cannot append to the checkpoint {self.path}: {exc.strerror or exc}") from exc
-        self.entries.append(entry)
-
-
-class _UsageLog:
-    """The LLM usage of every invocation of a run, rewritten whenever it changes: the requests of an invocation that
-    is killed still count in the run's total."""
-
-    _adapter: TypeAdapter[list[LLMUsage]] = TypeAdapter(list[LLMUsage])
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.earlier = self._adapter.validate_json(path.read_bytes()) if path.is_file() else []
-        self.current = LLMUsage()
-
-    def record(self, current: LLMUsage) -> None:
-        self.current = current
-        write_atomic(self.path, self._adapter.dump_json(self.invocations).decode())
-
-    @property
-    def invocations(self) -> list[LLMUsage]:
-        return [*self.earlier, self.current]
-
-    @property
-    def total(self) -> LLMUsage:
-        return sum(self.earlier, self.current)
-
-
-class _RunFolder:
-    def __init__(self, out: Path, fingerprint: str) -> None:
-        self.out = out
-        self.stages = out / "stages"
-        marker = self.stages / "run.json"
-        previous = json.loads(marker.read_text())["fingerprint"] if marker.is_file() else None
-        if previous != fingerprint:
-            if previous is not None:
-                logger.warning("%s holds a run of another policy or settings: starting over (cache kept)", out)
-            shutil.rmtree(self.stages, ignore_errors=True)
-            for name in OUTPUTS:
-                (out / name).unlink(missing_ok=True)
-            write_atomic(marker, json.dumps({"fingerprint": fingerprint}))
-        # Temporary files a killed run left behind (its complete files were renamed into place; these never were).
-        ResponseCache(out / "cache").sweep()
-        for stale in self.stages.glob(".*.tmp"):
-            stale.unlink(missing_ok=True)
-
-    async def stage(self, name: str, kind: Any, compute: Callable[[], Awaitable[Any]]) -> Any:
-        adapter = TypeAdapter(kind)
-        path = self.stages / f"{name}.json"
-        if path.is_file():
-            return adapter.validate_json(path.read_text(encoding="utf-8"))
-        value = await compute()
-        write_atomic(path, adapter.dump_json(value, indent=2).decode())
-        return value
-
-    def save(self, name: str, value: Any) -> None:
-        write_atomic(self.stages / f"{name}.json", json.dumps(value, indent=2, ensure_ascii=False))
-
-    def journal(self, name: str) -> _Journal:
-        return _Journal(self.stages / f"{name}.jsonl")
-
-    def publish(self, policy: Policy, final: Sequence[Example], verdicts: Sequence[Verdict], sheet: Datasheet) -> None:
-        rows = [
-            json.dumps(
-                {
-                    "text": e.text,
-                    "labels": [policy.name] if e.label == "violates" else [],
-                    "cell": e.cell,
-                    "kind": e.kind,
-                    "prompt_id": e.prompt_id,
-                    "candidate_id": e.candidate_id,
-                    "verdict": e.verdict,
-                    "confidence": round(e.confidence, 4),
-                },
-                ensure_ascii=False,
-            )
-            for e in final
-        ]
-        if rows:  # an empty dataset is not presented as one
-            write_atomic(self.out / DATASET_FILE, "".join(row + "\n" for row in rows))
-        write_atomic(self.out / TRANSCRIPTS_FILE, "".join(v.model_dump_json() + "\n" for v in verdicts))
-        write_atomic(self.out / DATASHEET_MD, render_datasheet(sheet))
-        # Last: a datasheet.json says the run finished.
-        write_atomic(self.out / DATASHEET_JSON, sheet.model_dump_json(indent=2))
+def _publish(
+    out: Path, policy: Policy, final: Sequence[Example], verdicts: Sequence[Verdict], sheet: Datasheet
+) -> None:
+    rows = [
+        json.dumps(
+            {
+                "text": e.text,
+                "labels": [policy.name] if e.label == "violates" else [],
+                "cell": e.cell,
+                "kind": e.kind,
+                "prompt_id": e.prompt_id,
+                "candidate_id": e.candidate_id,
+                "verdict": e.verdict,
+                "confidence": round(e.confidence, 4),
+            },
+            ensure_ascii=False,
+        )
+        for e in final
+    ]
+    if rows:  # an empty dataset is not presented as one
+        write_atomic(out / DATASET_FILE, "".join(row + "\n" for row in rows))
+    write_atomic(out / TRANSCRIPTS_FILE, "".join(v.model_dump_json() + "\n" for v in verdicts))
+    write_atomic(out / DATASHEET_MD, render_datasheet(sheet))
+    # Last: a datasheet.json says the run finished.
+    write_atomic(out / DATASHEET_JSON, sheet.model_dump_json(indent=2))
 
 
 def render_datasheet(sheet: Datasheet) -> str:

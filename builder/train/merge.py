@@ -45,9 +45,16 @@ from pydantic import BaseModel, Field, model_validator
 
 from guard_sdk import normalize
 
-from .dataset import LabeledDataset, LabeledExample, load_jsonl, write_jsonl
-from .errors import BuilderError
-from .train import DEFAULT_BASE_MODEL_NAME, MODEL_DIR, TRAINING_INFO, VALIDATION_FILE, TrainingInfo, default_base_model
+from ..data.dataset import LabeledDataset, LabeledExample, load_jsonl, write_jsonl
+from ..errors import BuilderError
+from .classifier import (
+    DEFAULT_BASE_MODEL_NAME,
+    MODEL_DIR,
+    TRAINING_INFO,
+    VALIDATION_FILE,
+    TrainingInfo,
+    default_base_model,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -68,7 +75,7 @@ __all__ = [
     "trim",
 ]
 
-logger = logging.getLogger("builder.merge")
+logger = logging.getLogger("builder.train.merge")
 
 MERGE_FILE = "merge.json"
 """The full record of a merge run (every tried point), beside ``model/`` and ``validation.jsonl``."""
@@ -101,7 +108,7 @@ class SearchConfig(BaseModel):
 
 class MergeConfig(BaseModel):
     tasks: list[Path] = Field(min_length=1)
-    """Fine-tuned run folders (``builder.train``) whose encoders are merged and whose heads are stacked."""
+    """Fine-tuned run folders (``builder.train.classifier``) whose encoders are merged and whose heads are stacked."""
     donors: list[Path] = []
     """Run folders whose encoder task vectors are merged in too; their heads are not used (e.g. the multi-task guard)."""
     method: MergeMethod = "ties"
@@ -257,7 +264,7 @@ class _Run:
         self.info = TrainingInfo.model_validate_json(info_file.read_text())
         if self.info.head != "classifier":
             raise MergeError(
-                f"{folder} is a {self.info.head!r} run: only fine-tuned classifiers (builder.train) can be merged"
+                f"{folder} is a {self.info.head!r} run: only fine-tuned classifiers (builder.train.classifier) can be merged"
             )
         if role == "task" and self.info.instructions:
             raise MergeError(

@@ -27,17 +27,17 @@ from pydantic import BaseModel, Field
 
 from guard_sdk import normalize
 
-from ._files import write_atomic
+from .._files import write_atomic
+from ..errors import BuilderError, DatasetError
+from .classifier import MODEL_DIR, base_model_path
 from .embedding import train_sentence_model
-from .errors import BuilderError, DatasetError
-from .train import MODEL_DIR, base_model_path
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 __all__ = ["DistillConfig", "DistillInfo", "distill_encoder", "read_texts", "student_layers"]
 
-logger = logging.getLogger("builder.distill")
+logger = logging.getLogger("builder.train.distill")
 
 INFO_FILE = "distill.json"
 MIN_TEXTS = 50

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import DatasetError
+from ..errors import DatasetError
 
 __all__ = ["LabeledDataset", "LabeledExample", "load_jsonl", "write_jsonl"]
 
@@ -42,7 +42,7 @@ class LabeledDataset(BaseModel):
         return [[1.0 if name in ex.labels else 0.0 for name in self.label_names] for ex in self.examples]
 
     def instructions(self) -> list[str] | None:
-        """Multi-task data (``builder.multitask``): each example's ``instruction``, paired with its text; else None."""
+        """Multi-task data (``builder.train.multitask``): each example's ``instruction``, paired with its text; else None."""
         values = [(ex.model_extra or {}).get("instruction") for ex in self.examples]
         if all(value is None for value in values):
             return None
