@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from builder.train.classifier import Head
+    from builder.train.run import ModelKind
     from guard_sdk import BundleManifest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +26,7 @@ TRAIN_DIR = SHARED / "train"
 EVAL_DIR = SHARED / "eval"
 
 
-def bundle_head(manifest: BundleManifest) -> Head:
+def bundle_head(manifest: BundleManifest) -> ModelKind:
     """The bundle's head (``classifier`` or ``embedding``), which decides how its checkpoint is exported and run."""
     return manifest.training.get("head", "classifier")  # type: ignore[return-value]
 

@@ -133,7 +133,7 @@ def _jailguard() -> PeerScorer:
     if not encoder.is_file():
         from optimum.exporters.onnx import main_export
 
-        from builder.train.classifier import base_model_path
+        from builder.train.run import base_model_path
 
         main_export(
             str(base_model_path(None)),

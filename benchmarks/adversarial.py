@@ -45,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from builder.recipes.adversarial import AdversarialConfig, EvalSet, measure_run, render_report, run_adversarial
     from builder.recipes.pack import PackConfig, pack_datasets
     from builder.train.embedding import EmbeddingGuardConfig, train_embedding_guard
+    from builder.train.run import TrainingRun
 
     started = time.perf_counter()
     data_dir = args.work / "data"
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     noise = {}
     for seed in args.noise_seeds:
         folder = args.work / f"noise-{len(rows)}-seed{seed}"
-        if not (folder / "model" / "guard_training.json").is_file():
+        if not TrainingRun(folder).finished:
             train_embedding_guard(
                 load_jsonl(run / "rounds" / "0" / "train.jsonl"),
                 folder,

@@ -186,12 +186,11 @@ def _dataset(policy: Path, args: argparse.Namespace, times: dict[str, float]) ->
 
 
 def _train(run: Path, argv: list[str], args: argparse.Namespace, times: dict[str, float]) -> None:
-    from builder.train.classifier import MODEL_DIR, TRAINING_INFO, TrainingInfo
+    from builder.train.run import TrainingRun
 
-    info_file = run / MODEL_DIR / TRAINING_INFO
-    if not info_file.is_file():
+    if not TrainingRun(run).finished:
         _build([*argv, "--out", str(run), "--threads", str(args.threads)])
-    times[f"{run.name}_train"] = TrainingInfo.model_validate_json(info_file.read_text()).train_seconds
+    times[f"{run.name}_train"] = TrainingRun(run).info().train_seconds
 
 
 def _export(run: Path, name: str, args: argparse.Namespace, times: dict[str, float]) -> Path:

@@ -49,7 +49,7 @@ def _encoder() -> Any:
     from sentence_transformers import SentenceTransformer
 
     from builder.recipes.pack import PackConfig
-    from builder.train.classifier import base_model_path
+    from builder.train.run import base_model_path
 
     encoder = SentenceTransformer(base_model_path(None), device="cpu")
     encoder.max_seq_length = PackConfig(seeds=TRAIN_DIR).max_length

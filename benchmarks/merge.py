@@ -67,7 +67,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def _finished(run: Path) -> bool:
-    return (run / "model" / "guard_training.json").is_file()
+    from builder.train.run import TrainingRun
+
+    return TrainingRun(run).finished
 
 
 def _default_donor() -> Path | None:
@@ -75,7 +77,7 @@ def _default_donor() -> Path | None:
     if _finished(DEFAULT_DONOR):
         return DEFAULT_DONOR
     runs = [run for run in DEFAULT_DONOR.parent.glob("run-multitask-*") if _finished(run)]
-    return max(runs, key=lambda run: (run / "model" / "guard_training.json").stat().st_mtime) if runs else None
+    return max(runs, key=lambda run: (run / "model").stat().st_mtime) if runs else None
 
 
 def _torch_scores(model_dir: Path, texts: list[str], max_length: int) -> Any:
@@ -127,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from builder.train.classifier import TrainConfig, train
     from builder.train.merge import MergeConfig, SearchConfig, merge_runs
     from builder.train.multitask import binary_tasks, task_dataset
+    from builder.train.run import TrainingRun
     from guard_sdk import MANIFEST_NAME, Guard
 
     from .accuracy import load_set
@@ -167,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 ),
             )
         singles[task.name] = run
-        train_seconds[task.name] = json.loads((run / "model" / "guard_training.json").read_text())["train_seconds"]
+        train_seconds[task.name] = TrainingRun(run).info().train_seconds
 
     donor = args.donor or _default_donor()
     variants: list[tuple[str, str, list[Path]]] = [(m, m, []) for m in args.methods.split(",")]

@@ -35,9 +35,10 @@ from .export.bundle import ExportConfig, export_bundle
 from .recipes.pack import PackConfig, build_pack, default_work_dir, pack_datasets
 from .recipes.pack_answers import ANSWER_PAIRS_FILE, AnswerPairsConfig, build_answer_pairs
 from .recipes.pack_wheel import write_pack_wheel
-from .train.classifier import RunConfig, TrainConfig, train
+from .train.classifier import TrainConfig, train
 from .train.distill import DistillConfig, distill_encoder, read_texts
 from .train.merge import MergeConfig, SearchConfig, merge_runs
+from .train.run import RunConfig
 
 if TYPE_CHECKING:
     from .data.engine import Datasheet

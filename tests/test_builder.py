@@ -10,7 +10,8 @@ import pytest
 from builder.data.dataset import LabeledExample, load_jsonl, write_jsonl
 from builder.errors import DatasetError, ParityError
 from builder.export.bundle import ExportConfig, export_bundle
-from builder.train.classifier import TrainConfig, TrainingInfo, train
+from builder.train.classifier import TrainConfig, train
+from builder.train.run import TrainingInfo
 
 
 def _write(path: Path, lines: list[str]) -> Path:
@@ -156,7 +157,7 @@ def test_embedding_guard_exports_as_an_ordinary_bundle(tmp_path: Path, demo_rows
     # A few triplet steps first (the fine-tuned variant); without them the base embedding is used as it is.
     config = EmbeddingGuardConfig(max_length=64, progress=False, triplet_epochs=0.1, threads=2)
     info = train_embedding_guard(load_jsonl(data), tmp_path / "run", config)
-    assert info.head == "embedding" and info.label_names == ["abuse", "injection"] and info.epochs == 0.1
+    assert info.model_kind == "embedding" and info.label_names == ["abuse", "injection"] and info.epochs == 0.1
     assert list((tmp_path / "run" / "triplet").glob("checkpoint-*")), "triplet training checkpoints, for resume"
     manifest = export_bundle(tmp_path / "run", tmp_path / "bundle", ExportConfig(name="embedding-demo"))
     parity = manifest.metrics["parity"]
@@ -234,5 +235,5 @@ def test_cli_trains_an_embedding_guard(tmp_path: Path):
     data = _write(tmp_path / "d.jsonl", [json.dumps({"text": r["text"], "labels": r["labels"]}) for r in rows])
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--head", "embedding"]) == 0
     info = TrainingInfo.model_validate_json((tmp_path / "run" / "model" / "guard_training.json").read_text())
-    assert info.head == "embedding" and info.label_names == ["abuse", "injection"]
+    assert info.model_kind == "embedding" and info.label_names == ["abuse", "injection"]
     assert (tmp_path / "run" / "model" / "head.npz").is_file()

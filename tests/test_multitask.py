@@ -12,7 +12,7 @@ from builder.data.dataset import load_jsonl
 from builder.data.policy import load_policy
 from builder.errors import BuilderError
 from builder.export.bundle import ExportConfig, export_bundle
-from builder.train.classifier import TrainConfig, TrainingInfo, train
+from builder.train.classifier import TrainConfig, train
 from builder.train.multitask import (
     VIOLATES,
     binary_tasks,
@@ -22,6 +22,7 @@ from builder.train.multitask import (
     task_dataset,
     task_instruction,
 )
+from builder.train.run import TrainingInfo
 from guard_sdk import Guard, GuardBundle, ManifestError
 
 INSTRUCTIONS = {

@@ -1,4 +1,4 @@
-"""Stage 7: a trained checkpoint becomes a guard bundle.
+"""A finished training run becomes a guard bundle.
 
 optimum exports the checkpoint to ONNX and fuses its graph (attention, GELU, LayerNorm), onnxruntime quantizes the
 weights to int8, and a parity gate compares torch, ONNX fp32 and ONNX int8 on the validation split: past the
@@ -41,9 +41,9 @@ from guard_sdk import (
     normalize,
 )
 
-from ..data.dataset import LabeledDataset, load_jsonl
+from ..data.dataset import LabeledDataset
 from ..errors import BuilderError, ParityError
-from ..train.classifier import HEAD_FILE, MODEL_DIR, TRAINING_INFO, VALIDATION_FILE, Head, TrainingInfo, tokenize
+from ..train.run import ModelKind, TrainingInfo, TrainingRun, tokenize
 
 __all__ = [
     "ExportConfig",
@@ -64,6 +64,7 @@ logger = logging.getLogger("builder.export.bundle")
 MODEL_FILE = "model.onnx"
 FP32_FILE = "model.fp32.onnx"
 TOKENIZER_FILE = "tokenizer.json"
+HEAD_FILE = "head.npz"
 HEAD_NODE = "guard_head.MatMul"
 EMBEDDING_OUTPUT = "sentence_embedding"
 TOKEN_OUTPUT = "token_embeddings"
@@ -139,28 +140,24 @@ class LabelMetrics(BaseModel):
 
 
 def export_bundle(train_dir: str | Path, out: str | Path, config: ExportConfig) -> BundleManifest:
-    """Export ``train_dir`` (the output folder of ``builder.train.train``) as a bundle folder at ``out``."""
-    train_dir, out = Path(train_dir), Path(out)
-    model_dir = train_dir / MODEL_DIR
-    info_file = model_dir / TRAINING_INFO
-    if not info_file.is_file():
-        raise BuilderError(f"{train_dir} is not a finished training run: {MODEL_DIR}/{TRAINING_INFO} is missing")
-    info = TrainingInfo.model_validate_json(info_file.read_text())
+    """Export ``train_dir`` (a finished training run, ``builder.train.run``) as a bundle folder at ``out``."""
+    run, out = TrainingRun(train_dir), Path(out)
+    info = run.info()
     if info.context_tokens is not None and config.stages not in (None, ["output"]):
         raise BuilderError(
-            f"{train_dir} was trained on exchange data: its guard judges answers, in output checks only "
+            f"{run.folder} was trained on exchange data: its guard judges answers, in output checks only "
             f"(stages ['output']), not {config.stages}"
         )
-    validation = load_jsonl(train_dir / VALIDATION_FILE, info.label_names)
+    validation = run.validation(info.label_names)
     try:
         contexts = validation.contexts()
     except ValueError as exc:
-        raise BuilderError(f"{train_dir / VALIDATION_FILE}: {exc}") from None
+        raise BuilderError(f"{run.validation_file}: {exc}") from None
     if (contexts is None) != (info.context_tokens is None):
         trained = "exchange data (with contexts)" if info.context_tokens is not None else "texts without contexts"
-        raise BuilderError(f"{train_dir / VALIDATION_FILE} does not match its run, which was trained on {trained}")
+        raise BuilderError(f"{run.validation_file} does not match its run, which was trained on {trained}")
     with staged_bundle(out, overwrite=config.overwrite) as staging:
-        manifest = _build(model_dir, info, validation, staging, config)
+        manifest = _build(run, info, validation, staging, config)
     logger.info("wrote bundle %s to %s", manifest.id, out)
     return manifest
 
@@ -183,15 +180,15 @@ def staged_bundle(out: Path, *, overwrite: bool) -> Iterator[Path]:
 
 
 def _build(
-    model_dir: Path, info: TrainingInfo, validation: LabeledDataset, staging: Path, config: ExportConfig
+    run: TrainingRun, info: TrainingInfo, validation: LabeledDataset, staging: Path, config: ExportConfig
 ) -> BundleManifest:
-    fp32 = export_fused_fp32(model_dir, staging / "onnx", head=info.head)
+    fp32 = export_fused_fp32(run.model_dir, staging / "onnx", kind=info.model_kind)
     quantize_int8(fp32, staging / MODEL_FILE, per_channel=config.per_channel)
     _write_plain_tokenizer(staging / "onnx" / TOKENIZER_FILE, staging / TOKENIZER_FILE)
     embedding = None
-    if info.head == "embedding":
-        # The runtime applies the head itself, so guards on one encoder share its run (guard_sdk._bundle).
-        shutil.copyfile(model_dir / HEAD_FILE, staging / HEAD_FILE)
+    if info.model_kind == "embedding":
+        # The runtime applies the head itself, so guards on one encoder share its run.
+        shutil.copyfile(run.head_file, staging / HEAD_FILE)
         embedding = EmbeddingSpec(
             output=EMBEDDING_OUTPUT,
             head_file=HEAD_FILE,
@@ -207,8 +204,8 @@ def _build(
     contexts = validation.contexts()
     requests = None if contexts is None else [normalize(context).text for context in contexts]
     torch_scores, fp32_scores, int8_scores = _score_three_ways(
-        model_dir,
-        info.head,
+        run.model_dir,
+        info.model_kind,
         fp32,
         staging / MODEL_FILE,
         texts,
@@ -227,7 +224,7 @@ def _build(
         row_tasks = [(ex.model_extra or {}).get("task") for ex in validation.examples]
         if unknown := sorted({str(task) for task in row_tasks if task not in names}):
             raise BuilderError(
-                f"{VALIDATION_FILE} has rows of tasks {unknown} that the run was not trained on (its tasks: {names})"
+                f"{run.validation_file} has rows of tasks {unknown} that the run was not trained on (its tasks: {names})"
             )
         tasks = [names.index(str(task)) for task in row_tasks]
         relevant = np.arange(len(names))[None, :] == np.asarray(tasks)[:, None]
@@ -358,17 +355,17 @@ def _sentence_threshold(scores: np.ndarray, threshold: float, config: ExportConf
     return float(min(1.0, max(threshold, np.nextafter(highest[allowed], 1.0))))
 
 
-def export_fused_fp32(model_dir: Path, folder: Path, head: Head = "classifier") -> Path:
+def export_fused_fp32(model_dir: Path, folder: Path, kind: ModelKind = "classifier") -> Path:
     """Export a checkpoint with optimum and fuse its graph; returns the fused fp32 ONNX file.
 
-    ``head="embedding"``: ``model_dir`` is a sentence-transformers folder with ``head.npz`` beside it (an embedding
+    ``kind="embedding"``: ``model_dir`` is a sentence-transformers folder with ``head.npz`` in it (an embedding
     guard, ``builder.train.embedding``); optimum exports its sentence embedding and the linear head is appended.
     """
     from optimum.exporters.onnx import main_export
     from optimum.onnxruntime import ORTOptimizer
     from optimum.onnxruntime.configuration import OptimizationConfig
 
-    if head == "embedding":
+    if kind == "embedding":
         main_export(
             str(model_dir),
             output=folder,
@@ -376,7 +373,7 @@ def export_fused_fp32(model_dir: Path, folder: Path, head: Head = "classifier") 
             library_name="sentence_transformers",
             device="cpu",
         )
-        append_linear_head(folder / "model.onnx", model_dir / HEAD_FILE)
+        append_linear_head(folder / "model.onnx", model_dir / TrainingRun.HEAD_FILE)
     else:
         main_export(str(model_dir), output=folder, task="text-classification", device="cpu")
     # Level 2 fuses attention, GELU and LayerNorm: measured ~20 % faster after int8 than the plain export. Not the
@@ -475,7 +472,7 @@ def _write_plain_tokenizer(source: Path, target: Path) -> None:
 
 def _score_three_ways(
     model_dir: Path,
-    head: Head,
+    kind: ModelKind,
     fp32: Path,
     int8: Path,
     texts: list[str],
@@ -491,7 +488,7 @@ def _score_three_ways(
     from guard_sdk._runtime import create_session
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    reference = _torch_logits(model_dir, head)
+    reference = _torch_logits(model_dir, kind)
     # The runtime's own session settings: graph fusions move int8 scores a little, and parity is about what ships.
     sessions = [create_session(path, device="cpu", threads=os.cpu_count() or 1) for path in (fp32, int8)]
     results: list[list[np.ndarray]] = [[], [], []]
@@ -519,15 +516,15 @@ def _score_three_ways(
     return torch_s, fp32_s, int8_s
 
 
-def _torch_logits(model_dir: Path, head: Head) -> Callable[[Mapping[str, np.ndarray]], np.ndarray]:
+def _torch_logits(model_dir: Path, kind: ModelKind) -> Callable[[Mapping[str, np.ndarray]], np.ndarray]:
     """The trained model in torch, as a function of a tokenized batch: the reference the ONNX files must match."""
     import torch
 
-    if head == "embedding":
+    if kind == "embedding":
         from sentence_transformers import SentenceTransformer
 
         encoder = SentenceTransformer(str(model_dir), device="cpu").eval()
-        params = np.load(model_dir / HEAD_FILE)
+        params = np.load(model_dir / TrainingRun.HEAD_FILE)
 
         def embedding_logits(batch: Mapping[str, np.ndarray]) -> np.ndarray:
             with torch.inference_mode():
@@ -555,13 +552,10 @@ def torch_scorer(train_dir: str | Path, *, batch_size: int = 32) -> Callable[[Se
     without a request. Loads the model once."""
     from transformers import AutoTokenizer
 
-    model_dir = Path(train_dir) / MODEL_DIR
-    info_file = model_dir / TRAINING_INFO
-    if not info_file.is_file():
-        raise BuilderError(f"{train_dir} is not a finished training run: {MODEL_DIR}/{TRAINING_INFO} is missing")
-    info = TrainingInfo.model_validate_json(info_file.read_text())
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    logits = _torch_logits(model_dir, info.head)
+    run = TrainingRun(train_dir)
+    info = run.info()
+    tokenizer = AutoTokenizer.from_pretrained(run.model_dir)
+    logits = _torch_logits(run.model_dir, info.model_kind)
 
     def score(texts: Sequence[str]) -> np.ndarray:
         parts = [np.zeros((0, len(info.label_names)))]

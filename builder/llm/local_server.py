@@ -73,9 +73,9 @@ def gemma3_path() -> Path:
 
 
 EMBEDDED_MODELS = {"smollm2": (smollm2_path, None), "gemma3": (gemma3_path, "gemma")}
-"""Embedded model name -> (GGUF locator, llama.cpp chat format). SmolLM2 is the default: measured on 2 cores it
-is 9x faster than gemma3 at constrained generation and far more often usable (gemma3 270M is a base model: it
-copies the prompt's example and loops); numbers in notes/issue3_report.md."""
+"""Embedded model name -> (GGUF locator, llama.cpp chat format). SmolLM2 is the default: it is much faster at
+constrained generation and far more often usable (gemma3 270M is a base model: it copies the prompt's example and
+loops); numbers in notes/issue3_report.md."""
 
 
 def embedded_model(name: str) -> tuple[Path, str | None]:

@@ -42,7 +42,7 @@ from guard_sdk import PACK_GUARDS, PACK_VERSION, default_pack_dir
 
 from ..data.dataset import LabeledExample, load_jsonl, write_jsonl
 from ..errors import BuilderError
-from ..train.classifier import DEFAULT_BASE_MODEL_NAME, MODEL_DIR, TRAINING_INFO, Head, base_model_path
+from ..train.run import DEFAULT_BASE_MODEL_NAME, ModelKind, RunConfig, TrainingRun, base_model_path
 
 __all__ = [
     "CONTENT_SAFETY_LABELS",
@@ -197,16 +197,16 @@ INJECTION_CAPS: dict[str, tuple[int | None, int | None]] = {
     "synthetic_persona_chat": (0, 250),
     "dstc9_faq_dialogs": (0, 250),
     "mtrag_conversations": (0, 250),
-    # Replies written in character share their persona prompt's topic: at 200 rows the guard called half of the
-    # held-out ones role-play; 600 (beside 400 persona prompts) took the trigger-word FPR 0.211 -> 0.106.
+    # Replies written in character share their persona prompt's topic: with few of them the guard called benign
+    # replies role-play (benchmarks/README.md, "Default pack").
     "gpteacher_roleplay_responses": (0, 600),
     "hatecheck": (0, 150),
     "convabuse": (0, 150),
     "davidson_hate_speech": (0, 150),
     "cyberseceval_cyber": (0, 150),
     # Not sep_probe_injections / tasktracker_injections (documents once clean, once with a harmless task inside): the
-    # sentence embedding of a document is its topic, so the head learned document styles instead (deepset AUPRC
-    # 0.778 -> 0.712, its FPR 0.018 -> 0.125, and 6-14 % recall on either set held out; benchmarks/README.md).
+    # sentence embedding of a document is its topic, so the head learned document styles instead and lost on deepset
+    # and on either set held out (benchmarks/README.md, "Default pack 0.5.0").
     "coconot_noncompliance": (0, 300),
     "counsel_chat_questions": (0, 200),
 }
@@ -264,7 +264,7 @@ class PackConfig(BaseModel):
     seeds: Path
     """The seed sets folder (``shared/train``: one folder per set with ``data.jsonl`` and ``README.md``)."""
     seed: int = 13
-    head: Head = "embedding"
+    head: ModelKind = "embedding"
     """The text guards' model (``answer-safety`` is always a fine-tuned classifier). ``embedding`` (default): the base
     model's sentence embedding + a linear head per label; ``classifier``: fine-tune the whole encoder. On this data
     the embedding guard generalises much better (benchmarks/README.md)."""
@@ -285,8 +285,8 @@ class PackConfig(BaseModel):
     """How many filled-in variants of each hand-written boundary template."""
     benign_flag_rate: float = Field(0.04, gt=0, lt=1)
     """Thresholds flag at most this share of the benign validation texts (``ExportConfig.benign_flag_rate``). Max-F1
-    thresholds sit where our own positives stop and moved with the validation split (the held-out trigger-word FPR
-    0.065 -> 0.103 after 49 more benign rows); at 4 % it measured 1.2-2.4 % over three builds."""
+    thresholds sit where our own positives stop and moved with the validation split; a flag-rate cap holds across
+    builds (benchmarks/README.md, "Default pack")."""
 
 
 class GuardData(BaseModel):
@@ -623,8 +623,8 @@ def build_pack(
     from guard_sdk import GuardBundle
 
     from ..export.bundle import ExportConfig, export_bundle
-    from ..train.classifier import TrainConfig, train
-    from ..train.embedding import EmbeddingGuardConfig, train_embedding_guard
+    from ..train.classifier import TrainConfig
+    from ..train.embedding import EmbeddingGuardConfig
 
     base_model_path(config.base_model)  # a missing student folder fails here, not after the data is written
     out = out or default_pack_dir()
@@ -638,7 +638,7 @@ def build_pack(
         # The answer guard reads (request, answer) pairs, which only a fine-tuned classifier does. What a finished
         # bundle must record to count as built by this config: ``epochs`` holds the classifier's or the triplet
         # fine-tuning's epochs.
-        head: Head = "classifier" if answers else config.head
+        head: ModelKind = "classifier" if answers else config.head
         epochs = config.answer_epochs if answers else config.epochs if head == "classifier" else config.triplet_epochs
         max_length = config.answer_max_length if answers else config.max_length
         variant = f"{head}-{epochs:g}-{max_length}"
@@ -678,38 +678,32 @@ def build_pack(
                 continue
         progress(f"{data.name}: training on {data.rows} rows {data.by_label}")
         dataset = load_jsonl(work / "data" / f"{data.name}.jsonl", list(labels))
-        run = work / f"run-{data.sha256[:12]}-{variant}-{data.name}"
-        if (run / MODEL_DIR / TRAINING_INFO).is_file():
-            progress(f"{data.name}: trained already in {run}")
-        elif head == "embedding":
-            train_embedding_guard(
-                dataset,
-                run,
-                EmbeddingGuardConfig(
-                    base_model=config.base_model,
-                    label_descriptions=labels,
-                    triplet_epochs=config.triplet_epochs,
-                    max_length=max_length,
-                    seed=config.seed,
-                    threads=config.threads,
-                    embedding_cache=embedding_cache(config, work),
-                ),
+        run = TrainingRun(work / f"run-{data.sha256[:12]}-{variant}-{data.name}")
+        run_config: RunConfig
+        if head == "embedding":
+            run_config = EmbeddingGuardConfig(
+                base_model=config.base_model,
+                label_descriptions=labels,
+                triplet_epochs=config.triplet_epochs,
+                max_length=max_length,
+                seed=config.seed,
+                threads=config.threads,
+                embedding_cache=embedding_cache(config, work),
             )
         else:
-            train(
-                dataset,
-                run,
-                TrainConfig(
-                    base_model=config.base_model,
-                    label_descriptions=labels,
-                    epochs=epochs,
-                    max_length=max_length,
-                    seed=config.seed,
-                    threads=config.threads,
-                ),
+            run_config = TrainConfig(
+                base_model=config.base_model,
+                label_descriptions=labels,
+                epochs=epochs,
+                max_length=max_length,
+                seed=config.seed,
+                threads=config.threads,
             )
+        if run.finished:
+            progress(f"{data.name}: trained already in {run.folder}")
+        run.train(dataset, run_config)
         notice.write_text(attribution(config.seeds, data.by_source, answers=answers), encoding="utf-8")
-        export_bundle(run, bundle_dir, export_config)
+        export_bundle(run.folder, bundle_dir, export_config)
         progress(f"{data.name}: wrote {bundle_dir}")
         bundles.append(bundle_dir)
     (out / "pack.json").write_text(json.dumps({"version": PACK_VERSION, "guards": list(PACK_GUARDS)}, indent=2))

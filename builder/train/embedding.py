@@ -1,13 +1,11 @@
-"""Stage 6, alternative: an embedding guard -- the sentence embedding of the base model and a linear head per label.
+"""An embedding guard: the sentence embedding of the base model and a linear head per label.
 
-Fine-tuning the whole encoder on seed sets learns their sources' styles (shared/BASELINES.md); the sentence
-embedding of all-MiniLM-L6-v2 was trained on a billion sentence pairs and keeps what a text *means*. Measured on the
-default pack's content-safety data: frozen embedding + logistic regression reached OpenAI Moderation AUPRC 0.717 and
-XSTest AUPRC 0.74, where full fine-tuning on the same rows reached 0.514 and 0.511 (benchmarks/README.md).
+Why: fine-tuning the whole encoder on seed sets learns their sources' styles; the sentence embedding of
+all-MiniLM-L6-v2 was trained on a billion sentence pairs and keeps what a text *means*, and generalises better on
+sets nobody trained on (benchmarks/README.md, "Default pack").
 
-The output folder has the layout of ``builder.train.classifier``'s (``model/`` with ``guard_training.json``, and
-``validation.jsonl``), so ``builder.export.bundle`` turns it into an ordinary bundle: the sentence-transformers model is
-exported by optimum and the head is appended to the ONNX graph (``export.append_linear_head``).
+The training run (``builder.train.run``) holds the sentence-transformers model and ``head.npz``; ``builder.export``
+turns it into an ordinary bundle, the head appended to the ONNX graph (``export.append_linear_head``).
 """
 
 from __future__ import annotations
@@ -25,15 +23,7 @@ from guard_sdk import normalize
 
 from ..data.dataset import LabeledDataset
 from ..errors import BuilderError
-from .classifier import (
-    HEAD_FILE,
-    MODEL_DIR,
-    TRAINING_INFO,
-    RunConfig,
-    TrainingInfo,
-    base_model_path,
-    start_run,
-)
+from .run import RunConfig, TrainingInfo, base_model_path, start_run
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -79,13 +69,13 @@ def train_embedding_guard(
             "(request, answer) pair"
         )
     base = base_model_path(config.base_model)
-    out, train_set, validation_set = start_run(dataset, out_dir, config)
+    run, train_set, validation_set = start_run(dataset, out_dir, config)
 
     encoder = SentenceTransformer(base, device="cpu")
     encoder.max_seq_length = config.max_length
     started = time.perf_counter()
     if config.triplet_epochs:
-        _fine_tune_with_triplets(encoder, train_set, out / "triplet", config)
+        _fine_tune_with_triplets(encoder, train_set, run.folder / "triplet", config)
     # A fine-tuned encoder's embeddings are not the base encoder's: they are never cached.
     cache = None if config.triplet_epochs else config.embedding_cache
     embeddings = embed_texts(encoder, [ex.text for ex in train_set.examples], config.batch_size, config.progress, cache)
@@ -96,9 +86,8 @@ def train_embedding_guard(
     weight, bias = fit_heads(embeddings, targets, config.regularization)
     seconds = time.perf_counter() - started
 
-    model_dir = out / MODEL_DIR
-    encoder.save(str(model_dir))
-    np.savez(model_dir / HEAD_FILE, weight=weight, bias=bias)
+    encoder.save(str(run.model_dir))
+    np.savez(run.head_file, weight=weight, bias=bias)
     info = TrainingInfo.of_run(
         dataset,
         (train_set, validation_set),
@@ -108,9 +97,9 @@ def train_embedding_guard(
         train_seconds=round(seconds, 1),
         final_loss=None,
         epochs=config.triplet_epochs,
-        head="embedding",
+        model_kind="embedding",
     )
-    (model_dir / TRAINING_INFO).write_text(info.model_dump_json(indent=2))
+    run.finish(info)
     logger.info("embedding guard: %d examples in %.0f s", len(train_set.examples), seconds)
     return info
 

@@ -1,4 +1,4 @@
-"""Stage 6, alternative: merge single-policy fine-tunes into one multi-label model (UniGuard's search-based merging).
+"""Merge single-policy fine-tunes into one multi-label model (UniGuard's search-based merging).
 
 Why: an application with N policies would otherwise run N single-policy guards, N encoder passes per check. Every
 fine-tune of the same base differs from it by a *task vector* ``τ_i = θ_i − θ_base``; adding task vectors back into
@@ -45,16 +45,9 @@ from pydantic import BaseModel, Field, model_validator
 
 from guard_sdk import normalize
 
-from ..data.dataset import LabeledDataset, LabeledExample, load_jsonl, write_jsonl
+from ..data.dataset import LabeledDataset, LabeledExample, load_jsonl
 from ..errors import BuilderError
-from .classifier import (
-    DEFAULT_BASE_MODEL_NAME,
-    MODEL_DIR,
-    TRAINING_INFO,
-    VALIDATION_FILE,
-    TrainingInfo,
-    default_base_model,
-)
+from .run import DEFAULT_BASE_MODEL_NAME, TrainingInfo, TrainingRun, default_base_model
 
 if TYPE_CHECKING:
     import torch
@@ -258,19 +251,21 @@ class _Run:
     def __init__(self, folder: Path, role: Literal["task", "donor"]) -> None:
         self.folder = folder
         self.role = role
-        info_file = folder / MODEL_DIR / TRAINING_INFO
-        if not info_file.is_file():
-            raise MergeError(f"{folder} is not a finished training run: {MODEL_DIR}/{TRAINING_INFO} is missing")
-        self.info = TrainingInfo.model_validate_json(info_file.read_text())
-        if self.info.head != "classifier":
+        self.run = TrainingRun(folder)
+        try:
+            self.info = self.run.info()
+        except BuilderError as exc:
+            raise MergeError(str(exc)) from None
+        if self.info.model_kind != "classifier":
             raise MergeError(
-                f"{folder} is a {self.info.head!r} run: only fine-tuned classifiers (builder.train.classifier) can be merged"
+                f"{folder} is an {self.info.model_kind!r} run: only fine-tuned classifiers (builder.train.classifier) "
+                "can be merged"
             )
         if role == "task" and self.info.instructions:
             raise MergeError(
                 f"{folder} is a multi-task run (its one output reads (instruction, text) pairs): it can only be a donor"
             )
-        self.model_dir = folder / MODEL_DIR
+        self.model_dir = self.run.model_dir
         self.config = json.loads((self.model_dir / "config.json").read_text())
 
 
@@ -514,7 +509,7 @@ def merge_runs(out_dir: str | Path, config: MergeConfig) -> MergeReport:
 
     started = time.perf_counter()
     out = Path(out_dir)
-    if (out / MODEL_DIR).exists() and not config.overwrite:
+    if TrainingRun(out).model_dir.exists() and not config.overwrite:
         raise MergeError(f"{out} already holds a run; choose another folder or pass overwrite")
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -564,7 +559,7 @@ def merge_runs(out_dir: str | Path, config: MergeConfig) -> MergeReport:
     tokenizer = AutoTokenizer.from_pretrained(tasks[0].model_dir)
     max_length = max(run.info.max_length for run in tasks)
 
-    validations = [load_jsonl(run.folder / VALIDATION_FILE, run.info.label_names) for run in tasks]
+    validations = [run.run.validation(run.info.label_names) for run in tasks]
     rng = random.Random(config.search.seed)
     search_pick, holdout_pick = [], []
     for validation in validations:
@@ -675,13 +670,14 @@ def merge_runs(out_dir: str | Path, config: MergeConfig) -> MergeReport:
         merge=summary.model_dump(mode="json"),
     )
 
+    merged = TrainingRun(out)
     out.mkdir(parents=True, exist_ok=True)
-    if (out / MODEL_DIR).exists():
-        shutil.rmtree(out / MODEL_DIR)
-    model.save_pretrained(out / MODEL_DIR)
-    tokenizer.save_pretrained(out / MODEL_DIR)
-    (out / MODEL_DIR / TRAINING_INFO).write_text(info.model_dump_json(indent=2))
-    write_jsonl(out / VALIDATION_FILE, merged_validation)
+    if merged.model_dir.exists():
+        shutil.rmtree(merged.model_dir)
+    model.save_pretrained(merged.model_dir)
+    tokenizer.save_pretrained(merged.model_dir)
+    merged.write_validation(merged_validation)
+    merged.finish(info)
     report = MergeReport(
         summary=summary,
         info=info,

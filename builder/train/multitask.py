@@ -1,4 +1,4 @@
-"""Stage 6, alternative: one multi-task guard for many policies, each example paired with its policy's instruction.
+"""One multi-task guard for many policies, each example paired with its policy's instruction.
 
 MultiTaskGuard's recipe: the encoder reads ``(instruction, text)`` as a sentence pair and answers one question,
 "does this text violate this instruction?". Trained on many policies at once, it learns to read instructions, so a

@@ -11,11 +11,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from ...data.dataset import load_jsonl
 from ...errors import DatasetError
 from ...export.bundle import calibrate_threshold, torch_scorer
 from ...llm.client import LLMUsage
-from ...train.classifier import MODEL_DIR, TRAINING_INFO, VALIDATION_FILE, Head, TrainingInfo
+from ...train.run import ModelKind, TrainingRun
 from .bandit import ArmState
 from .operators import content_words
 
@@ -100,7 +99,7 @@ class RoundReport(BaseModel):
 class AdversarialReport(BaseModel):
     policy: str
     model: str
-    head: Head
+    head: ModelKind
     data_sha256: str
     rounds: list[RoundReport]
     final_run: str
@@ -120,10 +119,10 @@ class ScoredRun:
     export calibrates the bundle's), and its trigger words."""
 
     def __init__(self, run_dir: Path) -> None:
-        info = TrainingInfo.model_validate_json((run_dir / MODEL_DIR / TRAINING_INFO).read_text())
-        self.labels = info.label_names
+        run = TrainingRun(run_dir)
+        self.labels = run.info().label_names
         self.score_fn = torch_scorer(run_dir)
-        validation = load_jsonl(run_dir / VALIDATION_FILE, self.labels)
+        validation = run.validation(self.labels)
         scores = self.score_fn([ex.text for ex in validation.examples])
         truth = np.asarray(validation.targets(), dtype=bool)
         self.thresholds = np.asarray([calibrate_threshold(scores[:, j], truth[:, j]) for j in range(len(self.labels))])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -31,8 +30,9 @@ from ...data.verify import DebateConfig, debate
 from ...errors import BuilderError, LLMOutputError
 from ...llm.client import LLMClient, LLMConfig
 from ...llm.local_server import EmbeddedModel, llm_endpoint
-from ...train.classifier import MODEL_DIR, TRAINING_INFO, Head, TrainConfig, TrainingInfo, train
-from ...train.embedding import EmbeddingGuardConfig, train_embedding_guard
+from ...train.classifier import TrainConfig
+from ...train.embedding import EmbeddingGuardConfig
+from ...train.run import ModelKind, TrainingRun
 from .bandit import ArmState, Pull, ThompsonBandit
 from .operators import (
     LLM_OPERATORS,
@@ -80,7 +80,7 @@ class AdversarialConfig(BaseModel):
     max_chars: int = Field(300, ge=20)
     """Longest generated message."""
     holdout_fraction: float = Field(0.15, gt=0, lt=1)
-    head: Head = "embedding"
+    head: ModelKind = "embedding"
     """``embedding`` (default: retrains in seconds to minutes) or ``classifier`` (fine-tunes the encoder)."""
     embedding: EmbeddingGuardConfig = EmbeddingGuardConfig(progress=False)
     classifier: TrainConfig = TrainConfig(epochs=1.0)
@@ -413,16 +413,8 @@ def _hard_examples(pulls: Sequence[Pull], number: int) -> list[LabeledExample]:
 def _train_round(folder: Path, run_dir: Path, labels: list[str], config: AdversarialConfig) -> float:
     """Train on the round's file unless a finished run of exactly that file is there; returns its train time."""
     data = load_jsonl(folder / TRAIN_FILE, labels)
-    info_file = run_dir / MODEL_DIR / TRAINING_INFO
-    if info_file.is_file():
-        info = TrainingInfo.model_validate_json(info_file.read_text())
-        if info.data_sha256 == data.sha256:
-            return info.train_seconds
-    if config.head == "embedding":
-        shutil.rmtree(run_dir, ignore_errors=True)  # nothing to resume: it retrains from the start in minutes
-        info = train_embedding_guard(data, run_dir, config.embedding.model_copy(update={"seed": config.seed}))
-    else:
-        info = train(data, run_dir, config.classifier.model_copy(update={"seed": config.seed}))
+    run_config = config.embedding if config.head == "embedding" else config.classifier
+    info = TrainingRun(run_dir).train(data, run_config.model_copy(update={"seed": config.seed}))
     return info.train_seconds
 
 
