@@ -72,7 +72,7 @@ def fp32_bundle(bundle_dir: Path, checkpoint: Path | None) -> tuple[Path, str] |
     if checkpoint is None:
         return None
     from builder.export import export_fused_fp32
-    from guard_sdk import MANIFEST_NAME, ModelSpec, file_sha256
+    from guard_sdk.bundle import MANIFEST_NAME, MODEL_FILE, ModelSpec, file_sha256, write_manifest
 
     manifest = bundle.manifest
     derived = CACHE / "fp32" / f"{manifest.name}-{manifest.version}-{manifest.files[manifest.model.file][:12]}"
@@ -80,14 +80,14 @@ def fp32_bundle(bundle_dir: Path, checkpoint: Path | None) -> tuple[Path, str] |
         log(f"exporting the fp32 model of {manifest.id} from {checkpoint} ...")
         shutil.rmtree(derived, ignore_errors=True)
         fp32 = export_fused_fp32(checkpoint, derived / "onnx", head=bundle_head(manifest))
-        shutil.move(str(fp32), derived / "model.onnx")
+        shutil.move(str(fp32), derived / MODEL_FILE)
         shutil.rmtree(derived / "onnx")
         shutil.copyfile(bundle.file(manifest.tokenizer.file), derived / manifest.tokenizer.file)
-        files = {name: file_sha256(derived / name) for name in ("model.onnx", manifest.tokenizer.file)}
+        files = {name: file_sha256(derived / name) for name in (MODEL_FILE, manifest.tokenizer.file)}
         fp32_manifest = manifest.model_copy(
-            update={"model": ModelSpec(file="model.onnx", precision="fp32"), "files": files}
+            update={"model": ModelSpec(file=MODEL_FILE, precision="fp32"), "files": files}
         )
-        (derived / MANIFEST_NAME).write_text(fp32_manifest.model_dump_json(indent=2))
+        write_manifest(derived, fp32_manifest)
     return derived, "fp32"
 
 
@@ -162,7 +162,7 @@ def latency_by_length(
 ) -> list[dict]:
     from tokenizers import Tokenizer
 
-    from guard_sdk._runtime import create_session
+    from guard_sdk.bundle import create_session
 
     from . import peers
 

@@ -127,7 +127,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from builder.multitask import binary_tasks, task_dataset
     from builder.pack import CONTENT_SAFETY_LABELS, PackConfig, pack_datasets
     from builder.train import TrainConfig, train
-    from guard_sdk import MANIFEST_NAME, Guard
+    from guard_sdk import Guard
+    from guard_sdk.bundle import MANIFEST_NAME
 
     from .accuracy import load_set
 

@@ -5,7 +5,7 @@ data hash, metrics) and ``validation.jsonl``, the held-out split that export use
 A killed run resumes from its last ``checkpoint-*`` folder.
 
 Exchange data (rows with a ``context``: the request each answer answers) trains a guard that reads the pair
-``(request, answer)``, as the runtime pairs them (``guard_sdk._context``): the request cut to its last
+``(request, answer)``, as the runtime pairs them (``guard_sdk.bundle.last_tokens``): the request cut to its last
 ``context_tokens`` tokens, the answer truncated to what is left of ``max_length``.
 """
 
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 
 from guard_sdk import normalize
-from guard_sdk._context import last_tokens
+from guard_sdk.bundle import last_tokens
 
 from .dataset import LabeledDataset, write_jsonl
 from .errors import BuilderError
