@@ -12,7 +12,8 @@ across runs. ``--spin`` times ``ExecutionOptions(spin=True)``.
 - ``torch-eager``: the same checkpoint in transformers, fed the same windows (normalise + tokenize + forward).
 - ``int8-session``: ``InferenceSession.run`` alone on one window, to show what the runtime adds around it.
 - batches (``check_batch``): ``onnx-int8`` batch-invariant (the default: one text per ONNX Runtime call) and
-  ``onnx-int8-shared`` (``ExecutionOptions(batch_invariant=False)``: texts share calls); micro-batching runs with shared calls.
+  ``onnx-int8-shared`` (``ExecutionOptions(batch_invariant=False)``: texts share calls); micro-batching runs with
+  shared calls.
 - peers (``benchmarks.peers``): llm-guard's DeBERTa-v3-base and Prompt Guard 2 22M, random weights, fed random
   token ids of the target length (their tokenization is not counted, in their favour).
 """

@@ -6,8 +6,8 @@ tolerances no bundle is written. Thresholds are calibrated on the validation spl
 (same normalisation and windows as production), and the manifest records them with metrics and file hashes. An
 embedding guard's model also outputs its token embeddings, and each label gets a sentence threshold, calibrated on
 the sentences of the benign validation texts as the int8 encoder reads them in context
-(``guard_sdk.pool_sentences``). A run trained on exchange data is scored on its (request, answer) pairs throughout,
-and its bundle reads input ``exchange`` and takes part in output checks only.
+(``guard_sdk.bundle.pool_sentences``). A run trained on exchange data is scored on its (request, answer) pairs
+throughout, and its bundle reads input ``exchange`` and takes part in output checks only.
 The bundle is assembled in a hidden staging folder and renamed into place, so a half-written bundle never exists.
 """
 
@@ -395,7 +395,7 @@ def append_linear_head(onnx_file: Path, head_file: Path) -> None:
         ]
     )
     # The logits come first (what every runtime reads); the sentence embedding second, for guards that share it;
-    # the token embeddings third, for pooling each sentence of a window (guard_sdk.pool_sentences).
+    # the token embeddings third, for pooling each sentence of a window (guard_sdk.bundle.pool_sentences).
     outputs = {output.name: output for output in graph.output}
     del graph.output[:]
     labels = int(params["bias"].shape[0])

@@ -25,7 +25,7 @@ An embedding guard (``builder.embedding``: a sentence encoder and a linear head 
 head's ``weight`` (dimension x labels) and ``bias``. The runtime applies the head itself, so bundles whose encoders
 are identical (same ``encoder_sha256``, e.g. the two guards of the default pack) share one encoder run per window.
 When it also names ``token_output`` (the token embeddings), the runtime pools every sentence of a window from them
-and judges it at its label's ``sentence_threshold`` (``guard_sdk.pool_sentences``).
+and judges it at its label's ``sentence_threshold`` (``guard_sdk.bundle.pool_sentences``).
 
 ``input`` says what a guard reads (``InputSpec``): ``text``, one text alone (a message, a document, an answer; every
 bundle that does not say otherwise); ``exchange``, an answer together with the request it answers, as the sentence

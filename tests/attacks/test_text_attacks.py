@@ -201,8 +201,8 @@ def test_a_stream_with_a_flagged_sentence_between_benign_ones_is_stopped(guard: 
 
 # Sentences pooled in context: an embedding guard (``embedding_bundle``, tests/conftest.py: MiniLM's sentence embedding
 # and a linear head per label) whose model also outputs its token embeddings. The runtime pools each sentence of a
-# window from them (``guard_sdk.bundle.pool_sentences``) and judges it at the label's calibrated sentence threshold, in the
-# same encoder run as the whole window.
+# window from them (``guard_sdk.bundle.pool_sentences``) and judges it at the label's calibrated sentence threshold, in
+# the same encoder run as the whole window.
 
 
 @pytest.fixture(scope="module")
