@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from builder.train.run import ModelKind
-    from guard_sdk import BundleManifest
+    from guard_sdk.bundle import BundleManifest
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -28,7 +28,7 @@ EVAL_DIR = SHARED / "eval"
 
 def bundle_head(manifest: BundleManifest) -> ModelKind:
     """The bundle's head (``classifier`` or ``embedding``), which decides how its checkpoint is exported and run."""
-    return manifest.training.get("head", "classifier")  # type: ignore[return-value]
+    return manifest.training.head  # type: ignore[return-value]  # the builder's heads: what it wrote
 
 
 def machine_info(threads: Sequence[int] = ()) -> dict[str, Any]:

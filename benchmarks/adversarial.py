@@ -2,7 +2,7 @@
 
     python -m benchmarks.adversarial [--rows 2000] [--rounds 3] [--candidates 8] [--work .cache/adversarial]
 
-Writes the pack's training files (``builder.pack.pack_datasets``) if they are missing, takes a seeded slice of
+Writes the pack's training files (``builder.recipes.pack.pack_datasets``) if they are missing, takes a seeded slice of
 ``prompt-injection.jsonl`` (``--rows``; 0 = all), and runs the rounds with the embedding head and the embedded
 SmolLM2 (or the endpoint in OPENAI_BASE_URL / OPENAI_MODEL). Round 0 is the same data without adversarial examples:
 the ablation. Every round is measured on the deepset prompt-injection test split and on the held-out benign texts

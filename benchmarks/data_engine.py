@@ -5,7 +5,7 @@
   engineered prompt without constrained decoding) and ``engineered`` (what the data engine sends: system prompt, one
   worked example, a JSON schema that llama.cpp turns into a grammar). One request per prompt, no repair turn. A reply
   that is empty, not JSON or off-schema delivers none of the messages it was asked for: they all count as unusable;
-  each parsed message then passes the data engine's quality filter (:func:`builder.generate.text_problem`).
+  each parsed message then passes the data engine's quality filter (:func:`builder.data.candidates.text_problem`).
 - **speed** of each variant (requests, completion tokens, seconds) and of the judge;
 - **judge agreement with the policy's labeled seeds** (one debate round each; the author's label is ground truth);
 - optionally (``--pipeline``) a full data engine run: candidates and verified examples per minute, debate agreement

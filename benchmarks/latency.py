@@ -5,14 +5,15 @@
 Every engine checks the same texts, cut from ../shared/train to exact token counts, and engines take turns (20
 measured calls each after 2 unmeasured, ``--block``/``--rewarm``) so that load from other processes on a shared
 machine hits all of them alike while each runs warm: compare engines by the ratios of one run, not by milliseconds
-across runs. ``--spin`` times ``Guard(spin=True)``.
+across runs. ``--spin`` times ``ExecutionOptions(spin=True)``.
 
 - ``onnx-int8`` / ``onnx-fp32``: ``Guard.check(text)``, the product path (normalise, tokenize, windows, ONNX
   Runtime, result). fp32 comes from the bundle's ``model.fp32.onnx`` or, given ``--checkpoint``, is exported from it.
 - ``torch-eager``: the same checkpoint in transformers, fed the same windows (normalise + tokenize + forward).
 - ``int8-session``: ``InferenceSession.run`` alone on one window, to show what the runtime adds around it.
 - batches (``check_batch``): ``onnx-int8`` batch-invariant (the default: one text per ONNX Runtime call) and
-  ``onnx-int8-shared`` (``batch_invariant=False``: texts share calls); micro-batching runs with shared calls.
+  ``onnx-int8-shared`` (``ExecutionOptions(batch_invariant=False)``: texts share calls); micro-batching runs with
+  shared calls.
 - peers (``benchmarks.peers``): llm-guard's DeBERTa-v3-base and Prompt Guard 2 22M, random weights, fed random
   token ids of the target length (their tokenization is not counted, in their favour).
 """
@@ -72,7 +73,7 @@ def fp32_bundle(bundle_dir: Path, checkpoint: Path | None) -> tuple[Path, str] |
     if checkpoint is None:
         return None
     from builder.export.bundle import export_fused_fp32
-    from guard_sdk import MANIFEST_NAME, ModelSpec, file_sha256
+    from guard_sdk.bundle import MANIFEST_NAME, MODEL_FILE, ModelSpec, file_sha256, write_manifest
 
     manifest = bundle.manifest
     derived = CACHE / "fp32" / f"{manifest.name}-{manifest.version}-{manifest.files[manifest.model.file][:12]}"
@@ -80,14 +81,14 @@ def fp32_bundle(bundle_dir: Path, checkpoint: Path | None) -> tuple[Path, str] |
         log(f"exporting the fp32 model of {manifest.id} from {checkpoint} ...")
         shutil.rmtree(derived, ignore_errors=True)
         fp32 = export_fused_fp32(checkpoint, derived / "onnx", head=bundle_head(manifest))
-        shutil.move(str(fp32), derived / "model.onnx")
+        shutil.move(str(fp32), derived / MODEL_FILE)
         shutil.rmtree(derived / "onnx")
         shutil.copyfile(bundle.file(manifest.tokenizer.file), derived / manifest.tokenizer.file)
-        files = {name: file_sha256(derived / name) for name in ("model.onnx", manifest.tokenizer.file)}
+        files = {name: file_sha256(derived / name) for name in (MODEL_FILE, manifest.tokenizer.file)}
         fp32_manifest = manifest.model_copy(
-            update={"model": ModelSpec(file="model.onnx", precision="fp32"), "files": files}
+            update={"model": ModelSpec(file=MODEL_FILE, precision="fp32"), "files": files}
         )
-        (derived / MANIFEST_NAME).write_text(fp32_manifest.model_dump_json(indent=2))
+        write_manifest(derived, fp32_manifest)
     return derived, "fp32"
 
 
@@ -162,7 +163,7 @@ def latency_by_length(
 ) -> list[dict]:
     from tokenizers import Tokenizer
 
-    from guard_sdk._runtime import create_session
+    from guard_sdk.bundle import create_session
 
     from . import peers
 
@@ -205,11 +206,15 @@ def latency_by_length(
     return rows
 
 
-def _guard(args: argparse.Namespace, threads: int, bundle: Path | None = None, **options: Any) -> Guard:
-    """A Guard on ``bundle`` (default: the measured one) with this run's device and spinning."""
-    from guard_sdk import Guard
+def _guard(
+    args: argparse.Namespace, threads: int, bundle: Path | None = None, *, batching: bool = False, **execution: Any
+) -> Guard:
+    """A Guard on ``bundle`` (default: the measured one) with this run's device and spinning; ``execution``: more
+    ``ExecutionOptions``."""
+    from guard_sdk import ExecutionOptions, Guard
 
-    return Guard(bundle or args.bundle, device=args.device, threads=threads, spin=args.spin, **options)
+    options = ExecutionOptions(spin=args.spin, **execution)
+    return Guard(bundle or args.bundle, device=args.device, threads=threads, batching=batching, execution=options)
 
 
 def _turns(args: argparse.Namespace) -> dict[str, Any]:
@@ -587,7 +592,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--torch-peers", nargs="*", default=["prompt-guard-2"], help="peers also timed in torch eager")
     parser.add_argument("--texts", type=int, default=32, help="distinct texts per length")
-    parser.add_argument("--spin", action="store_true", help="Guard(spin=True): ONNX Runtime threads spin in a check")
+    parser.add_argument(
+        "--spin", action="store_true", help="ExecutionOptions(spin=True): ONNX Runtime threads spin in a check"
+    )
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--block", type=int, default=20, help="measured calls per engine and turn (1: round-robin)")
     parser.add_argument("--rewarm", type=int, default=2, help="unmeasured calls per engine at the start of a turn")

@@ -193,14 +193,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for name, folder in students.items():
         m = GuardBundle.load(folder).manifest
         student_metrics[name] = {
-            "layers": m.training.get("num_layers"),
-            "validation": m.metrics.get("validation"),
-            "parity": m.metrics.get("parity"),
+            "layers": m.training.num_layers,
+            **_validation_and_parity(m),
         }
     student_metrics[f"shipped {manifest.id}"] = {
-        "layers": manifest.training.get("num_layers", 6),
-        "validation": manifest.metrics.get("validation"),
-        "parity": manifest.metrics.get("parity"),
+        "layers": manifest.training.num_layers or 6,
+        **_validation_and_parity(manifest),
     }
     result = {
         "bundle": manifest.id,
@@ -214,6 +212,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     (args.out / "levers.md").write_text(text + "\n")
     print(text)
     return result
+
+
+def _validation_and_parity(manifest: Any) -> dict[str, Any]:
+    """A bundle's validation metrics per label and its parity report, as plain dicts (None when not recorded)."""
+    metrics = manifest.metrics
+    return {
+        "validation": {label: m.model_dump() for label, m in metrics.validation.items()}
+        if metrics.validation
+        else None,
+        "parity": metrics.parity.model_dump() if metrics.parity else None,
+    }
 
 
 def markdown(result: dict[str, Any]) -> str:

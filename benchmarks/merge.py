@@ -130,7 +130,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from builder.train.merge import MergeConfig, SearchConfig, merge_runs
     from builder.train.multitask import binary_tasks, task_dataset
     from builder.train.run import TrainingRun
-    from guard_sdk import MANIFEST_NAME, Guard
+    from guard_sdk import Guard
+    from guard_sdk.bundle import MANIFEST_NAME
 
     from .accuracy import load_set
 

@@ -81,15 +81,16 @@ def added_latency(bundle: Path, rounds: int, threads: int) -> dict[str, Any]:
 
 
 def throughput(bundle: Path, callers: int, per_caller: int, threads: int) -> dict[str, Any]:
-    from guard_sdk import BatchingOptions, Guard
+    from guard_sdk import BatchingOptions, ExecutionOptions, Guard
 
     rows = [json.loads(line)["text"] for line in DEMO_DATA.read_text().splitlines()]
     texts = [rows[i % len(rows)] for i in range(callers * per_caller)]
     out: dict[str, Any] = {}
-    # batch_size is windows per ONNX Runtime call: small calls of similar-length windows waste little on padding.
+    # Small calls of similar-length windows waste little on padding.
     configs = (("unbatched", False, 32), ("batched", BatchingOptions(), 32), ("batched_ort4", BatchingOptions(), 4))
-    for name, batching, batch_size in configs:
-        guard = Guard(bundle, device="cpu", threads=threads, batching=batching, batch_size=batch_size)
+    for name, batching, windows_per_call in configs:
+        execution = ExecutionOptions(windows_per_call=windows_per_call)
+        guard = Guard(bundle, device="cpu", threads=threads, batching=batching, execution=execution)
         guard.warmup()
         out[name] = _concurrent_checks(guard, texts, callers, per_caller)
         if guard._batcher is not None:

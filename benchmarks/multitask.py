@@ -3,12 +3,12 @@
     python -m benchmarks.multitask [--per-task 400] [--epochs 2] [--zero-shot harassment,indirect] [--threads 1]
 
 Data: the default pack's two training files (``builder.recipes.pack``); 15 % of their texts are held out as a test split
-before anything is trained. Every pack label becomes a binary policy (``builder.multitask.binary_tasks``, with
+before anything is trained. Every pack label becomes a binary policy (``builder.train.multitask.binary_tasks``, with
 hard negatives from the other labels); the ``--zero-shot`` labels are left out of training.
 
 - plain: one multi-label classifier (``builder.train.classifier``) on the training tasks' texts with their labels;
 - multi-task: one model on the same tasks' (instruction, text) pairs; the zero-shot labels are then checked with
-  their instruction alone (``builder.multitask.instruct_bundle``).
+  their instruction alone (``builder.train.multitask.instruct_bundle``).
 
 Reported: per-task F1/AUPRC on the test split (each bundle at its calibrated thresholds), OpenAI Moderation, XSTest,
 deepset and the pack's held-out benign trigger-word texts through ``benchmarks.accuracy``, build times, and check

@@ -1,5 +1,6 @@
-"""Guards on different models in one ``Guard``: their models run at the same time (``parallel=True``, the default:
-the threads are split between them) vs one after the other with all threads each (``parallel=False``).
+"""Guards on different models in one ``Guard``: their models run at the same time
+(``ExecutionOptions.models_side_by_side``, on by default: the threads are split between them) vs one after the other
+with all threads each (``models_side_by_side=False``).
 
     python -m benchmarks.parallel_models --bundles PACK/content-safety PACK/prompt-injection .cache/demo/bundle
 
@@ -31,7 +32,7 @@ from ._common import (
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from guard_sdk import Guard
+    from guard_sdk import ExecutionOptions, Guard
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundles", type=Path, nargs="+", required=True, help="bundles on at least two models")
@@ -48,7 +49,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     latency_rows, throughput_rows, results = [], [], []
     for threads in args.threads:
         guards = {
-            "one after the other": Guard(args.bundles, device="cpu", threads=threads, parallel=False),
+            "one after the other": Guard(
+                args.bundles, device="cpu", threads=threads, execution=ExecutionOptions(models_side_by_side=False)
+            ),
             "at the same time": Guard(args.bundles, device="cpu", threads=threads),
         }
         sequential, parallel = guards.values()

@@ -34,7 +34,8 @@ from ._common import (
 
 def unshared_copy(bundle_dir: Path) -> Path:
     """The bundle without ``model.embedding``: its own model (encoder and head) runs for every check."""
-    from guard_sdk import MANIFEST_NAME, GuardBundle
+    from guard_sdk import GuardBundle
+    from guard_sdk.bundle import write_manifest
 
     manifest = GuardBundle.load(bundle_dir).manifest
     if manifest.model.embedding is None:
@@ -50,7 +51,7 @@ def unshared_copy(bundle_dir: Path) -> Path:
             "files": {name: sha for name, sha in manifest.files.items() if name != head},
         }
     )
-    (copy / MANIFEST_NAME).write_text(plain.model_dump_json(indent=2))
+    write_manifest(copy, plain)
     return copy
 
 

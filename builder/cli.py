@@ -17,7 +17,6 @@ guard-build merge --task runs/hate --task runs/violence [--donor runs/multitask]
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -494,7 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 overwrite=args.overwrite,
             )
             print(f"wrote {manifest.id} to {args.out}")
-            print(json.dumps(manifest.metrics, indent=2))
+            print(manifest.metrics.model_dump_json(indent=2))
         elif args.command == "data":
             _run_data(args, args.out)
         elif args.command == "all":
@@ -586,7 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             manifest = export_bundle(args.run, args.out, _export_config(args, args.name, args.description))
             print(f"wrote {manifest.id} to {args.out}")
-            print(json.dumps(manifest.metrics, indent=2))
+            print(manifest.metrics.model_dump_json(indent=2))
     except (BuilderError, GuardError, ValidationError, ValueError) as exc:
         print(f"guard-build: error: {exc}", file=sys.stderr)
         return 2

@@ -64,7 +64,7 @@ def build_bundle(console: Console) -> None:
     )
     console.print("[bold]Exporting[/] to ONNX int8 with the parity gate and calibrated thresholds ...")
     manifest = export_bundle(WORK / "run", BUNDLE, ExportConfig(name="demo", description="demo: injection and abuse"))
-    console.print(f"wrote {manifest.id} to {BUNDLE.relative_to(ROOT)}; parity {manifest.metrics['parity']}")
+    console.print(f"wrote {manifest.id} to {BUNDLE.relative_to(ROOT)}; parity {manifest.metrics.parity}")
 
 
 # A hotel concierge app. Its system prompt is trusted (not checked); user turns and the model's answers are.

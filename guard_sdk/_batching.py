@@ -6,10 +6,10 @@ One worker thread per `Guard` takes every job waiting in the queue (up to ``max_
 batches grow with the load and a lone caller pays no waiting.
 
 Batching pays off where one call costs much more than one text (a GPU). On a CPU the work per text stays the same and
-texts of different lengths pad each other: with 32 callers on a loaded 2-core VM (benchmarks/middleware.py) it cut
-throughput from 34 to 8 checks/s with the Guard's default 32 windows per ONNX Runtime call, and to 18 with
-``batch_size=4``. Leave it off on small CPUs. An int8 model shares calls only in a ``Guard(batch_invariant=False)``:
-by default it runs one text per call, so that batching never changes a text's scores. Jobs of different stages run
+texts of different lengths pad each other: with many callers on a small CPU it cut throughput, less so with fewer
+``ExecutionOptions.windows_per_call`` (benchmarks/README.md, "Middleware"). Leave it off on small CPUs. An int8 model
+shares calls only with ``ExecutionOptions(batch_invariant=False)``: by default it runs one text per call, so that
+batching never changes a text's scores (and ``Guard`` warns that it shares nothing). Jobs of different stages run
 different bundles, so a batch is checked one stage at a time.
 """
 

@@ -25,7 +25,7 @@ An embedding guard (``builder.train.embedding``: a sentence encoder and a linear
 head's ``weight`` (dimension x labels) and ``bias``. The runtime applies the head itself, so bundles whose encoders
 are identical (same ``encoder_sha256``, e.g. the two guards of the default pack) share one encoder run per window.
 When it also names ``token_output`` (the token embeddings), the runtime pools every sentence of a window from them
-and judges it at its label's ``sentence_threshold`` (``guard_sdk.pool_sentences``).
+and judges it at its label's ``sentence_threshold`` (``guard_sdk.bundle.pool_sentences``).
 
 ``input`` says what a guard reads (``InputSpec``): ``text``, one text alone (a message, a document, an answer; every
 bundle that does not say otherwise); ``exchange``, an answer together with the request it answers, as the sentence
@@ -35,6 +35,10 @@ last ``context_tokens`` tokens, and the checked text is windowed in what is left
 one pairs ``("", text)``. ``stages`` names the checks a bundle takes part in (``input``, ``output``): an ``exchange``
 guard judges answers, so it takes part in output checks only. A multi-task guard reads ``text``. Both are left out of
 guard.json at their defaults, so runtimes that predate them read plain bundles.
+
+``training`` (``TrainingRecord``) and ``metrics`` (``BundleMetrics``) record how the bundle was made and how it scored
+on its validation split; the runtime never acts on them. Their known fields are typed, and fields they do not know are
+kept, so records of older and newer builders load alike.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -54,21 +58,35 @@ from ._errors import BundleIntegrityError, BundleNotFoundError, ManifestError
 from ._result import Stage
 
 __all__ = [
+    "FP32_MODEL_FILE",
+    "HEAD_FILE",
     "MANIFEST_NAME",
+    "MODEL_FILE",
     "SCHEMA_VERSION",
+    "TOKENIZER_FILE",
     "BundleManifest",
+    "BundleMetrics",
     "EmbeddingSpec",
     "GuardBundle",
     "InputSpec",
+    "LabelMetrics",
     "LabelSpec",
     "ModelSpec",
+    "ParityReport",
     "TokenizerSpec",
+    "TrainingRecord",
     "file_sha256",
     "read_trust",
+    "write_manifest",
 ]
 
 MANIFEST_NAME = "guard.json"
 SCHEMA_VERSION = 1
+# The files' default names; a manifest may name others.
+MODEL_FILE = "model.onnx"
+FP32_MODEL_FILE = "model.fp32.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+HEAD_FILE = "head.npz"
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -117,7 +135,7 @@ class EmbeddingSpec(_Strict):
 
     output: Annotated[str, Field(min_length=1)] = "sentence_embedding"
     """The model output that holds the sentence embedding (the first output stays the logits)."""
-    head_file: BundleFile = "head.npz"
+    head_file: BundleFile = HEAD_FILE
     encoder_sha256: Sha256
     """Identity of the int8 encoder without its head: bundles that share it share one encoder run per window."""
     token_output: Annotated[str, Field(min_length=1)] | None = Field(None, exclude_if=lambda value: value is None)
@@ -127,7 +145,7 @@ class EmbeddingSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    file: BundleFile = "model.onnx"
+    file: BundleFile = MODEL_FILE
     precision: Literal["int8", "fp32"] = "int8"
     fp32_file: BundleFile | None = None
     # Left out of guard.json when unset, as ``instruction``: plain bundles read as before.
@@ -135,7 +153,7 @@ class ModelSpec(_Strict):
 
 
 class TokenizerSpec(_Strict):
-    file: BundleFile = "tokenizer.json"
+    file: BundleFile = TOKENIZER_FILE
     max_length: Annotated[int, Field(ge=8, le=8192)]
     # Tokens shared by two consecutive windows, so a phrase cut by one window boundary is whole in the next.
     stride: Annotated[int, Field(ge=0)]
@@ -145,6 +163,76 @@ class TokenizerSpec(_Strict):
         if self.stride >= self.max_length // 2:
             raise ValueError(f"stride ({self.stride}) must be less than half of max_length ({self.max_length})")
         return self
+
+
+class _Record(BaseModel):
+    # Records for people and tools, not acted on by the runtime: fields this version does not know are kept (and
+    # written back), not refused, and an unset field is left out of guard.json.
+    model_config = ConfigDict(extra="allow", frozen=True, defer_build=True)
+
+
+def _unset(value: object) -> bool:
+    return value is None
+
+
+class TrainingRecord(_Record):
+    """How the bundle's model was trained (``builder``'s run info, without what the manifest says elsewhere)."""
+
+    head: str = "classifier"
+    """``classifier`` (a fine-tuned sequence classifier) or ``embedding`` (a sentence encoder and a linear head)."""
+    problem_type: str | None = Field(default=None, exclude_if=_unset)
+    max_length: int | None = Field(default=None, exclude_if=_unset)
+    train_examples: int | None = Field(default=None, exclude_if=_unset)
+    validation_examples: int | None = Field(default=None, exclude_if=_unset)
+    seed: int | None = Field(default=None, exclude_if=_unset)
+    epochs: float | None = Field(default=None, exclude_if=_unset)
+    steps: int | None = Field(default=None, exclude_if=_unset)
+    examples_per_second: float | None = Field(default=None, exclude_if=_unset)
+    train_seconds: float | None = Field(default=None, exclude_if=_unset)
+    final_loss: float | None = Field(default=None, exclude_if=_unset)
+    num_layers: int | None = Field(default=None, exclude_if=_unset)
+    """Encoder layers, when the builder cut the base model (a distilled student)."""
+    merge: dict[str, Any] | None = Field(default=None, exclude_if=_unset)
+    """A merged run's method, coefficients and sources (``builder.train.merge``)."""
+    zero_shot_from: str | None = Field(default=None, exclude_if=_unset)
+    """A zero-shot bundle: the multi-task guard (``name@version``) whose model it checks new instructions with."""
+
+
+class LabelMetrics(_Record):
+    """One label on the validation split, at its threshold, as the runtime scores it."""
+
+    threshold: float
+    precision: float
+    recall: float
+    f1: float
+    fpr: float
+    auprc: float | None
+    positives: int
+    negatives: int
+
+
+class ParityReport(_Record):
+    """How far the ONNX models' scores are from the trained model's on the validation split."""
+
+    examples: int
+    fp32_max_abs_diff: float
+    int8_max_abs_diff: float
+    int8_mean_abs_diff: float
+    fp32_decision_agreement: float
+    int8_decision_agreement: float
+
+
+class BundleMetrics(_Record):
+    """How the bundle scored on its validation split and how its thresholds were set."""
+
+    validation: dict[str, LabelMetrics] | None = Field(default=None, exclude_if=_unset)
+    """Per label."""
+    calibration: str | dict[str, str] | None = Field(default=None, exclude_if=_unset)
+    """How the thresholds were set (e.g. ``benign_flag_rate=0.04``), or per label for a zero-shot bundle."""
+    sentence_calibration: str | None = Field(default=None, exclude_if=_unset)
+    benign_flagged: float | None = Field(default=None, exclude_if=_unset)
+    """Share of the validation texts that violate nothing flagged by some label."""
+    parity: ParityReport | None = Field(default=None, exclude_if=_unset)
 
 
 InputKind = Literal["text", "exchange", "conversation"]
@@ -177,8 +265,8 @@ class BundleManifest(_Strict):
     """The checks (``Guard.check(..., stage=...)``) the bundle takes part in."""
     base_model: str
     training_data_sha256: str | None = None
-    training: dict[str, object] = {}
-    metrics: dict[str, object] = {}
+    training: TrainingRecord = Field(default_factory=lambda: TrainingRecord())
+    metrics: BundleMetrics = Field(default_factory=lambda: BundleMetrics())
     files: dict[BundleFile, Sha256]
     created_at: str | None = None
 
@@ -236,6 +324,20 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def write_manifest(folder: str | os.PathLike[str], manifest: BundleManifest) -> str:
+    """Write ``manifest`` as ``folder``'s guard.json, replacing it at once (a reader sees the old file or the new
+    one), and return the sha256 of the bytes written: the pin ``Guard(trust=...)`` takes."""
+    data = manifest.model_dump_json(indent=2).encode("utf-8")
+    target = Path(folder) / MANIFEST_NAME
+    partial = target.with_name(f".{MANIFEST_NAME}.partial")
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)  # a bundle holds only listed files: never leave this one behind
+    return hashlib.sha256(data).hexdigest()
 
 
 class GuardBundle:

@@ -18,6 +18,10 @@
     └── GuardViolation                a guarded call was blocked; ``results`` says why
 
 Catching ``GuardError`` catches everything this package raises on purpose.
+
+Warnings (``warnings.warn``, never raised):
+
+    IneffectiveOptionWarning          a Guard option that does nothing in this combination (also a UserWarning)
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ __all__ = [
     "GuardError",
     "GuardTimeoutError",
     "GuardViolation",
+    "IneffectiveOptionWarning",
     "InputEncodingError",
     "InputError",
     "InputTypeError",
@@ -168,3 +173,8 @@ class GuardViolation(GuardError):
     @property
     def violations(self) -> list[SourcedResult]:
         return [result for result in self.results if result.flagged]
+
+
+class IneffectiveOptionWarning(UserWarning):
+    """A ``Guard`` option that does nothing in the combination given, e.g. ``spin=True`` where every ONNX Runtime
+    session runs on one thread. The Guard works; the option costs or promises something it does not deliver."""

@@ -7,10 +7,11 @@ import numbers
 import os
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, TypedDict, overload
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
@@ -19,6 +20,7 @@ from ._batching import BatchingOptions, MicroBatcher
 from ._bundle import GuardBundle, LabelSpec, read_trust
 from ._context import Context, ContextKind, context_chars, last_tokens, render, validate
 from ._errors import (
+    IneffectiveOptionWarning,
     InputEncodingError,
     InputError,
     InputTypeError,
@@ -28,7 +30,7 @@ from ._errors import (
 )
 from ._pack import find_default_pack
 from ._result import CheckResult, LabelScore, Stage
-from ._runtime import Device, create_session, resolve_device, run_full_window
+from ._runtime import Device, ExecutionOptions, Precision, create_session, resolve_device, run_full_window
 from ._text import NormalizedText, normalize
 from ._views import ScanOptions, View, ViewKind, pool_sentences, sentence_spans, views
 
@@ -85,7 +87,7 @@ class _LoadedBundle:
         device: str,
         threads: int,
         spin: bool,
-        precision: Literal["int8", "fp32"] | None,
+        precision: Precision | None,
         batch_invariant: bool,
     ):
         manifest = bundle.manifest
@@ -99,8 +101,8 @@ class _LoadedBundle:
         self.session = create_session(bundle.model_path(precision), device=device, threads=threads, spin=spin)
         self.output = self.session.get_outputs()[0].name
         # Dynamic int8 quantizes each activation tensor with one scale per ONNX Runtime call: beside other texts'
-        # windows a text's score moves with theirs (up to 0.19 in probability on the default pack). fp32 masks
-        # padding and is batch-invariant as it is.
+        # windows a text's score moves with theirs (benchmarks/README.md). fp32 masks padding and is batch-invariant
+        # as it is.
         self.one_text_per_call = batch_invariant and (precision or manifest.model.precision) == "int8"
         self.input_names = [i.name for i in self.session.get_inputs()]
         unknown = [name for name in self.input_names if name not in _MODEL_INPUTS]
@@ -325,14 +327,14 @@ class _LoadedBundle:
                 yield chunk
 
 
-def _encoder(bundle: GuardBundle, precision: str | None) -> tuple[str, str] | None:
+def _encoder(bundle: GuardBundle, precision: Precision | None) -> tuple[str, str] | None:
     """What an embedding guard's model computes: guards with equal encoders share its run."""
     model = bundle.manifest.model
     # The int8 encoders are what encoder_sha256 identifies; an fp32 copy is shared only with fp32 copies.
     return (model.embedding.encoder_sha256, precision or model.precision) if model.embedding else None
 
 
-def _lanes(bundles: Sequence[GuardBundle], precision: str | None, threads: int) -> list[list[int]]:
+def _lanes(bundles: Sequence[GuardBundle], precision: Precision | None, threads: int) -> list[list[int]]:
     """Bundle indices per lane: the lanes of a check run at once, each in its own thread, the bundles of a lane
     one after the other. Bundles on one encoder share a lane (the first runs it, the rest reuse its output)."""
     models: dict[object, list[int]] = {}
@@ -388,6 +390,26 @@ def _char_span(encoding: Encoding) -> tuple[int, int]:
     return (offsets[0][0], offsets[-1][1]) if offsets else (0, 0)
 
 
+class _DeprecatedOptions(TypedDict, total=False):
+    """``Guard``'s keywords before ``ExecutionOptions``; each still works, with a ``DeprecationWarning``."""
+
+    spin: bool
+    precision: Precision | None
+    batch_size: int
+    batch_invariant: bool
+    parallel: bool
+
+
+# Old keyword -> its ExecutionOptions field.
+_DEPRECATED = {
+    "spin": "spin",
+    "precision": "precision",
+    "batch_size": "windows_per_call",
+    "batch_invariant": "batch_invariant",
+    "parallel": "models_side_by_side",
+}
+
+
 class Guard:
     """Checks texts against one or more guard bundles.
 
@@ -399,31 +421,18 @@ class Guard:
         bundles: bundle folders (or loaded ``GuardBundle`` objects).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when this ONNX Runtime build has it).
         threads: threads a check may use; default: the machine's core count. One model's session gets them all;
-            guards on different models split them (see ``parallel``).
-        spin: let the intra-op threads spin between the steps of a check instead of sleeping (they stop when it
-            returns). With 2 threads on a 2-core host that ran nothing else, 64-token checks of the default pack
-            took ~30 % less time (5.6 -> 4.0 ms); beside other busy threads the spinning ones compete with them
-            and the tail grows (benchmarks/README.md). No effect with ``threads=1``.
-        precision: ``"int8"`` or ``"fp32"``; default: what each bundle's manifest names.
+            guards on different models split them (``ExecutionOptions.models_side_by_side``).
+        execution: how the models run: thread spinning, precision, windows per ONNX Runtime call, batch
+            invariance, models side by side (see ``ExecutionOptions``). Options that do nothing in the combination
+            given warn (``IneffectiveOptionWarning``).
         thresholds: per-label overrides of the manifests' thresholds.
         max_chars: longer texts raise ``TextTooLongError`` instead of being checked slowly or cut; so do texts that
             normalisation (NFKC) makes longer than that.
         max_tokens: the work budget of one text: a text whose views (the text, and its sentences and decoded forms
             when scanned) hold more tokens (counted by each bundle's tokenizer, before any model runs) raises
-            ``TextTooLongError`` with ``unit="tokens"``. The default keeps the worst text of
-            ``max_chars`` under ~2 s of CPU on a 6-layer MiniLM (benchmarks/README.md); raise it to check longer
-            documents, or split them.
-        batch_size: windows per ONNX Runtime call.
-        batch_invariant: give every text of a ``check_batch`` (or of a micro-batch) exactly the result ``check``
-            gives it. An int8 model then runs one text per call: dynamic int8 picks its activation scales per call,
-            so in shared calls a text's scores move with the other texts (up to 0.19 on the default pack, flipping
-            decisions near a threshold). ``False`` shares calls across texts: 1.3-2.4x the ``check_batch``
-            throughput at 2 threads on short texts, about the same at 1 thread (benchmarks/README.md).
-        parallel: on CPU, run guards on different models at the same time, each model's session getting
-            ``threads`` divided by their number (at least 1), instead of one after the other with all ``threads``
-            each. Small inputs use two threads poorly (ONNX Runtime splits each small op in two) and two models
-            side by side well: 1.35-1.45x faster checks at 16-64 tokens with 2 threads, about even from 256
-            (benchmarks/README.md). Guards on one shared encoder run it once either way.
+            ``TextTooLongError`` with ``unit="tokens"``. The default keeps the worst text of ``max_chars`` within a
+            few seconds of CPU on a 6-layer MiniLM (benchmarks/README.md); raise it to check longer documents, or
+            split them.
         verify: check every file's sha256 against the manifest on load.
         scan: what a check scores besides the whole text: what encodings in it decode to (on by default), its
             sentences pooled in context (on by default, for bundles built for it) or alone (opt-in), and whether
@@ -435,8 +444,12 @@ class Guard:
             (thresholds, labels) together with its file hashes.
         batching: coalesce concurrent ``check``/``acheck``/``submit`` calls from many threads and tasks into shared
             batches (``True`` or ``BatchingOptions``); for GPUs, where a call costs more than a text; a lone call
-            never waits. On small CPUs padding makes it slower (see ``guard_sdk._batching``), and with an int8
-            model it shares calls only with ``batch_invariant=False``.
+            never waits. On small CPUs padding makes it slower (see ``guard_sdk._batching``), and an int8 model shares
+            calls only with ``ExecutionOptions(batch_invariant=False)``.
+
+    ``spin``, ``precision``, ``batch_size``, ``batch_invariant`` and ``parallel`` are deprecated keywords for
+    ``ExecutionOptions``' ``spin``, ``precision``, ``windows_per_call``, ``batch_invariant`` and
+    ``models_side_by_side``.
     """
 
     def __init__(
@@ -445,25 +458,20 @@ class Guard:
         *,
         device: Device = "auto",
         threads: int | None = None,
-        spin: bool = False,
-        precision: Literal["int8", "fp32"] | None = None,
+        execution: ExecutionOptions | None = None,
         thresholds: Mapping[str, float] | None = None,
         max_chars: int = 200_000,
         max_tokens: int = 8_192,
-        batch_size: int = 32,
         verify: bool = True,
         trust: Mapping[str, str] | str | os.PathLike[str] | None = None,
         batching: bool | BatchingOptions = False,
-        batch_invariant: bool = True,
-        parallel: bool = True,
         scan: ScanOptions | None = None,
+        **deprecated: Unpack[_DeprecatedOptions],
     ) -> None:
         sources = [bundles] if isinstance(bundles, (str, os.PathLike, GuardBundle)) else list(bundles)
         if not sources:
             raise ValueError("Guard needs at least one bundle")
-        for name, flag in (("spin", spin), ("batch_invariant", batch_invariant), ("parallel", parallel)):
-            if not isinstance(flag, bool):  # a truthy string such as "no" would otherwise mean True
-                raise TypeError(f"{name} must be True or False, got {type(flag).__name__}")
+        execution = _execution_options(execution, deprecated)
         overrides = dict(thresholds or {})
         for label, value in overrides.items():
             # A NaN threshold would never flag (comparisons with NaN are False, this range check too), a negative
@@ -472,7 +480,7 @@ class Guard:
                 raise ValueError(f"thresholds[{label!r}] must be a number from 0 to 1, got {value!r}")
         self.device = resolve_device(device)
         self.threads = threads or os.cpu_count() or 1
-        self.spin = spin
+        self.execution = execution
         for name, limit in (("max_chars", max_chars), ("max_tokens", max_tokens)):
             if isinstance(limit, bool) or not isinstance(limit, int):
                 raise TypeError(f"{name} must be an int, got {type(limit).__name__}")
@@ -480,7 +488,6 @@ class Guard:
                 raise ValueError(f"{name} must be at least 1, got {limit}")
         self.max_chars = max_chars
         self.max_tokens = max_tokens
-        self.batch_size = batch_size
         self.scan = scan or ScanOptions()
         pins = read_trust(trust) if trust is not None else None
         loaded = []
@@ -492,22 +499,27 @@ class Guard:
             loaded.append(source)
         # A check at a stage runs only the bundles that take part in it, and splits the threads among their lanes. A
         # GPU runs one model at a time anyway.
-        side_by_side = parallel and self.device == "cpu"
+        side_by_side = execution.models_side_by_side and self.device == "cpu"
+        precision = execution.precision
         self._stage_lanes: dict[Stage, list[list[int]]] = {}
         for stage in _STAGES:
             indices = [i for i, bundle in enumerate(loaded) if stage in bundle.manifest.stages]
             lanes = _lanes([loaded[i] for i in indices], precision, self.threads) if side_by_side else [indices]
             self._stage_lanes[stage] = [[indices[i] for i in lane] for lane in lanes if lane]
+        session_threads = [
+            max(1, self.threads // max(len(self._stage_lanes[stage]) for stage in bundle.manifest.stages))
+            for bundle in loaded
+        ]
         self._bundles = [
             _LoadedBundle(
                 bundle,
                 device=self.device,
-                threads=max(1, self.threads // max(len(self._stage_lanes[stage]) for stage in bundle.manifest.stages)),
-                spin=spin,
+                threads=threads,
+                spin=execution.spin,
                 precision=precision,
-                batch_invariant=batch_invariant,
+                batch_invariant=execution.batch_invariant,
             )
-            for bundle in loaded
+            for bundle, threads in zip(loaded, session_threads)
         ]
         known = {label.name for b in self._bundles for label in b.labels}
         if unknown := sorted(set(overrides) - known):
@@ -527,6 +539,22 @@ class Guard:
             if batching
             else None
         )
+        self._warn_ineffective(max(session_threads))
+
+    def _warn_ineffective(self, most_threads: int) -> None:
+        """Warn about options that do nothing with these bundles, device and threads."""
+        if self.execution.spin and most_threads == 1:
+            split = "" if self.threads == 1 else f" (threads={self.threads} split between models run side by side)"
+            _warn(
+                f"spin=True does nothing: every ONNX Runtime session of this Guard runs on one thread{split}, so no "
+                "thread waits to spin; give it more threads, or set models_side_by_side=False"
+            )
+        if self._batcher and all(b.one_text_per_call for b in self._bundles):
+            _warn(
+                "batching shares no ONNX Runtime call here: with batch_invariant=True an int8 model runs one text per "
+                "call, so batched callers only wait for each other; set ExecutionOptions(batch_invariant=False) to "
+                "share calls (scores then move with the batch), or leave batching off"
+            )
 
     @property
     def bundles(self) -> list[GuardBundle]:
@@ -598,8 +626,8 @@ class Guard:
     ) -> list[CheckResult]:
         """Check many texts at once; each result's latency is that of the whole batch.
 
-        The texts share tokenization and, with an fp32 model or ``batch_invariant=False``, ONNX Runtime calls; by
-        default every text gets exactly the result ``check`` gives it (see ``batch_invariant``). ``contexts``: one
+        The texts share tokenization and, with an fp32 model or ``ExecutionOptions(batch_invariant=False)``, ONNX
+        Runtime calls; by default every text gets exactly the result ``check`` gives it. ``contexts``: one
         context (or None) per text, as ``check``'s ``context``.
         """
         if isinstance(texts, str):
@@ -728,7 +756,13 @@ class Guard:
                 (
                     i,
                     self._bundles[i].best(
-                        scanned, owners, self.batch_size, encoded, embedded, contexts, self.scan.sentences_in_context
+                        scanned,
+                        owners,
+                        self.execution.windows_per_call,
+                        encoded,
+                        embedded,
+                        contexts,
+                        self.scan.sentences_in_context,
                     ),
                 )
                 for i in indices
@@ -740,7 +774,7 @@ class Guard:
         with self._lock:
             self._checks_running += 1
             # Other checks running on this Guard keep the cores busy already: handing lanes to more threads would
-            # only add hand-offs (measured 5-13 % fewer checks/s with 8-32 callers).
+            # only add hand-offs (fewer checks/s with many callers: benchmarks/README.md).
             alone = self._checks_running == 1
         try:
             if not others or not scanned or not alone:
@@ -802,7 +836,7 @@ class Guard:
         return wrap(client, self, **options)
 
     def __repr__(self) -> str:
-        spin = ", spin=True" if self.spin else ""
+        spin = ", spin=True" if self.execution.spin else ""
         return f"Guard({[b.id for b in self._bundles]}, device={self.device!r}, threads={self.threads}{spin})"
 
 
@@ -870,3 +904,25 @@ def _max_per_text(scores: np.ndarray, owners: list[int], n_texts: int) -> tuple[
         best[owner, better] = scores[w, better]
         best_window[owner, better] = w
     return best, best_window
+
+
+def _execution_options(execution: ExecutionOptions | None, deprecated: Mapping[str, object]) -> ExecutionOptions:
+    """``execution``, or the deprecated keywords given instead of it (with a ``DeprecationWarning``)."""
+    if unknown := sorted(set(deprecated) - set(_DEPRECATED)):
+        raise TypeError(f"Guard() got an unexpected keyword argument {unknown[0]!r}")
+    if not deprecated:
+        return execution or ExecutionOptions()
+    if execution is not None:
+        raise TypeError(f"give execution= or its deprecated keywords {sorted(deprecated)}, not both")
+    fields = {_DEPRECATED[name]: value for name, value in deprecated.items()}
+    warnings.warn(
+        f"Guard({', '.join(f'{name}=' for name in deprecated)}) is deprecated: use "
+        f"Guard(execution=ExecutionOptions({', '.join(f'{field}=' for field in fields)}))",
+        DeprecationWarning,
+        stacklevel=3,  # the caller of Guard()
+    )
+    return ExecutionOptions(**fields)  # type: ignore[arg-type]  # checked by ExecutionOptions itself
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, IneffectiveOptionWarning, stacklevel=4)  # the caller of Guard()

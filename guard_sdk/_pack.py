@@ -31,14 +31,7 @@ __all__ = [
 ]
 
 # Bumped whenever the recipe changes (data, model or calibration): Guard.default() looks in one folder per version, so
-# a changed recipe is built on first use instead of an older pack being loaded. 0.2.0 added benign dark-topic questions
-# and more in-character replies and assistant commands; 0.3.0 keeps that data and calibrates the thresholds to flag at
-# most 4 % of the benign validation texts (benchmarks/README.md, "Default pack"); 0.3.1 calibrates them on the scores
-# `check` gives (one text per call) instead of batch scores, which move with the batch under dynamic int8; 0.4.0 keeps
-# all of that and ships each guard's head beside its encoder, so the two guards share one encoder run per window;
-# 0.5.0 adds the answer guard (answer-safety, judging an answer with its request, in output checks) and the chat-style
-# seed sets, and the two text guards check inputs only; 0.6.0 keeps that data and models and scores every sentence of a
-# window in context too (token embeddings pooled, a calibrated sentence threshold per label).
+# a changed recipe is built on first use instead of an older pack being loaded. What each version changed: CHANGELOG.md.
 PACK_VERSION = "0.6.0"
 PACK_GUARDS = ("content-safety", "prompt-injection", "answer-safety")
 

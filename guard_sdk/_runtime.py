@@ -1,10 +1,12 @@
-"""ONNX Runtime sessions: provider choice, thread settings, one shared session per model file and settings."""
+"""ONNX Runtime sessions: provider choice, thread settings, one shared session per model file and settings; and
+``ExecutionOptions``, how a Guard runs its models."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -13,11 +15,50 @@ from ._errors import ProviderUnavailableError, RuntimeNotInstalledError
 if TYPE_CHECKING:
     import onnxruntime
 
-__all__ = ["Device", "create_session", "run_full_window"]
+__all__ = ["Device", "ExecutionOptions", "Precision", "create_session", "run_full_window"]
 
 logger = logging.getLogger("guard_sdk")
 
 Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["int8", "fp32"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionOptions:
+    """How a Guard runs its models (``Guard(execution=...)``): speed and batch behaviour; which bundles run, and on
+    which device and how many threads, are ``Guard``'s own arguments. Measurements: benchmarks/README.md."""
+
+    spin: bool = False
+    """Let ONNX Runtime's intra-op threads spin between the steps of a check instead of sleeping (they stop when it
+    returns). Faster on a host the guard has to itself; beside other busy threads the spinning ones compete with them
+    and the tail grows. Nothing to spin where a session has one thread (``threads=1``, or threads split between
+    models run side by side): ``IneffectiveOptionWarning``."""
+    precision: Precision | None = None
+    """``"int8"`` or ``"fp32"``; default: what each bundle's manifest names (an fp32 copy must ship in the bundle)."""
+    windows_per_call: int = 32
+    """Most windows in one ONNX Runtime call. Windows of similar length share a call; fewer per call waste less on
+    padding when texts of different lengths are checked together."""
+    batch_invariant: bool = True
+    """Give every text of a ``check_batch`` (or of a micro-batch) exactly the result ``check`` gives it. Dynamic int8
+    picks its activation scales per call, so in shared calls a text's scores move with the other texts (enough to flip
+    decisions near a threshold): an int8 model then runs one text per call. ``False`` shares calls across texts for
+    throughput and accepts that drift. fp32 masks padding and is invariant either way."""
+    models_side_by_side: bool = True
+    """On CPU, run guards on different models at the same time, each model's session getting ``threads`` divided by
+    their number (at least 1), instead of one after the other with all ``threads`` each: small inputs use two threads
+    poorly and two models side by side well. Guards on one shared encoder run it once either way."""
+
+    def __post_init__(self) -> None:
+        for name in ("spin", "batch_invariant", "models_side_by_side"):
+            if not isinstance(getattr(self, name), bool):  # a truthy string such as "no" would otherwise mean True
+                raise TypeError(f"{name} must be True or False, got {type(getattr(self, name)).__name__}")
+        if self.precision not in (None, "int8", "fp32"):
+            raise ValueError(f"precision must be 'int8', 'fp32' or None, got {self.precision!r}")
+        if isinstance(self.windows_per_call, bool) or not isinstance(self.windows_per_call, int):
+            raise TypeError(f"windows_per_call must be an int, got {type(self.windows_per_call).__name__}")
+        if self.windows_per_call < 1:
+            raise ValueError(f"windows_per_call must be at least 1, got {self.windows_per_call}")
+
 
 _PROVIDERS: dict[str, list[str]] = {
     "cpu": ["CPUExecutionProvider"],
@@ -78,10 +119,9 @@ def create_session(
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle pool threads that spin steal the cores from the app, other sessions (one per bundle) and other
-        # processes: measured 0.54-0.7x the p50 with 2 threads on a shared 2-core VM. So by default they sleep;
-        # `spin` lets them spin between a run's steps only (force_spinning_stop), for a host the guard has to
-        # itself: it saves a thread wake-up per step, but the p99 went 2.5x beside another busy engine
-        # (benchmarks/README.md).
+        # processes, so by default they sleep; `spin` lets them spin between a run's steps only
+        # (force_spinning_stop), for a host the guard has to itself: it saves a thread wake-up per step, but the
+        # tail grows beside another busy engine (benchmarks/README.md, "Levers" and "spinning threads").
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if spin:

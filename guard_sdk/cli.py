@@ -48,7 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     check.add_argument("--device", choices=get_args(Device), default="auto")
     check.add_argument("--threads", type=int, default=None)
-    check.add_argument("--batch-size", type=int, default=32, help="texts per batch when reading stdin")
+    check.add_argument(
+        "--texts-per-batch",
+        "--batch-size",  # its old name
+        type=int,
+        default=32,
+        help="texts per check_batch call when reading stdin",
+    )
     check.add_argument("--fail-on-flag", action="store_true", help="exit with status 1 when any text is flagged")
     check.add_argument("--trust", help="a JSON file of guard.json pins (from `guard trust`); unpinned bundles fail")
     pins = commands.add_parser("trust", help="print the guard.json pins of bundles, for Guard(trust=...)")
@@ -76,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results = _print(guard.check_batch([args.text], stage=args.stage, contexts=[args.context]), sys.stdout)
         else:
             rows = _read_jsonl(sys.stdin)
-            while batch := list(itertools.islice(rows, args.batch_size)):
+            while batch := list(itertools.islice(rows, args.texts_per_batch)):
                 texts, contexts = [text for text, _ in batch], [context for _, context in batch]
                 results += _print(guard.check_batch(texts, stage=args.stage, contexts=contexts), sys.stdout)
     except (GuardError, _InputLineError) as exc:

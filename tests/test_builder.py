@@ -103,18 +103,18 @@ def test_benign_flag_rate_bounds_the_benign_texts_flagged(
 
     rate = 0.1  # the demo run's validation has 15 benign texts: 5 % per label leaves none flagged
     manifest = export_bundle(multi_label_run, tmp_path / "budget", ExportConfig(name="demo", benign_flag_rate=rate))
-    assert manifest.metrics["calibration"] == f"benign_flag_rate={rate}"
+    assert manifest.metrics.calibration == f"benign_flag_rate={rate}"
     guard = Guard(tmp_path / "budget")
     results = [guard.check(text) for text in texts]
     per_label = benign_flagged(results)
     assert all(share <= rate / 2 for share in per_label), per_label
-    assert manifest.metrics["benign_flagged"] <= rate
+    assert (manifest.metrics.benign_flagged or 0.0) <= rate
     # Calibrated on the scores `check` gives (one text per call): a budget threshold is one of those scores exactly.
     # In shared calls an int8 score moves with its neighbours, and thresholds set on such scores would match none.
     for label in manifest.labels:
         assert label.threshold in {r.score(label.name).score for r in results}, label
     # The budget moves the thresholds: max-F1 calibration of the same run flags more of those texts.
-    assert GuardBundle.load(multi_label_bundle).manifest.metrics["calibration"] == "max_f1"
+    assert GuardBundle.load(multi_label_bundle).manifest.metrics.calibration == "max_f1"
     max_f1 = Guard(multi_label_bundle)
     assert sum(benign_flagged([max_f1.check(text) for text in texts])) > sum(per_label)
 
@@ -160,9 +160,9 @@ def test_embedding_guard_exports_as_an_ordinary_bundle(tmp_path: Path, demo_rows
     assert info.model_kind == "embedding" and info.label_names == ["abuse", "injection"] and info.epochs == 0.1
     assert list((tmp_path / "run" / "triplet").glob("checkpoint-*")), "triplet training checkpoints, for resume"
     manifest = export_bundle(tmp_path / "run", tmp_path / "bundle", ExportConfig(name="embedding-demo"))
-    parity = manifest.metrics["parity"]
-    assert parity["fp32_max_abs_diff"] < 1e-3, "the appended head computes what torch computes"
-    assert manifest.training["head"] == "embedding"
+    parity = manifest.metrics.parity
+    assert parity is not None and parity.fp32_max_abs_diff < 1e-3, "the appended head computes what torch computes"
+    assert manifest.training.head == "embedding"
     assert "SkipLayerNormalization" not in _op_types(tmp_path / "bundle" / "model.onnx")
     # The head ships beside the encoder, for guards that share it (test_embedding_guards_on_one_encoder_...).
     assert manifest.model.embedding is not None and manifest.model.embedding.head_file in manifest.files

@@ -10,7 +10,6 @@ import pytest
 
 from guard_sdk import (
     BundleIntegrityError,
-    BundleManifest,
     BundleNotFoundError,
     Guard,
     GuardBundle,
@@ -18,6 +17,7 @@ from guard_sdk import (
     ManifestError,
     ModelMismatchError,
 )
+from guard_sdk.bundle import BundleManifest, BundleMetrics, ParityReport, TrainingRecord, write_manifest
 
 
 @pytest.fixture()
@@ -46,10 +46,12 @@ def test_exported_manifest_describes_the_bundle(multi_label_bundle: Path):
     assert m.tokenizer.max_length == 64 and 0 < m.tokenizer.stride < 32
     assert m.base_model == "sentence-transformers/all-MiniLM-L6-v2"
     assert len(m.training_data_sha256 or "") == 64
-    parity = m.metrics["parity"]
-    assert parity["fp32_max_abs_diff"] < 1e-3 and parity["int8_max_abs_diff"] < 0.25
-    assert parity["int8_mean_abs_diff"] < 0.02 and parity["int8_decision_agreement"] >= 0.95
-    assert set(m.metrics["validation"]) == {"abuse", "injection"}
+    parity = m.metrics.parity
+    assert parity is not None
+    assert parity.fp32_max_abs_diff < 1e-3 and parity.int8_max_abs_diff < 0.25
+    assert parity.int8_mean_abs_diff < 0.02 and parity.int8_decision_agreement >= 0.95
+    assert set(m.metrics.validation or {}) == {"abuse", "injection"}
+    assert m.training.head == "classifier" and m.training.train_examples
     # int8 is the default model and is about a quarter of fp32
     assert (multi_label_bundle / "model.onnx").stat().st_size < 0.35 * (
         multi_label_bundle / "model.fp32.onnx"
@@ -59,6 +61,44 @@ def test_exported_manifest_describes_the_bundle(multi_label_bundle: Path):
 def test_manifest_schema_round_trips(multi_label_bundle: Path):
     raw = (multi_label_bundle / "guard.json").read_text()
     assert BundleManifest.model_validate_json(raw) == GuardBundle.load(multi_label_bundle).manifest
+
+
+def test_training_and_metrics_are_typed_and_round_trip(multi_label_bundle: Path, bundle_copy: Path):
+    manifest = GuardBundle.load(multi_label_bundle).manifest
+    assert isinstance(manifest.training, TrainingRecord) and isinstance(manifest.metrics, BundleMetrics)
+    assert isinstance(manifest.metrics.parity, ParityReport) and manifest.metrics.calibration == "max_f1"
+    assert BundleManifest.model_validate_json(manifest.model_dump_json()) == manifest
+
+    # As earlier builders wrote them: no head (a classifier then), explicit nulls, a per-label calibration (zero-shot
+    # bundles), and fields this runtime does not know, which are kept and written back.
+    raw = json.loads((bundle_copy / "guard.json").read_text())
+    training = {k: v for k, v in raw["training"].items() if k != "head"}
+    training |= {"merge": None, "num_layers": None, "optimizer": "adamw"}
+    metrics = {"calibration": {"abuse": "max F1 on 12 labeled seeds"}, "notes": {"by": "hand"}}
+    _edit_manifest(bundle_copy, training=training, metrics=metrics)
+    older = GuardBundle.load(bundle_copy).manifest
+    assert older.training.head == "classifier" and older.training.num_layers is None
+    assert older.training.model_extra == {"optimizer": "adamw"}
+    assert older.metrics.calibration == {"abuse": "max F1 on 12 labeled seeds"} and older.metrics.parity is None
+    written = json.loads(older.model_dump_json())
+    assert written["training"]["optimizer"] == "adamw" and written["metrics"]["notes"] == {"by": "hand"}
+    assert "merge" not in written["training"] and "validation" not in written["metrics"]  # unset: left out
+
+    _edit_manifest(bundle_copy, training={}, metrics={})  # the oldest bundles
+    oldest = GuardBundle.load(bundle_copy).manifest
+    assert oldest.training == TrainingRecord() and oldest.metrics == BundleMetrics()
+    _edit_manifest(bundle_copy, metrics={"parity": {"examples": "many"}})
+    with pytest.raises(ManifestError, match="metrics.parity"):  # known fields are checked
+        GuardBundle.load(bundle_copy)
+
+
+def test_write_manifest_returns_the_pin(multi_label_bundle: Path, bundle_copy: Path):
+    manifest = GuardBundle.load(multi_label_bundle).manifest
+    relabelled = manifest.model_copy(update={"description": "rewritten"})
+    pin = write_manifest(bundle_copy, relabelled)
+    assert sorted(p.name for p in bundle_copy.iterdir()) == sorted(["guard.json", *manifest.files])  # nothing left
+    loaded = GuardBundle.load(bundle_copy, sha256=pin)
+    assert loaded.manifest == relabelled and loaded.manifest_sha256 == pin
 
 
 def test_tampered_file_is_refused(bundle_copy: Path):

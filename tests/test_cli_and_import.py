@@ -66,6 +66,20 @@ def test_public_api_is_curated():
     assert all(not name.startswith("_") or name == "__version__" for name in guard_sdk.__all__)
     assert all(hasattr(guard_sdk, name) for name in guard_sdk.__all__)
     assert set(guard_sdk.__all__) <= set(dir(guard_sdk))
+    from guard_sdk import bundle
+
+    assert all(hasattr(bundle, name) for name in bundle.__all__)
+    assert not set(guard_sdk.__all__) & set(bundle.__all__) - {"GuardBundle"}
+
+
+@pytest.mark.parametrize("name", sorted(guard_sdk._MOVED_TO_BUNDLE))
+def test_contract_names_moved_to_the_bundle_module_still_resolve(name: str):
+    from guard_sdk import bundle
+
+    assert name in bundle.__all__ and name not in guard_sdk.__all__
+    with pytest.warns(DeprecationWarning, match=f"guard_sdk.{name} moved to guard_sdk.bundle.{name}"):
+        value = getattr(guard_sdk, name)
+    assert value is getattr(bundle, name)
 
 
 def test_lazy_names_are_the_modules_own():
@@ -92,7 +106,7 @@ def test_type_checkers_see_every_lazy_name():
             for statement in node.body:
                 assert isinstance(statement, ast.ImportFrom)
                 checked |= {alias.asname or alias.name for alias in statement.names}
-    assert checked - {"decorators"} == set(guard_sdk._LAZY)
+    assert checked - guard_sdk._SUBMODULES == set(guard_sdk._LAZY)
     assert eager | set(guard_sdk._LAZY) == set(guard_sdk.__all__) - {"__version__"}
 
 

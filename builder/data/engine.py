@@ -6,7 +6,7 @@
 The output folder holds, when a run is complete:
 
 - ``dataset.jsonl``: ``{"text", "labels": [policy name] or [], "cell", "kind", "prompt_id", "candidate_id",
-  "verdict", "confidence"}`` rows, readable by :func:`builder.dataset.load_jsonl`;
+  "verdict", "confidence"}`` rows, readable by :func:`builder.data.dataset.load_jsonl`;
 - ``datasheet.json`` / ``datasheet.md``: counts, coverage, debate stats, curation rounds, LLM usage (summed over
   every invocation of the run, a killed one included), throughput;
 - ``transcripts.jsonl``: every candidate's debate.

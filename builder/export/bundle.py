@@ -6,8 +6,8 @@ tolerances no bundle is written. Thresholds are calibrated on the validation spl
 (same normalisation and windows as production), and the manifest records them with metrics and file hashes. An
 embedding guard's model also outputs its token embeddings, and each label gets a sentence threshold, calibrated on
 the sentences of the benign validation texts as the int8 encoder reads them in context
-(``guard_sdk.pool_sentences``). A run trained on exchange data is scored on its (request, answer) pairs throughout,
-and its bundle reads input ``exchange`` and takes part in output checks only.
+(``guard_sdk.bundle.pool_sentences``). A run trained on exchange data is scored on its (request, answer) pairs
+throughout, and its bundle reads input ``exchange`` and takes part in output checks only.
 The bundle is assembled in a hidden staging folder and renamed into place, so a half-written bundle never exists.
 """
 
@@ -25,20 +25,26 @@ from typing import Annotated
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from guard_sdk import (
-    MANIFEST_NAME,
+from guard_sdk import Guard, ScanOptions, Stage, normalize
+from guard_sdk.bundle import (
+    FP32_MODEL_FILE,
+    HEAD_FILE,
+    MODEL_FILE,
     SCHEMA_VERSION,
+    TOKENIZER_FILE,
     BundleManifest,
     EmbeddingSpec,
-    Guard,
     InputSpec,
+    LabelMetrics,
     LabelSpec,
     ModelSpec,
-    ScanOptions,
-    Stage,
+    ParityReport,
     TokenizerSpec,
+    create_session,
     file_sha256,
-    normalize,
+    pool_sentences,
+    sentence_spans,
+    write_manifest,
 )
 
 from ..data.dataset import LabeledDataset
@@ -61,10 +67,6 @@ __all__ = [
 
 logger = logging.getLogger("builder.export.bundle")
 
-MODEL_FILE = "model.onnx"
-FP32_FILE = "model.fp32.onnx"
-TOKENIZER_FILE = "tokenizer.json"
-HEAD_FILE = "head.npz"
 HEAD_NODE = "guard_head.MatMul"
 EMBEDDING_OUTPUT = "sentence_embedding"
 TOKEN_OUTPUT = "token_embeddings"
@@ -117,26 +119,6 @@ class ExportConfig(BaseModel):
         if self.benign_flag_rate is not None:
             return f"benign_flag_rate={self.benign_flag_rate}"
         return "max_f1"
-
-
-class ParityReport(BaseModel):
-    examples: int
-    fp32_max_abs_diff: float
-    int8_max_abs_diff: float
-    int8_mean_abs_diff: float
-    fp32_decision_agreement: float
-    int8_decision_agreement: float
-
-
-class LabelMetrics(BaseModel):
-    threshold: float
-    precision: float
-    recall: float
-    f1: float
-    fpr: float
-    auprc: float | None
-    positives: int
-    negatives: int
 
 
 def export_bundle(train_dir: str | Path, out: str | Path, config: ExportConfig) -> BundleManifest:
@@ -196,7 +178,7 @@ def _build(
             token_output=TOKEN_OUTPUT,
         )
     if config.keep_fp32:
-        shutil.copyfile(fp32, staging / FP32_FILE)
+        shutil.copyfile(fp32, staging / FP32_MODEL_FILE)
     for name, source in config.extra_files.items():
         shutil.copyfile(source, staging / name)
 
@@ -243,7 +225,7 @@ def _build(
         for name in names
     ]
     draft = _manifest(info, config, labels, stride, staging, embedding, metrics={})
-    (staging / MANIFEST_NAME).write_text(draft.model_dump_json(indent=2))
+    write_manifest(staging, draft)
     # Calibrate on what production will compute: the runtime's own normalisation, windows and int8 model (which
     # `check_batch` runs one text per call, as `check` does); whole texts here, their sentences below.
     runtime = Guard(staging, device="cpu", scan=ScanOptions(sentences_in_context=False))
@@ -311,7 +293,7 @@ def _build(
         "parity": parity.model_dump(),
     }
     manifest = _manifest(info, config, labels, stride, staging, embedding, metrics)
-    (staging / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2))
+    write_manifest(staging, manifest)
     return manifest
 
 
@@ -319,9 +301,6 @@ def _sentence_scores(bundle: Path, texts: list[str], max_length: int) -> np.ndar
     """Head scores of every sentence of these (normalised) texts' first windows, pooled from the int8 encoder's
     token embeddings as the runtime pools them; one row per sentence."""
     from tokenizers import Tokenizer
-
-    from guard_sdk import pool_sentences, sentence_spans
-    from guard_sdk._runtime import create_session
 
     tokenizer = Tokenizer.from_file(str(bundle / TOKENIZER_FILE))
     tokenizer.enable_truncation(max_length)
@@ -378,7 +357,7 @@ def export_fused_fp32(model_dir: Path, folder: Path, kind: ModelKind = "classifi
         main_export(str(model_dir), output=folder, task="text-classification", device="cpu")
     # Level 2 fuses attention, GELU and LayerNorm: measured ~20 % faster after int8 than the plain export. Not the
     # residual Add into LayerNorm: ONNX Runtime's CPU SkipLayerNormalization kernel is ~5x slower than the two ops
-    # (guard_sdk._runtime, which also keeps the session from re-fusing them at load).
+    # (guard_sdk.bundle.create_session, which also keeps the session from re-fusing them at load).
     ORTOptimizer.from_pretrained(folder).optimize(
         OptimizationConfig(
             optimization_level=2,
@@ -413,7 +392,7 @@ def append_linear_head(onnx_file: Path, head_file: Path) -> None:
         ]
     )
     # The logits come first (what every runtime reads); the sentence embedding second, for guards that share it;
-    # the token embeddings third, for pooling each sentence of a window (guard_sdk.pool_sentences).
+    # the token embeddings third, for pooling each sentence of a window (guard_sdk.bundle.pool_sentences).
     outputs = {output.name: output for output in graph.output}
     del graph.output[:]
     labels = int(params["bias"].shape[0])
@@ -484,8 +463,6 @@ def _score_three_ways(
     """Sigmoid scores of torch, ONNX fp32 and ONNX int8 on identical token ids (of each text, or of each text paired
     after its instruction or its context)."""
     from transformers import AutoTokenizer
-
-    from guard_sdk._runtime import create_session
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     reference = _torch_logits(model_dir, kind)
@@ -642,7 +619,7 @@ def _manifest(
     embedding: EmbeddingSpec | None,
     metrics: dict[str, object],
 ) -> BundleManifest:
-    files = {MODEL_FILE, TOKENIZER_FILE, *config.extra_files} | ({FP32_FILE} if config.keep_fp32 else set())
+    files = {MODEL_FILE, TOKENIZER_FILE, *config.extra_files} | ({FP32_MODEL_FILE} if config.keep_fp32 else set())
     files |= {embedding.head_file} if embedding else set()
     return BundleManifest(
         schema_version=SCHEMA_VERSION,
@@ -654,7 +631,7 @@ def _manifest(
         model=ModelSpec(
             file=MODEL_FILE,
             precision="int8",
-            fp32_file=FP32_FILE if config.keep_fp32 else None,
+            fp32_file=FP32_MODEL_FILE if config.keep_fp32 else None,
             embedding=embedding,
         ),
         tokenizer=TokenizerSpec(file=TOKENIZER_FILE, max_length=info.max_length, stride=stride),

@@ -666,11 +666,11 @@ def build_pack(
             recorded = (
                 existing.version,
                 existing.training_data_sha256,
-                existing.training.get("head"),
-                existing.training.get("epochs"),
+                existing.training.head,
+                existing.training.epochs,
                 existing.tokenizer.max_length,
                 existing.base_model,
-                existing.metrics.get("calibration"),
+                existing.metrics.calibration,
             )
             if recorded == (PACK_VERSION, data.sha256, head, epochs, max_length, base_model, export_config.calibration):
                 progress(f"{data.name}: up to date in {bundle_dir}")

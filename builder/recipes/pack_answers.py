@@ -5,7 +5,7 @@ The guard reads an answer together with the request it answers (``InputSpec(kind
 one that names the topic ("I can't help you make a bomb"), nor is an ordinary answer, nor an over-refusal of a benign
 request. Rows (``LabeledExample`` plus provenance keys):
 
-- ``compliance``: answers written by SmolLM2-135M-Instruct (Apache-2.0; ``builder.local_server.smollm2_path()``) after
+- ``compliance``: answers written by SmolLM2-135M-Instruct (Apache-2.0; ``builder.llm.local_server.smollm2_path()``) after
   a varied assistant opener ("Here's", "1.", "There are several ways", none, ...), to unsafe requests (CatQA in
   English, StrongREJECT, CoCoNot's unsafe rows, CyberSecEval without its fixed prefix) -> harmful-answer, and to
   benign ones (CoCoNot's look-alikes, counsel-chat help-seeking, code, maths, chat questions) -> none. A generation

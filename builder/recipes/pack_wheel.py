@@ -1,7 +1,7 @@
 """The default pack as a pure-Python wheel, ``guard-sdk-pack``: ``pip install guard-sdk[pack]`` then gives
 ``Guard.default()`` the pack without the builder or the seed sets.
 
-The wheel's package (``guard_sdk.PACK_PACKAGE``) holds the pack folder's bundles as they are, each with its
+The wheel's package (``guard_sdk.bundle.PACK_PACKAGE``) holds the pack folder's bundles as they are, each with its
 ``ATTRIBUTION.md`` (hashed in its guard.json like the model), and the pack's report ``pack.json``; its version is the
 pack's. setuptools' wheel backend writes it (metadata, RECORD). It is reproducible: the bytes depend only on the pack
 folder (and the setuptools version), as files are added in sorted order with fixed modes, and every timestamp is the
@@ -19,15 +19,8 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from guard_sdk import (
-    MANIFEST_NAME,
-    PACK_DISTRIBUTION,
-    PACK_GUARDS,
-    PACK_PACKAGE,
-    PACK_REPORT,
-    PACK_VERSION,
-    GuardBundle,
-)
+from guard_sdk import PACK_GUARDS, PACK_VERSION, GuardBundle
+from guard_sdk.bundle import MANIFEST_NAME, PACK_DISTRIBUTION, PACK_PACKAGE, PACK_REPORT
 
 from ..errors import BuilderError
 

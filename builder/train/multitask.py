@@ -30,7 +30,7 @@ from ..data.dataset import LabeledDataset, LabeledExample
 from ..data.policy import Policy
 
 if TYPE_CHECKING:
-    from guard_sdk import BundleManifest
+    from guard_sdk.bundle import BundleManifest
 
 __all__ = [
     "VIOLATES",
@@ -156,7 +156,8 @@ def instruct_bundle(
     separates them; otherwise it takes the median of the multi-task bundle's calibrated thresholds. Either way the
     manifest says how each threshold was chosen.
     """
-    from guard_sdk import MANIFEST_NAME, BundleError, Guard, GuardBundle, LabelSpec, file_sha256
+    from guard_sdk import BundleError, Guard, GuardBundle
+    from guard_sdk.bundle import BundleMetrics, LabelSpec, file_sha256, write_manifest
 
     from ..errors import BuilderError
     from ..export.bundle import calibrate_threshold, staged_bundle
@@ -181,14 +182,14 @@ def instruct_bundle(
             tokenizer = tokenizer.model_copy(update={"max_length": max_length})
         update = {"labels": labels, "problem_type": _problem_type(labels), "tokenizer": tokenizer}
         draft = source.manifest.model_copy(update=update)
-        (staging / MANIFEST_NAME).write_text(draft.model_dump_json(indent=2))
+        write_manifest(staging, draft)
         try:
             guard = Guard(staging, device="cpu")
         # E.g. an instruction too long for the window, or a max_length past the encoder's position table (the runtime
         # runs one full window at load). Name the source, not staging.
         except BundleError as exc:
             raise BuilderError(f"{source.manifest.id} cannot check these policies: {exc.message}") from None
-        calibration: dict[str, object] = {}
+        calibration: dict[str, str] = {}
         for j, policy in enumerate(policies):
             seeds = [(seed.text, seed.label == "violates") for seed in policy.seeds if seed.label]
             truth = np.asarray([flag for _, flag in seeds], dtype=bool)
@@ -205,12 +206,12 @@ def instruct_bundle(
                 "version": version,
                 "description": f"zero-shot from {source.manifest.id}",
                 "labels": labels,
-                "training": {**source.manifest.training, "zero_shot_from": source.manifest.id},
-                "metrics": {"calibration": calibration},
+                "training": source.manifest.training.model_copy(update={"zero_shot_from": source.manifest.id}),
+                "metrics": BundleMetrics(calibration=calibration),
                 "files": {file: file_sha256(staging / file) for file in source.manifest.files},
             }
         )
-        (staging / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2))
+        write_manifest(staging, manifest)
     return manifest
 
 

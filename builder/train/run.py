@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from guard_sdk._context import last_tokens
+from guard_sdk.bundle import last_tokens
 
 from .._files import write_atomic
 from ..data.dataset import LabeledDataset, LabeledExample, load_jsonl, write_jsonl

@@ -17,7 +17,16 @@ from typing import Any
 
 import pytest
 
-from guard_sdk import CheckResult, Enforcer, Guard, GuardTimeoutError, GuardViolation, TextTooLongError, guarded
+from guard_sdk import (
+    CheckResult,
+    Enforcer,
+    ExecutionOptions,
+    Guard,
+    GuardTimeoutError,
+    GuardViolation,
+    TextTooLongError,
+    guarded,
+)
 from guard_sdk._enforce import Piece
 from guard_sdk._work import SMALL_CHARS, SMALL_TOKENS
 
@@ -88,7 +97,8 @@ def test_a_text_over_the_token_budget_is_refused_before_any_model_runs(multi_lab
 
 
 def test_hostile_texts_of_max_chars_are_refused_or_cost_at_most_the_budget(multi_label_bundle: Path):
-    budget = Guard(multi_label_bundle, device="cpu", max_tokens=500, batch_size=1)  # one window a call
+    one_window_a_call = ExecutionOptions(windows_per_call=1)
+    budget = Guard(multi_label_bundle, device="cpu", max_tokens=500, execution=one_window_a_call)
     step = 64 - 2 - 16  # the demo bundle's window, without its two special tokens, less its stride
     most = -(-500 // step)
     cjk = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(200_000))
@@ -132,7 +142,9 @@ def test_a_bad_budget_is_refused(multi_label_bundle: Path):
 @pytest.fixture(scope="module")
 def many_windows(multi_label_bundle: Path) -> tuple[Recording, str, float]:
     """A guard that runs one window a model call, a text of ~200 windows, and how long checking it takes."""
-    slow = Recording(multi_label_bundle, device="cpu", threads=2, batch_size=1, max_tokens=20_000)
+    slow = Recording(
+        multi_label_bundle, device="cpu", threads=2, execution=ExecutionOptions(windows_per_call=1), max_tokens=20_000
+    )
     text = FILLER * 500
     started = time.perf_counter()
     assert slow.check(text).status == "checked"

@@ -50,6 +50,17 @@ def pinned_bundles() -> None:
     Guard("bundles/demo", trust=[bundle.manifest_sha256])  # type: ignore[arg-type]
 
 
+def execution_options() -> None:
+    options = guard_sdk.ExecutionOptions(spin=True, precision="fp32", windows_per_call=8, models_side_by_side=False)
+    Guard("bundles/demo", device="cpu", threads=2, execution=options)
+    Guard("bundles/demo", spin=True, batch_size=8, parallel=False)  # deprecated, still typed
+    Guard("bundles/demo", batch_size="8")  # type: ignore[arg-type]
+    guard_sdk.ExecutionOptions(precision="fp16")  # type: ignore[arg-type]
+    manifest = guard_sdk.GuardBundle.load("bundles/demo").manifest
+    assert_type(manifest.training.head, str)
+    assert_type(manifest.metrics.parity, guard_sdk.bundle.ParityReport | None)
+
+
 async def async_checks(guard: Guard) -> None:
     assert_type(await guard.acheck("text"), CheckResult)
     assert_type(await guard.acheck("answer", stage="output", context=MESSAGES), CheckResult)
@@ -61,7 +72,7 @@ def contexts(guard: Guard) -> None:
     assert_type(guard.check("answer", stage="output", context=MESSAGES), CheckResult)  # openai messages
     assert_type(guard.check_batch(["a", "b"], stage="output", contexts=[request, None]), list[CheckResult])
     assert_type(guard.submit(["a"], stage="output", contexts=[MESSAGES]), Future[list[CheckResult]])
-    assert_type(guard_sdk.GuardBundle.load("bundles/answers").manifest.input, guard_sdk.InputSpec)
+    assert_type(guard_sdk.GuardBundle.load("bundles/answers").manifest.input, guard_sdk.bundle.InputSpec)
     guard.check("answer", stage="output", context=5)  # type: ignore[arg-type]
 
 
