@@ -72,7 +72,7 @@ def fp32_bundle(bundle_dir: Path, checkpoint: Path | None) -> tuple[Path, str] |
         return bundle_dir, "fp32"
     if checkpoint is None:
         return None
-    from builder.export.bundle import export_fused_fp32
+    from builder.export.onnx import export_fused_fp32
     from guard_sdk.bundle import MANIFEST_NAME, MODEL_FILE, ModelSpec, file_sha256, write_manifest
 
     manifest = bundle.manifest
@@ -99,10 +99,10 @@ class TorchGuard:
     def __init__(self, checkpoint: Path, bundle: GuardBundle) -> None:
         from tokenizers import Tokenizer
 
-        from builder.export.bundle import _torch_logits
+        from builder.export.parity import torch_logits
 
         spec = bundle.manifest.tokenizer
-        self.logits = _torch_logits(checkpoint, bundle_head(bundle.manifest))
+        self.logits = torch_logits(checkpoint, bundle_head(bundle.manifest))
         self.tokenizer = Tokenizer.from_file(str(bundle.file(spec.file)))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(spec.max_length, stride=spec.stride)

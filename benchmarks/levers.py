@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
-    from builder.export.bundle import export_fused_fp32
+    from builder.export.onnx import export_fused_fp32
     from guard_sdk import GuardBundle
 
     bundle = GuardBundle.load(args.bundle)

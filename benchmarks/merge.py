@@ -84,11 +84,11 @@ def _torch_scores(model_dir: Path, texts: list[str], max_length: int) -> Any:
     import numpy as np
     from transformers import AutoTokenizer
 
-    from builder.export.bundle import _torch_logits
+    from builder.export.parity import torch_logits
     from guard_sdk import normalize
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    logits = _torch_logits(model_dir, "classifier")
+    logits = torch_logits(model_dir, "classifier")
     out = []
     for start in range(0, len(texts), 32):
         batch = tokenizer(
@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     import torch
 
     from builder.data.dataset import load_jsonl
-    from builder.export.bundle import ExportConfig, export_bundle
+    from builder.export import ExportConfig, export_bundle
     from builder.recipes.pack import CONTENT_SAFETY_LABELS, PackConfig, pack_datasets
     from builder.train.classifier import TrainConfig, train
     from builder.train.merge import MergeConfig, SearchConfig, merge_runs

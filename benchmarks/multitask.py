@@ -139,7 +139,7 @@ def _sha256(rows: Sequence[Any]) -> str:
 
 
 def _train_and_export(dataset: Any, args: argparse.Namespace, kind: str, times: dict[str, float]) -> Path:
-    from builder.export.bundle import ExportConfig, export_bundle
+    from builder.export import ExportConfig, export_bundle
     from builder.train.classifier import TrainConfig
     from builder.train.run import TrainingRun
 

@@ -30,7 +30,7 @@ from guard_sdk import GuardError, default_pack_dir
 
 from .data.dataset import LabeledDataset, load_jsonl, write_jsonl
 from .errors import BuilderError
-from .export.bundle import ExportConfig, export_bundle
+from .export import ExportConfig, export_bundle
 from .recipes.pack import PackConfig, build_pack, default_work_dir, pack_datasets
 from .recipes.pack_answers import ANSWER_PAIRS_FILE, AnswerPairsConfig, build_answer_pairs
 from .recipes.pack_wheel import write_pack_wheel

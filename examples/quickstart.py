@@ -41,7 +41,7 @@ SAMPLES = [
 
 def build_bundle(console: Console) -> None:
     from builder.data.dataset import load_jsonl
-    from builder.export.bundle import ExportConfig, export_bundle
+    from builder.export import ExportConfig, export_bundle
     from builder.train.classifier import TrainConfig, train
 
     shutil.rmtree(WORK, ignore_errors=True)

@@ -34,7 +34,7 @@ def multi_label_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def multi_label_bundle(multi_label_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from builder.export.bundle import ExportConfig, export_bundle
+    from builder.export import ExportConfig, export_bundle
 
     folder = tmp_path_factory.mktemp("bundles")
     notice = folder / "NOTICE.md"
@@ -52,7 +52,7 @@ def multi_label_bundle(multi_label_run: Path, tmp_path_factory: pytest.TempPathF
 def binary_bundle(demo_rows: list[dict], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A one-label model trained for a few steps only: exercises the binary path, not accuracy."""
     from builder.data.dataset import load_jsonl
-    from builder.export.bundle import ExportConfig, export_bundle
+    from builder.export import ExportConfig, export_bundle
     from builder.train.classifier import TrainConfig, train
 
     work = tmp_path_factory.mktemp("binary")
@@ -74,7 +74,7 @@ def embedding_bundle(demo_rows: list[dict], tmp_path_factory: pytest.TempPathFac
     import random
 
     from builder.data.dataset import load_jsonl
-    from builder.export.bundle import ExportConfig, export_bundle
+    from builder.export import ExportConfig, export_bundle
     from builder.train.embedding import EmbeddingGuardConfig, train_embedding_guard
 
     work = tmp_path_factory.mktemp("embedding")
@@ -179,7 +179,7 @@ def exchange_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def exchange_bundle(exchange_run: Path) -> Path:
     """The exchange guard's bundle: reads (request, answer) pairs, takes part in output checks only."""
-    from builder.export.bundle import ExportConfig, export_bundle
+    from builder.export import ExportConfig, export_bundle
 
     out = exchange_run.parent / "bundle"
     export_bundle(exchange_run, out, ExportConfig(name="answer-check", version="1.0.0"))

@@ -141,7 +141,7 @@ def test_a_student_with_fewer_layers_exports_a_working_smaller_bundle(demo_rows:
     import onnx
 
     from builder.data.dataset import load_jsonl
-    from builder.export.bundle import ExportConfig, export_bundle
+    from builder.export import ExportConfig, export_bundle
     from builder.train.classifier import TrainConfig, train
     from guard_sdk import Guard, GuardBundle
 
@@ -161,7 +161,7 @@ def test_a_student_with_fewer_layers_exports_a_working_smaller_bundle(demo_rows:
 def test_torch_engine_runs_an_embedding_guard_as_the_bundle_does(demo_rows: list[dict], tmp_path: Path):
     """latency's torch-eager engine on an embedding guard: sentence-transformers pooling plus the bundle's head."""
     from builder.data.dataset import load_jsonl
-    from builder.export.bundle import ExportConfig, export_bundle
+    from builder.export import ExportConfig, export_bundle
     from builder.train.embedding import EmbeddingGuardConfig, train_embedding_guard
     from guard_sdk import Guard, ScanOptions
 

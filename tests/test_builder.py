@@ -9,7 +9,7 @@ import pytest
 
 from builder.data.dataset import LabeledExample, load_jsonl, write_jsonl
 from builder.errors import DatasetError, ParityError
-from builder.export.bundle import ExportConfig, export_bundle
+from builder.export import ExportConfig, export_bundle
 from builder.train.classifier import TrainConfig, train
 from builder.train.run import TrainingInfo
 

@@ -22,7 +22,7 @@ from tokenizers import Tokenizer
 
 from builder.data.dataset import load_jsonl
 from builder.errors import BuilderError
-from builder.export.bundle import ExportConfig, export_bundle
+from builder.export import ExportConfig, export_bundle
 from builder.train.classifier import TrainConfig, train
 from builder.train.embedding import train_embedding_guard
 from builder.train.run import tokenize

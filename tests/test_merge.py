@@ -239,7 +239,7 @@ def test_search_records_every_point_and_keeps_the_best(searched, base_encoder, e
 
 
 def test_merged_run_exports_to_a_bundle_the_runtime_checks_with(searched, tmp_path):
-    from builder.export.bundle import ExportConfig, export_bundle
+    from builder.export import ExportConfig, export_bundle
     from guard_sdk import Guard
 
     out, _ = searched

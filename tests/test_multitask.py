@@ -11,7 +11,7 @@ from builder.cli import main as build_main
 from builder.data.dataset import load_jsonl
 from builder.data.policy import load_policy
 from builder.errors import BuilderError
-from builder.export.bundle import ExportConfig, export_bundle
+from builder.export import ExportConfig, export_bundle
 from builder.train.classifier import TrainConfig, train
 from builder.train.multitask import (
     VIOLATES,

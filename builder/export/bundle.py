@@ -1,14 +1,11 @@
 """A finished training run becomes a guard bundle.
 
-optimum exports the checkpoint to ONNX and fuses its graph (attention, GELU, LayerNorm), onnxruntime quantizes the
-weights to int8, and a parity gate compares torch, ONNX fp32 and ONNX int8 on the validation split: past the
-tolerances no bundle is written. Thresholds are calibrated on the validation split scored by the runtime itself
-(same normalisation and windows as production), and the manifest records them with metrics and file hashes. An
-embedding guard's model also outputs its token embeddings, and each label gets a sentence threshold, calibrated on
-the sentences of the benign validation texts as the int8 encoder reads them in context
-(``guard_sdk.bundle.pool_sentences``). A run trained on exchange data is scored on its (request, answer) pairs
-throughout, and its bundle reads input ``exchange`` and takes part in output checks only.
-The bundle is assembled in a hidden staging folder and renamed into place, so a half-written bundle never exists.
+The ONNX models are written and quantized (``onnx``), the validation split is scored by the runtime itself (same
+normalisation, windows and int8 model as production) to calibrate thresholds (``calibrate``), the parity gate
+compares torch, ONNX fp32 and ONNX int8 (``parity``), and the manifest records thresholds, metrics and file hashes.
+A run trained on exchange data is scored on its (request, answer) pairs throughout, and its bundle reads input
+``exchange`` and takes part in output checks only. The bundle is assembled in a hidden staging folder and renamed into
+place, so a half-written bundle never exists.
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,41 +32,30 @@ from guard_sdk.bundle import (
     BundleManifest,
     EmbeddingSpec,
     InputSpec,
-    LabelMetrics,
     LabelSpec,
     ModelSpec,
-    ParityReport,
     TokenizerSpec,
-    create_session,
     file_sha256,
-    pool_sentences,
-    sentence_spans,
     write_manifest,
 )
 
 from ..data.dataset import LabeledDataset
-from ..errors import BuilderError, ParityError
-from ..train.run import ModelKind, TrainingInfo, TrainingRun, tokenize
+from ..errors import BuilderError
+from ..train.run import TrainingInfo, TrainingRun
+from .calibrate import label_metrics, label_thresholds, sentence_scores, sentence_threshold
+from .onnx import (
+    EMBEDDING_OUTPUT,
+    TOKEN_OUTPUT,
+    encoder_sha256,
+    export_fused_fp32,
+    quantize_int8,
+    write_plain_tokenizer,
+)
+from .parity import check_parity, parity_report, score_three_ways
 
-__all__ = [
-    "ExportConfig",
-    "LabelMetrics",
-    "ParityReport",
-    "append_linear_head",
-    "calibrate_threshold",
-    "encoder_sha256",
-    "export_bundle",
-    "export_fused_fp32",
-    "quantize_int8",
-    "staged_bundle",
-    "torch_scorer",
-]
+__all__ = ["ExportConfig", "export_bundle", "staged_bundle"]
 
 logger = logging.getLogger("builder.export.bundle")
-
-HEAD_NODE = "guard_head.MatMul"
-EMBEDDING_OUTPUT = "sentence_embedding"
-TOKEN_OUTPUT = "token_embeddings"
 
 
 class ExportConfig(BaseModel):
@@ -166,7 +152,7 @@ def _build(
 ) -> BundleManifest:
     fp32 = export_fused_fp32(run.model_dir, staging / "onnx", kind=info.model_kind)
     quantize_int8(fp32, staging / MODEL_FILE, per_channel=config.per_channel)
-    _write_plain_tokenizer(staging / "onnx" / TOKENIZER_FILE, staging / TOKENIZER_FILE)
+    write_plain_tokenizer(staging / "onnx" / TOKENIZER_FILE, staging / TOKENIZER_FILE)
     embedding = None
     if info.model_kind == "embedding":
         # The runtime applies the head itself, so guards on one encoder share its run.
@@ -185,7 +171,7 @@ def _build(
     texts = [normalize(ex.text).text for ex in validation.examples]
     contexts = validation.contexts()
     requests = None if contexts is None else [normalize(context).text for context in contexts]
-    torch_scores, fp32_scores, int8_scores = _score_three_ways(
+    torch_scores, fp32_scores, int8_scores = score_three_ways(
         run.model_dir,
         info.model_kind,
         fp32,
@@ -234,52 +220,25 @@ def _build(
     del runtime
 
     benign = ~targets.any(axis=1)
-    if config.benign_flag_rate is not None:
-        # Negatives are only the texts that violate nothing (another label's violations do not count against this
-        # one), and an equal share of the budget per label keeps their union within it.
-        calibrated = relevant & (benign[:, None] | targets)
-        rate: float | None = config.benign_flag_rate / len(labels)
-    else:
-        calibrated, rate = relevant, config.target_fpr
-    thresholds = [
-        calibrate_threshold(runtime_scores[calibrated[:, j], j], targets[calibrated[:, j], j], rate)
-        for j in range(len(labels))
-    ]
+    thresholds = label_thresholds(runtime_scores, targets, relevant, config)
     # The torch/ONNX scores have one column per label, or one (violates) judged at each row's task's threshold.
     row_thresholds = np.asarray(thresholds)[tasks][:, None] if info.instructions else np.asarray(thresholds)
-    parity = _parity(torch_scores, fp32_scores, int8_scores, row_thresholds)
+    parity = parity_report(torch_scores, fp32_scores, int8_scores, row_thresholds)
     logger.info("parity: %s", parity.model_dump())
-    problems = []
-    if parity.fp32_max_abs_diff > config.max_fp32_diff:
-        problems.append(f"fp32 max |Δprob| {parity.fp32_max_abs_diff:.2e} > {config.max_fp32_diff:.2e}")
-    if parity.int8_max_abs_diff > config.max_int8_diff:
-        problems.append(f"int8 max |Δprob| {parity.int8_max_abs_diff:.4f} > {config.max_int8_diff:.4f}")
-    if parity.int8_mean_abs_diff > config.max_int8_mean_diff:
-        problems.append(f"int8 mean |Δprob| {parity.int8_mean_abs_diff:.4f} > {config.max_int8_mean_diff:.4f}")
-    if parity.int8_decision_agreement < config.min_int8_agreement:
-        problems.append(
-            f"int8 decision agreement {parity.int8_decision_agreement:.3f} < {config.min_int8_agreement:.3f}"
-        )
-    if problems:
-        raise ParityError(
-            "the ONNX model does not match the torch model on the validation split ("
-            + "; ".join(problems)
-            + f"; {parity.examples} examples). No bundle was written. Loosen the tolerances in ExportConfig only "
-            "if you accept that drift, or ship fp32 (keep_fp32)."
-        )
+    check_parity(parity, config)
 
     labels = [label.model_copy(update={"threshold": t}) for label, t in zip(labels, thresholds)]
     if embedding:
-        sentence_scores = _sentence_scores(staging, [text for text, ok in zip(texts, benign) if ok], info.max_length)
+        benign_sentences = sentence_scores(staging, [text for text, ok in zip(texts, benign) if ok], info.max_length)
         labels = [
             label.model_copy(
-                update={"sentence_threshold": _sentence_threshold(sentence_scores[:, j], t, config, len(labels))}
+                update={"sentence_threshold": sentence_threshold(benign_sentences[:, j], t, config, len(labels))}
             )
             for j, (label, t) in enumerate(zip(labels, thresholds))
         ]
     metrics = {
         "validation": {
-            name: _label_metrics(
+            name: label_metrics(
                 runtime_scores[relevant[:, j], j], targets[relevant[:, j], j], thresholds[j]
             ).model_dump()
             for j, name in enumerate(names)
@@ -295,319 +254,6 @@ def _build(
     manifest = _manifest(info, config, labels, stride, staging, embedding, metrics)
     write_manifest(staging, manifest)
     return manifest
-
-
-def _sentence_scores(bundle: Path, texts: list[str], max_length: int) -> np.ndarray:
-    """Head scores of every sentence of these (normalised) texts' first windows, pooled from the int8 encoder's
-    token embeddings as the runtime pools them; one row per sentence."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(bundle / TOKENIZER_FILE))
-    tokenizer.enable_truncation(max_length)
-    session = create_session(bundle / MODEL_FILE, device="cpu", threads=os.cpu_count() or 1)
-    params = np.load(bundle / HEAD_FILE)
-    rows = [np.zeros((0, params["bias"].shape[0]))]
-    for text in texts:
-        if not (spans := sentence_spans(text)):
-            continue
-        encoding = tokenizer.encode(text)
-        feeds = {
-            "input_ids": np.asarray([encoding.ids], dtype=np.int64),
-            "attention_mask": np.asarray([encoding.attention_mask], dtype=np.int64),
-            "token_type_ids": np.asarray([encoding.type_ids], dtype=np.int64),
-        }
-        (tokens,) = session.run([TOKEN_OUTPUT], {i.name: feeds[i.name] for i in session.get_inputs()})
-        pooled, _ = pool_sentences(tokens[0], encoding.offsets, (0, len(text)), spans)
-        rows.append(1.0 / (1.0 + np.exp(-(pooled @ params["weight"] + params["bias"]))))
-    return np.concatenate(rows)
-
-
-def _sentence_threshold(scores: np.ndarray, threshold: float, config: ExportConfig, labels: int) -> float:
-    """The lowest threshold flagging at most ``sentence_flag_rate / labels`` of these benign sentences' scores, and
-    never below the label's whole-text ``threshold``."""
-    if scores.size < 1 / (config.sentence_flag_rate / labels):
-        # Too few benign sentences to place the rate: a sentence is judged as a whole text would be.
-        logger.warning("%d benign validation sentences: sentence thresholds = the labels' thresholds", scores.size)
-        return threshold
-    allowed = int(np.floor(scores.size * config.sentence_flag_rate / labels))
-    highest = np.sort(scores)[::-1]
-    return float(min(1.0, max(threshold, np.nextafter(highest[allowed], 1.0))))
-
-
-def export_fused_fp32(model_dir: Path, folder: Path, kind: ModelKind = "classifier") -> Path:
-    """Export a checkpoint with optimum and fuse its graph; returns the fused fp32 ONNX file.
-
-    ``kind="embedding"``: ``model_dir`` is a sentence-transformers folder with ``head.npz`` in it (an embedding
-    guard, ``builder.train.embedding``); optimum exports its sentence embedding and the linear head is appended.
-    """
-    from optimum.exporters.onnx import main_export
-    from optimum.onnxruntime import ORTOptimizer
-    from optimum.onnxruntime.configuration import OptimizationConfig
-
-    if kind == "embedding":
-        main_export(
-            str(model_dir),
-            output=folder,
-            task="feature-extraction",
-            library_name="sentence_transformers",
-            device="cpu",
-        )
-        append_linear_head(folder / "model.onnx", model_dir / TrainingRun.HEAD_FILE)
-    else:
-        main_export(str(model_dir), output=folder, task="text-classification", device="cpu")
-    # Level 2 fuses attention, GELU and LayerNorm: measured ~20 % faster after int8 than the plain export. Not the
-    # residual Add into LayerNorm: ONNX Runtime's CPU SkipLayerNormalization kernel is ~5x slower than the two ops
-    # (guard_sdk.bundle.create_session, which also keeps the session from re-fusing them at load).
-    ORTOptimizer.from_pretrained(folder).optimize(
-        OptimizationConfig(
-            optimization_level=2,
-            optimize_for_gpu=False,
-            disable_skip_layer_norm_fusion=True,
-            disable_bias_skip_layer_norm_fusion=True,
-        ),
-        save_dir=folder,
-    )
-    return folder / "model_optimized.onnx"
-
-
-def append_linear_head(onnx_file: Path, head_file: Path) -> None:
-    """Make the graph's outputs ``logits = sentence_embedding @ weight + bias``, the sentence embedding and the token
-    embeddings."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    params = np.load(head_file)
-    model = onnx.load(str(onnx_file))
-    graph = model.graph
-    graph.initializer.extend(
-        [
-            numpy_helper.from_array(params["weight"].astype(np.float32), "guard_head.weight"),
-            numpy_helper.from_array(params["bias"].astype(np.float32), "guard_head.bias"),
-        ]
-    )
-    graph.node.extend(
-        [
-            helper.make_node("MatMul", [EMBEDDING_OUTPUT, "guard_head.weight"], ["guard_head.matmul"], name=HEAD_NODE),
-            helper.make_node("Add", ["guard_head.matmul", "guard_head.bias"], ["logits"], name="guard_head.Add"),
-        ]
-    )
-    # The logits come first (what every runtime reads); the sentence embedding second, for guards that share it;
-    # the token embeddings third, for pooling each sentence of a window (guard_sdk.bundle.pool_sentences).
-    outputs = {output.name: output for output in graph.output}
-    del graph.output[:]
-    labels = int(params["bias"].shape[0])
-    graph.output.append(helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch_size", labels]))
-    graph.output.extend([outputs[EMBEDDING_OUTPUT], outputs[TOKEN_OUTPUT]])
-    onnx.checker.check_model(model)
-    onnx.save(model, str(onnx_file))
-
-
-def quantize_int8(source: Path, target: Path, *, per_channel: bool) -> None:
-    """Dynamic int8 weights (activations quantized at run time), as shipped in ``model.onnx``."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    # DefaultTensorType: shape inference cannot type the outputs of the fused (com.microsoft) attention nodes.
-    # An appended linear head stays fp32: it is tiny, and its steep logistic weights turn int8 rounding of 384
-    # weights into probability jumps of 0.25 (measured on the default pack), for no speed gain.
-    quantize_dynamic(
-        str(source),
-        str(target),
-        weight_type=QuantType.QInt8,
-        per_channel=per_channel,
-        nodes_to_exclude=[HEAD_NODE],
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
-
-
-def encoder_sha256(onnx_file: Path) -> str:
-    """sha256 of an embedding guard's graph without its head: equal for guards whose encoders compute the same."""
-    import hashlib
-
-    import onnx
-
-    model = onnx.load(str(onnx_file))
-    graph = model.graph
-    for field, head in (
-        (graph.node, [n for n in graph.node if n.name.startswith("guard_head.")]),
-        (graph.initializer, [i for i in graph.initializer if i.name.startswith("guard_head.")]),
-        (graph.output, [o for o in graph.output if o.name != EMBEDDING_OUTPUT]),
-        (graph.value_info, [v for v in graph.value_info if v.name.startswith("guard_head.")]),
-    ):
-        for item in head:
-            field.remove(item)
-    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
-
-
-def _write_plain_tokenizer(source: Path, target: Path) -> None:
-    """The runtime sets truncation (windows) and padding itself; the shipped file carries neither."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(source))
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
-    tokenizer.save(str(target))
-
-
-def _score_three_ways(
-    model_dir: Path,
-    kind: ModelKind,
-    fp32: Path,
-    int8: Path,
-    texts: list[str],
-    instructions: list[str] | None,
-    max_length: int,
-    contexts: list[str] | None = None,
-    context_tokens: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sigmoid scores of torch, ONNX fp32 and ONNX int8 on identical token ids (of each text, or of each text paired
-    after its instruction or its context)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    reference = _torch_logits(model_dir, kind)
-    # The runtime's own session settings: graph fusions move int8 scores a little, and parity is about what ships.
-    sessions = [create_session(path, device="cpu", threads=os.cpu_count() or 1) for path in (fp32, int8)]
-    results: list[list[np.ndarray]] = [[], [], []]
-    for start in range(0, len(texts), 32):
-        batch = tokenize(
-            tokenizer,
-            texts[start : start + 32],
-            instructions[start : start + 32] if instructions else None,
-            max_length,
-            contexts=contexts[start : start + 32] if contexts is not None else None,
-            context_tokens=context_tokens,
-            padding=True,
-            return_tensors="np",
-        )
-        results[0].append(reference(batch))
-        # ONNX one text per call, unpadded, as `Guard.check` runs it: dynamic int8 picks one activation scale per
-        # call, so a text scored beside others moves with them (up to 0.19 in probability on the default pack).
-        for row, length in enumerate(batch["attention_mask"].sum(axis=1)):
-            for i, session in enumerate(sessions, start=1):
-                feeds = {
-                    inp.name: batch[inp.name][row : row + 1, :length].astype(np.int64) for inp in session.get_inputs()
-                }
-                results[i].append(session.run(None, feeds)[0])
-    torch_s, fp32_s, int8_s = (1.0 / (1.0 + np.exp(-np.concatenate(r).astype(np.float64))) for r in results)
-    return torch_s, fp32_s, int8_s
-
-
-def _torch_logits(model_dir: Path, kind: ModelKind) -> Callable[[Mapping[str, np.ndarray]], np.ndarray]:
-    """The trained model in torch, as a function of a tokenized batch: the reference the ONNX files must match."""
-    import torch
-
-    if kind == "embedding":
-        from sentence_transformers import SentenceTransformer
-
-        encoder = SentenceTransformer(str(model_dir), device="cpu").eval()
-        params = np.load(model_dir / TrainingRun.HEAD_FILE)
-
-        def embedding_logits(batch: Mapping[str, np.ndarray]) -> np.ndarray:
-            with torch.inference_mode():
-                features = encoder({k: torch.from_numpy(np.asarray(v)) for k, v in batch.items()})
-            return features["sentence_embedding"].numpy() @ params["weight"] + params["bias"]
-
-        return embedding_logits
-
-    from transformers import AutoModelForSequenceClassification
-
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-
-    def classifier_logits(batch: Mapping[str, np.ndarray]) -> np.ndarray:
-        with torch.inference_mode():
-            return model(**{k: torch.from_numpy(np.asarray(v)) for k, v in batch.items()}).logits.numpy()
-
-    return classifier_logits
-
-
-def torch_scorer(train_dir: str | Path, *, batch_size: int = 32) -> Callable[[Sequence[str]], np.ndarray]:
-    """The torch model of a finished training run as a function of texts: sigmoid scores, one row per text and one
-    column per label. Texts are normalised like the runtime's and truncated to the run's window (no sliding windows:
-    a cheap reference for builder stages that need the model's opinion before a bundle exists, such as
-    ``builder.recipes.adversarial``); a run trained on exchange data judges each text as an answer alone, as the runtime does
-    without a request. Loads the model once."""
-    from transformers import AutoTokenizer
-
-    run = TrainingRun(train_dir)
-    info = run.info()
-    tokenizer = AutoTokenizer.from_pretrained(run.model_dir)
-    logits = _torch_logits(run.model_dir, info.model_kind)
-
-    def score(texts: Sequence[str]) -> np.ndarray:
-        parts = [np.zeros((0, len(info.label_names)))]
-        for start in range(0, len(texts), batch_size):
-            chunk = [normalize(text).text for text in texts[start : start + batch_size]]
-            batch = tokenize(
-                tokenizer,
-                chunk,
-                None,
-                info.max_length,
-                contexts=None if info.context_tokens is None else [""] * len(chunk),
-                context_tokens=info.context_tokens,
-                padding=True,
-                return_tensors="np",
-            )
-            parts.append(logits(batch))
-        return 1.0 / (1.0 + np.exp(-np.concatenate(parts).astype(np.float64)))
-
-    return score
-
-
-def _parity(torch_s: np.ndarray, fp32_s: np.ndarray, int8_s: np.ndarray, thresholds: np.ndarray) -> ParityReport:
-    decisions = torch_s >= thresholds
-    return ParityReport(
-        examples=len(torch_s),
-        fp32_max_abs_diff=float(np.abs(fp32_s - torch_s).max()),
-        int8_max_abs_diff=float(np.abs(int8_s - torch_s).max()),
-        int8_mean_abs_diff=float(np.abs(int8_s - torch_s).mean()),
-        fp32_decision_agreement=float(((fp32_s >= thresholds) == decisions).mean()),
-        int8_decision_agreement=float(((int8_s >= thresholds) == decisions).mean()),
-    )
-
-
-def calibrate_threshold(scores: np.ndarray, truth: np.ndarray, target_fpr: float | None = None) -> float:
-    """The threshold with the best F1 (or the lowest one within ``target_fpr``) on validation; 0.5 without both classes."""
-    from sklearn.metrics import precision_recall_curve, roc_curve
-
-    scores, truth = np.asarray(scores, dtype=np.float64), np.asarray(truth, dtype=bool)
-
-    if truth.all() or not truth.any():
-        logger.warning("validation has only one class for a label: keeping threshold 0.5")
-        return 0.5
-    if target_fpr is not None:
-        fpr, _, thresholds = roc_curve(truth, scores)
-        allowed = thresholds[(fpr <= target_fpr) & np.isfinite(thresholds)]
-        return float(np.clip(allowed.min(), 0.0, 1.0)) if allowed.size else 1.0
-    precision, recall, thresholds = precision_recall_curve(truth, scores)
-    f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
-    best = float(thresholds[int(np.argmax(f1))])
-    # The best F1 holds from the next lower score up to `best`: take the middle of that gap, not its edge, so a
-    # violation scoring a little under the weakest validation positive is still caught.
-    below = scores[scores < best]
-    return (best + float(below.max())) / 2 if below.size else best
-
-
-def _label_metrics(scores: np.ndarray, truth: np.ndarray, threshold: float) -> LabelMetrics:
-    from sklearn.metrics import average_precision_score
-
-    flagged = scores >= threshold
-    tp = int((flagged & truth).sum())
-    fp = int((flagged & ~truth).sum())
-    fn = int((~flagged & truth).sum())
-    negatives = int((~truth).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    return LabelMetrics(
-        threshold=round(threshold, 6),
-        precision=round(precision, 4),
-        recall=round(recall, 4),
-        f1=round(2 * precision * recall / (precision + recall), 4) if precision + recall else 0.0,
-        fpr=round(fp / negatives, 4) if negatives else 0.0,
-        auprc=round(float(average_precision_score(truth, scores)), 4) if truth.any() and not truth.all() else None,
-        positives=int(truth.sum()),
-        negatives=negatives,
-    )
 
 
 def _manifest(

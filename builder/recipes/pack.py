@@ -622,7 +622,7 @@ def build_pack(
     training run resumes from its last checkpoint. Returns the bundle folders."""
     from guard_sdk import GuardBundle
 
-    from ..export.bundle import ExportConfig, export_bundle
+    from ..export import ExportConfig, export_bundle
     from ..train.classifier import TrainConfig
     from ..train.embedding import EmbeddingGuardConfig
 

@@ -160,7 +160,8 @@ def instruct_bundle(
     from guard_sdk.bundle import BundleMetrics, LabelSpec, file_sha256, write_manifest
 
     from ..errors import BuilderError
-    from ..export.bundle import calibrate_threshold, staged_bundle
+    from ..export.bundle import staged_bundle
+    from ..export.calibrate import calibrate_threshold
 
     source = GuardBundle.load(bundle)
     if source.manifest.labels[0].instruction is None:

@@ -12,7 +12,8 @@ import numpy as np
 from pydantic import BaseModel
 
 from ...errors import DatasetError
-from ...export.bundle import calibrate_threshold, torch_scorer
+from ...export.calibrate import calibrate_threshold
+from ...export.parity import torch_scorer
 from ...llm.client import LLMUsage
 from ...train.run import ModelKind, TrainingRun
 from .bandit import ArmState
