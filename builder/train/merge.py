@@ -247,25 +247,25 @@ def _task_vector_scales(coefficients: Sequence[float], method: MergeMethod) -> l
 # Loading and checking the runs.
 
 
-class _Run:
+class _Run(TrainingRun):
+    """A finished fine-tuned classifier run, as a task (its labels are merged) or a donor (its encoder only)."""
+
     def __init__(self, folder: Path, role: Literal["task", "donor"]) -> None:
-        self.folder = folder
+        super().__init__(folder)
         self.role = role
-        self.run = TrainingRun(folder)
         try:
-            self.info = self.run.info()
+            self.recorded = self.info()
         except BuilderError as exc:
             raise MergeError(str(exc)) from None
-        if self.info.model_kind != "classifier":
+        if self.recorded.model_kind != "classifier":
             raise MergeError(
-                f"{folder} is an {self.info.model_kind!r} run: only fine-tuned classifiers (builder.train.classifier) "
-                "can be merged"
+                f"{folder} is an {self.recorded.model_kind!r} run: only fine-tuned classifiers "
+                "(builder.train.classifier) can be merged"
             )
-        if role == "task" and self.info.instructions:
+        if role == "task" and self.recorded.instructions:
             raise MergeError(
                 f"{folder} is a multi-task run (its one output reads (instruction, text) pairs): it can only be a donor"
             )
-        self.model_dir = self.run.model_dir
         self.config = json.loads((self.model_dir / "config.json").read_text())
 
 
@@ -284,9 +284,9 @@ _ARCHITECTURE_KEYS = (
 
 def _check_runs(tasks: list[_Run], donors: list[_Run]) -> None:
     runs = tasks + donors
-    bases = {run.info.base_model for run in runs}
+    bases = {run.recorded.base_model for run in runs}
     if len(bases) > 1:
-        listing = "; ".join(f"{run.folder}: {run.info.base_model}" for run in runs)
+        listing = "; ".join(f"{run.folder}: {run.recorded.base_model}" for run in runs)
         raise MergeError(f"the runs were fine-tuned from different base models, so their weights do not add: {listing}")
     first = runs[0]
     for run in runs[1:]:
@@ -299,7 +299,7 @@ def _check_runs(tasks: list[_Run], donors: list[_Run]) -> None:
             raise MergeError(f"{run.folder} has another architecture than {first.folder}: {diff}")
     seen: dict[str, Path] = {}
     for run in tasks:
-        for name in run.info.label_names:
+        for name in run.recorded.label_names:
             if name in seen:
                 raise MergeError(
                     f"label {name!r} comes from two task runs ({seen[name]} and {run.folder}): one head row per label"
@@ -429,10 +429,23 @@ def _rows(tasks: list[_Run], validations: list[LabeledDataset], pick: list[list[
     for run, validation, chosen in zip(tasks, validations, pick):
         start = len(texts)
         texts += [validation.examples[i].text for i in chosen]
-        for name in run.info.label_names:
+        for name in run.recorded.label_names:
             label_rows[name] = list(range(start, len(texts)))
             label_truth[name] = [name in validation.examples[i].labels for i in chosen]
     return _Rows(texts=texts, label_rows=label_rows, label_truth=label_truth)
+
+
+def _split_rows(tasks: list[_Run], validations: list[LabeledDataset], search: SearchConfig) -> tuple[_Rows, _Rows]:
+    """The tasks' validation rows, split at random into those the search scores and those held out from it."""
+    rng = random.Random(search.seed)
+    search_pick, holdout_pick = [], []
+    for validation in validations:
+        order = list(range(len(validation.examples)))
+        rng.shuffle(order)
+        cut = round(len(order) * search.holdout_fraction)
+        holdout_pick.append(sorted(order[:cut]))
+        search_pick.append(sorted(order[cut:]))
+    return _rows(tasks, validations, search_pick), _rows(tasks, validations, holdout_pick)
 
 
 def _label_f1(
@@ -505,91 +518,30 @@ def _search(
 def merge_runs(out_dir: str | Path, config: MergeConfig) -> MergeReport:
     """Merge ``config.tasks`` (and ``config.donors``) into one multi-label run folder at ``out_dir``."""
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     started = time.perf_counter()
-    out = Path(out_dir)
-    if TrainingRun(out).model_dir.exists() and not config.overwrite:
-        raise MergeError(f"{out} already holds a run; choose another folder or pass overwrite")
+    out = TrainingRun(out_dir)
+    if out.model_dir.exists() and not config.overwrite:
+        raise MergeError(f"{out.folder} already holds a run; choose another folder or pass overwrite")
     if config.threads:
         torch.set_num_threads(config.threads)
     tasks = [_Run(Path(p), "task") for p in config.tasks]
     donors = [_Run(Path(p), "donor") for p in config.donors]
     runs = tasks + donors
     _check_runs(tasks, donors)
-    layers = {run.info.num_layers for run in runs}
-    base_dir = _resolve_base(runs[0].info.base_model, config.base_model)
-    base_state, _ = _load_base(base_dir, runs[0].info.num_layers if len(layers) == 1 else None)
-    layout = _Layout(base_state)
-    base = layout.flatten(base_state, base_dir)
-    states = [_load_state(run.model_dir) for run in runs]
-    vectors = [layout.flatten(state, run.folder) - base for state, run in zip(states, runs)]
-    for key in layout.fixed:
-        for state, run in zip(states, runs):
-            if not torch.equal(state[key], base_state[key]):
-                raise MergeError(f"{run.folder}: buffer {key} differs from the base's")
-    _check_vocabulary(base_dir, runs)
+    merger = _Merger(tasks, donors, config)
 
-    labels = [name for run in tasks for name in run.info.label_names]
-    heads = [(states[i][HEAD_PREFIX + "weight"], states[i][HEAD_PREFIX + "bias"]) for i in range(len(tasks))]
-    for (weight, bias), run in zip(heads, tasks):
-        if weight.shape != (len(run.info.label_names), base_state[HEAD_PREFIX + "weight"].shape[1]):
-            raise MergeError(f"{run.folder}: only a single linear classifier head can be stacked ({weight.shape})")
-    del states
-    head_cosine = _head_cosine_max(torch.cat([w for w, _ in heads]))
-    if head_cosine is not None and head_cosine > HEAD_COSINE_WARNING:
-        logger.warning(
-            "two task heads have cosine similarity %.3f: the runs share their head's initialisation (same seed?), so "
-            "their task vectors push one direction and the merged labels will score alike; train each policy with "
-            "its own seed",
-            head_cosine,
-        )
-
-    model_config = AutoConfig.from_pretrained(tasks[0].model_dir)
-    model_config.num_labels = len(labels)
-    model_config.id2label = dict(enumerate(labels))
-    model_config.label2id = {name: i for i, name in enumerate(labels)}
-    model_config.problem_type = "multi_label_classification"
-    model = AutoModelForSequenceClassification.from_config(model_config).eval()
-    head_state = {
-        HEAD_PREFIX + "weight": torch.cat([w for w, _ in heads]),
-        HEAD_PREFIX + "bias": torch.cat([b for _, b in heads]),
-    }
-    model.load_state_dict({**base_state, **head_state}, strict=True)
-    tokenizer = AutoTokenizer.from_pretrained(tasks[0].model_dir)
-    max_length = max(run.info.max_length for run in tasks)
-
-    validations = [run.run.validation(run.info.label_names) for run in tasks]
-    rng = random.Random(config.search.seed)
-    search_pick, holdout_pick = [], []
-    for validation in validations:
-        order = list(range(len(validation.examples)))
-        rng.shuffle(order)
-        cut = round(len(order) * config.search.holdout_fraction)
-        holdout_pick.append(sorted(order[:cut]))
-        search_pick.append(sorted(order[cut:]))
-    search_rows = _rows(tasks, validations, search_pick)
-    holdout_rows = _rows(tasks, validations, holdout_pick)
+    validations = [run.validation(run.recorded.label_names) for run in tasks]
+    search_rows, holdout_rows = _split_rows(tasks, validations, config.search)
     searching = config.coefficients is None
     if searching:
         _check_scorable(search_rows, "search")
-    scorer = _Scorer(tokenizer, search_rows.texts, max_length, config.batch_size)
-
-    trimmed_cache: dict[float, list[torch.Tensor]] = {}
-
-    def merged(coefficients: Sequence[float], density: float | None) -> torch.Tensor:
-        if config.method != "ties":
-            return merge_vectors(base, vectors, coefficients, config.method)
-        density = density or 1.0
-        if density not in trimmed_cache:
-            trimmed_cache.clear()  # one density's trimmed vectors at a time: N x 90 MB each
-            trimmed_cache[density] = [trim(v, density) for v in vectors]
-        return merge_vectors(base, vectors, coefficients, "ties", density, trimmed=trimmed_cache[density])
+    scorer = merger.scorer(search_rows)
 
     def evaluate(coefficients: list[float], density: float | None, phase: str) -> MergePoint:
         began = time.perf_counter()
-        layout.load_into(model, merged(coefficients, density))
-        scores = _label_f1(scorer.logits(model), search_rows, labels)
+        merger.load(coefficients, density)
+        scores = merger.label_f1(scorer, search_rows)
         return MergePoint(
             phase=phase,  # type: ignore[arg-type]
             coefficients=[round(c, 6) for c in coefficients],
@@ -598,15 +550,6 @@ def merge_runs(out_dir: str | Path, config: MergeConfig) -> MergeReport:
             label_f1=scores,
             seconds=round(time.perf_counter() - began, 2),
         )
-
-    def singles(rows: _Rows) -> dict[str, float]:
-        """Each task's own fine-tune (its encoder alone, its own head row) on its own rows."""
-        out: dict[str, float] = {}
-        row_scorer = _Scorer(tokenizer, rows.texts, max_length, config.batch_size)
-        for i, run in enumerate(tasks):
-            layout.load_into(model, base + vectors[i])
-            out.update(_label_f1(row_scorer.logits(model), rows, labels, run.info.label_names))
-        return out
 
     if searching:
         points, best = _search(evaluate, len(runs), config.method, config.search)
@@ -617,22 +560,20 @@ def merge_runs(out_dir: str | Path, config: MergeConfig) -> MergeReport:
         points = [evaluate(coefficients, density, "fixed")] if _scorable(search_rows) else []
         best = 0 if points else None
 
-    single = singles(search_rows) if _scorable(search_rows) else {}
+    single = merger.singles(search_rows) if _scorable(search_rows) else {}
     holdout = single_holdout = None
     if holdout_rows.texts and _scorable(holdout_rows):
-        single_holdout = singles(holdout_rows)
-        layout.load_into(model, merged(coefficients, density))
-        holdout = _label_f1(
-            _Scorer(tokenizer, holdout_rows.texts, max_length, config.batch_size).logits(model), holdout_rows, labels
-        )
-    layout.load_into(model, merged(coefficients, density))
+        single_holdout = merger.singles(holdout_rows)
+        merger.load(coefficients, density)
+        holdout = merger.label_f1(merger.scorer(holdout_rows), holdout_rows)
+    merger.load(coefficients, density)
 
     sources = [
         MergeSource(
             run=str(run.folder),
             role=run.role,
-            labels=run.info.label_names if run.role == "task" else [],
-            data_sha256=run.info.data_sha256,
+            labels=run.recorded.label_names if run.role == "task" else [],
+            data_sha256=run.recorded.data_sha256,
         )
         for run in runs
     ]
@@ -648,36 +589,31 @@ def merge_runs(out_dir: str | Path, config: MergeConfig) -> MergeReport:
         objective=points[best].objective if best is not None else None,
         evaluations=len(points),
     )
-    merged_validation = _merged_validation(tasks, validations, labels, config.labels_from)
-    digest = hashlib.sha256(json.dumps([s.data_sha256 for s in sources]).encode()).hexdigest()
-    seconds = time.perf_counter() - started
+    merged_validation = _merged_validation(tasks, validations, merger.labels, config.labels_from)
     info = TrainingInfo(
-        base_model=runs[0].info.base_model,
-        label_names=labels,
-        label_descriptions={k: v for run in tasks for k, v in run.info.label_descriptions.items()},
-        problem_type="binary" if len(labels) == 1 else "multi_label",
-        max_length=max_length,
-        data_sha256=digest,
-        train_examples=sum(run.info.train_examples for run in runs),
+        base_model=runs[0].recorded.base_model,
+        label_names=merger.labels,
+        label_descriptions={k: v for run in tasks for k, v in run.recorded.label_descriptions.items()},
+        problem_type="binary" if len(merger.labels) == 1 else "multi_label",
+        max_length=merger.max_length,
+        data_sha256=hashlib.sha256(json.dumps([s.data_sha256 for s in sources]).encode()).hexdigest(),
+        train_examples=sum(run.recorded.train_examples for run in runs),
         validation_examples=len(merged_validation),
         seed=config.search.seed,
         epochs=0.0,
         steps=0,
         examples_per_second=0.0,
-        train_seconds=round(seconds, 1),
+        train_seconds=round(time.perf_counter() - started, 1),
         final_loss=None,
-        num_layers=model_config.num_hidden_layers,
+        num_layers=merger.model.config.num_hidden_layers,
         merge=summary.model_dump(mode="json"),
     )
-
-    merged = TrainingRun(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if merged.model_dir.exists():
-        shutil.rmtree(merged.model_dir)
-    model.save_pretrained(merged.model_dir)
-    tokenizer.save_pretrained(merged.model_dir)
-    merged.write_validation(merged_validation)
-    merged.finish(info)
+    out.folder.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out.model_dir, ignore_errors=True)
+    merger.model.save_pretrained(out.model_dir)
+    merger.tokenizer.save_pretrained(out.model_dir)
+    out.write_validation(merged_validation)
+    out.finish(info)
     report = MergeReport(
         summary=summary,
         info=info,
@@ -686,13 +622,95 @@ def merge_runs(out_dir: str | Path, config: MergeConfig) -> MergeReport:
         single_f1=single,
         holdout_f1=holdout,
         single_holdout_f1=single_holdout,
-        head_cosine_max=head_cosine,
+        head_cosine_max=merger.head_cosine,
         search_rows=len(search_rows.texts),
         holdout_rows=len(holdout_rows.texts),
         seconds=round(time.perf_counter() - started, 1),
     )
-    (out / MERGE_FILE).write_text(report.model_dump_json(indent=2))
+    (out.folder / MERGE_FILE).write_text(report.model_dump_json(indent=2))
     return report
+
+
+class _Merger:
+    """The base encoder, every run's task vector, and one model with the tasks' heads stacked, into which merged
+    encoders are loaded to be scored."""
+
+    def __init__(self, tasks: list[_Run], donors: list[_Run], config: MergeConfig) -> None:
+        import torch
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+        runs = tasks + donors
+        self.tasks, self.config = tasks, config
+        layers = {run.recorded.num_layers for run in runs}
+        base_dir = _resolve_base(runs[0].recorded.base_model, config.base_model)
+        base_state, _ = _load_base(base_dir, runs[0].recorded.num_layers if len(layers) == 1 else None)
+        self.layout = layout = _Layout(base_state)
+        self.base = layout.flatten(base_state, base_dir)
+        states = [_load_state(run.model_dir) for run in runs]
+        self.vectors = [layout.flatten(state, run.folder) - self.base for state, run in zip(states, runs)]
+        for key in layout.fixed:
+            for state, run in zip(states, runs):
+                if not torch.equal(state[key], base_state[key]):
+                    raise MergeError(f"{run.folder}: buffer {key} differs from the base's")
+        _check_vocabulary(base_dir, runs)
+
+        self.labels = [name for run in tasks for name in run.recorded.label_names]
+        heads = [(states[i][HEAD_PREFIX + "weight"], states[i][HEAD_PREFIX + "bias"]) for i in range(len(tasks))]
+        for (weight, _), run in zip(heads, tasks):
+            if weight.shape != (len(run.recorded.label_names), base_state[HEAD_PREFIX + "weight"].shape[1]):
+                raise MergeError(f"{run.folder}: only a single linear classifier head can be stacked ({weight.shape})")
+        del states
+        self.head_cosine = _head_cosine_max(torch.cat([w for w, _ in heads]))
+        if self.head_cosine is not None and self.head_cosine > HEAD_COSINE_WARNING:
+            logger.warning(
+                "two task heads have cosine similarity %.3f: the runs share their head's initialisation (same seed?), "
+                "so their task vectors push one direction and the merged labels will score alike; train each policy "
+                "with its own seed",
+                self.head_cosine,
+            )
+
+        model_config = AutoConfig.from_pretrained(tasks[0].model_dir)
+        model_config.num_labels = len(self.labels)
+        model_config.id2label = dict(enumerate(self.labels))
+        model_config.label2id = {name: i for i, name in enumerate(self.labels)}
+        model_config.problem_type = "multi_label_classification"
+        self.model = AutoModelForSequenceClassification.from_config(model_config).eval()
+        head_state = {
+            HEAD_PREFIX + "weight": torch.cat([w for w, _ in heads]),
+            HEAD_PREFIX + "bias": torch.cat([b for _, b in heads]),
+        }
+        self.model.load_state_dict({**base_state, **head_state}, strict=True)
+        self.tokenizer = AutoTokenizer.from_pretrained(tasks[0].model_dir)
+        self.max_length = max(run.recorded.max_length for run in tasks)
+        self._trimmed: dict[float, list[torch.Tensor]] = {}
+
+    def merged(self, coefficients: Sequence[float], density: float | None) -> torch.Tensor:
+        if self.config.method != "ties":
+            return merge_vectors(self.base, self.vectors, coefficients, self.config.method)
+        density = density or 1.0
+        if density not in self._trimmed:
+            self._trimmed.clear()  # one density's trimmed vectors at a time: N x 90 MB each
+            self._trimmed[density] = [trim(v, density) for v in self.vectors]
+        return merge_vectors(self.base, self.vectors, coefficients, "ties", density, trimmed=self._trimmed[density])
+
+    def load(self, coefficients: Sequence[float], density: float | None) -> None:
+        self.layout.load_into(self.model, self.merged(coefficients, density))
+
+    def scorer(self, rows: _Rows) -> _Scorer:
+        return _Scorer(self.tokenizer, rows.texts, self.max_length, self.config.batch_size)
+
+    def label_f1(self, scorer: _Scorer, rows: _Rows, only: Sequence[str] | None = None) -> dict[str, float]:
+        """Each label's best F1 on its rows, for the model as loaded."""
+        return _label_f1(scorer.logits(self.model), rows, self.labels, only)
+
+    def singles(self, rows: _Rows) -> dict[str, float]:
+        """Each task's own fine-tune (its encoder alone, its own head row) on its own rows."""
+        scores: dict[str, float] = {}
+        scorer = self.scorer(rows)
+        for i, run in enumerate(self.tasks):
+            self.layout.load_into(self.model, self.base + self.vectors[i])
+            scores.update(self.label_f1(scorer, rows, run.recorded.label_names))
+        return scores
 
 
 def _head_cosine_max(rows: torch.Tensor) -> float | None:
@@ -746,7 +764,9 @@ def _merged_validation(
     for run, validation in zip(tasks, validations):
         for ex in validation.examples:
             row = rows.setdefault(ex.text, {**ex.model_dump(), "labels": [], "merge_tasks": []})
-            row["merge_tasks"].append(run.info.label_names[0] if len(run.info.label_names) == 1 else str(run.folder))
+            row["merge_tasks"].append(
+                run.recorded.label_names[0] if len(run.recorded.label_names) == 1 else str(run.folder)
+            )
             row["labels"] = sorted(set(row["labels"]) | set(ex.labels))
     out = []
     for text, row in rows.items():
