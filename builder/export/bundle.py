@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from guard_sdk import (
     MANIFEST_NAME,
@@ -70,6 +70,8 @@ TOKEN_OUTPUT = "token_embeddings"
 
 
 class ExportConfig(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)  # field docstrings: guard-build's help
+
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     version: str = "0.1.0"
     description: str = ""

