@@ -114,7 +114,8 @@ class Flags(Generic[M]):
             message = error["msg"].removeprefix("Value error, ")
             if where is None and location:
                 where = ".".join(location)
-            lines.append(f"{where}: {message} (got {error['input']!r})" if where else message)
+            got = f" (got {error['input']!r})" if where and error["type"] != "missing" else ""
+            lines.append(f"{where}: {message}{got}" if where else message)
         return "; ".join(lines)
 
 

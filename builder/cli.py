@@ -147,11 +147,12 @@ def _add_train(commands: _Commands) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    config = _EMBEDDING.build(args) if args.head == "embedding" else _TRAINING.build(args)
     dataset = load_jsonl(args.data, _names(args.labels))
-    if args.head == "embedding":
-        info = train_embedding_guard(dataset, args.out, _EMBEDDING.build(args))
+    if isinstance(config, EmbeddingGuardConfig):
+        info = train_embedding_guard(dataset, args.out, config)
     else:
-        info = train(dataset, args.out, _TRAINING.build(args))
+        info = train(dataset, args.out, config)
     print(info.model_dump_json(indent=2))
 
 
