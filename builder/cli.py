@@ -56,13 +56,13 @@ if TYPE_CHECKING:
     from .data.engine import Datasheet
     from .data.policy import Policy
 
-__all__ = ["main"]
-
-if TYPE_CHECKING:
     _Commands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+
+__all__ = ["main"]
 
 # Which config fields each command offers, and where an option keeps a name other than its field's.
 _TRAINING = Flags(TrainConfig, exclude=["label_descriptions"])
+# train --head embedding: the run's options; --batch-size and --learning-rate stay the classifier's.
 _EMBEDDING = Flags(
     EmbeddingGuardConfig, [*(n for n in RunConfig.model_fields if n != "label_descriptions"), "triplet_epochs"]
 )
