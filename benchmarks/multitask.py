@@ -145,9 +145,9 @@ def _train_and_export(dataset: Any, args: argparse.Namespace, kind: str, times: 
 
     run = TrainingRun(args.work / f"run-{kind}-{dataset.sha256[:10]}-{args.epochs:g}")
     bundle = args.work / "bundles" / f"{kind}-{dataset.sha256[:10]}-{args.epochs:g}"
-    if not run.finished:
+    if not (info := run.trained_on(dataset)):
         log(f"multitask: training {kind} on {len(dataset.examples)} examples")
-    info = run.train(dataset, TrainConfig(epochs=args.epochs, seed=args.seed, threads=args.threads))
+        info = run.train(dataset, TrainConfig(epochs=args.epochs, seed=args.seed, threads=args.threads))
     times[f"{kind}_train"] = info.train_seconds
     times[f"{kind}_train_examples_seen"] = round(info.train_examples * info.epochs)
     if not (bundle / "guard.json").is_file():

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, WithJsonSchema, create_model
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 
 from ..llm.client import Message
 from .dimensions import Cell
@@ -82,6 +82,8 @@ INTENDED: dict[str, SeedLabel | None] = {"violating": "violates", "compliant": "
 
 
 class GenerationConfig(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)  # field docstrings: guard-build's help
+
     per_prompt: int = Field(default=4, ge=1, le=10)
     """Messages asked for in one generation request."""
     kinds: list[Literal["violating", "compliant", "boundary"]] = ["violating", "compliant", "boundary"]

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from .._files import write_atomic
 from ..checkpoint import RunFolder, UsageLog, fingerprint
@@ -72,6 +72,8 @@ T = TypeVar("T")
 
 
 class DataConfig(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)  # field docstrings: guard-build's help
+
     cells: int = Field(default=12, ge=1)
     """Cells of the dimension grid to generate for (pairwise coverage needs about values² of them)."""
     dimensions: DimensionConfig = DimensionConfig()

@@ -19,7 +19,7 @@ import json
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from ..errors import LLMOutputError
 from ..llm.client import LLMClient, Message
@@ -59,11 +59,14 @@ JUDGE_TASK = (
 
 
 class DebateConfig(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)  # field docstrings: guard-build's help
+
     on_mismatch: Literal["relabel", "drop"] = "relabel"
     """What to do with a candidate whose verified label is not the one it was generated for."""
     min_confidence: float = Field(default=0.5, ge=0, le=1)
     """Judge confidence under which a candidate is dropped (and, without an intended label, debated again)."""
     extra_round: bool = True
+    """Debate again when the verdict disagrees with the intended label, or is unsure without one (slower)."""
     seed: int = 13
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from guard_sdk import Guard, ScanOptions, Stage, normalize
 from guard_sdk.bundle import (
@@ -59,6 +59,8 @@ logger = logging.getLogger("builder.export.bundle")
 
 
 class ExportConfig(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)  # field docstrings: guard-build's help
+
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     version: str = "0.1.0"
     description: str = ""

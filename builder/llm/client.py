@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from typing_extensions import Self
 
 from .._files import write_atomic
@@ -58,12 +58,16 @@ REPAIR_PROMPT = (
 class LLMConfig(BaseModel):
     """Where the LLM is and how to talk to it."""
 
+    model_config = ConfigDict(use_attribute_docstrings=True)  # field docstrings: guard-build's help
+
     base_url: str | None = None
     """OpenAI-compatible endpoint, e.g. ``http://127.0.0.1:8080/v1``; None: the builder starts the embedded one."""
     api_key: str | None = None
     model: str | None = None
+    """Model name at that endpoint."""
     structured_output: StructuredOutput = "json"
     max_concurrency: int = Field(default=4, ge=1)
+    """Requests in flight at once."""
     timeout: float = Field(default=120.0, gt=0)
     """Seconds for one request, queueing on the server included."""
     max_retries: int = Field(default=3, ge=0)

@@ -261,6 +261,8 @@ class SeedRow(BaseModel):
 
 
 class PackConfig(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)  # field docstrings: guard-build's help
+
     seeds: Path
     """The seed sets folder (``shared/train``: one folder per set with ``data.jsonl`` and ``README.md``)."""
     seed: int = 13
@@ -699,9 +701,10 @@ def build_pack(
                 seed=config.seed,
                 threads=config.threads,
             )
-        if run.finished:
+        if run.trained_on(dataset):
             progress(f"{data.name}: trained already in {run.folder}")
-        run.train(dataset, run_config)
+        else:
+            run.train(dataset, run_config)
         notice.write_text(attribution(config.seeds, data.by_source, answers=answers), encoding="utf-8")
         export_bundle(run.folder, bundle_dir, export_config)
         progress(f"{data.name}: wrote {bundle_dir}")

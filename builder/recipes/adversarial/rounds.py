@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from guard_sdk import normalize
 
@@ -61,11 +61,14 @@ OUTPUTS = (HOLDOUT_FILE, REPORT_JSON, REPORT_MD, TRANSCRIPTS_FILE)
 
 
 class AdversarialConfig(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)  # field docstrings: guard-build's help
+
     rounds: int = Field(3, ge=1)
     """Adversarial rounds after round 0 (the model trained on the input data alone)."""
     candidates_per_round: int = Field(8, ge=1)
     """Bandit pulls per round: each proposes, verifies and scores one candidate."""
     operators: list[Operator] = list(OPERATORS)
+    """The mutation operators: the bandit's arms."""
     prior: tuple[float, float] = (1.0, 1.0)
     """Beta(alpha, beta) prior of every arm's reward rate."""
     discount: float = Field(0.5, ge=0, le=1)
@@ -87,6 +90,7 @@ class AdversarialConfig(BaseModel):
     debate: DebateConfig = DebateConfig(on_mismatch="drop")
     seed: int = 13
     progress: bool = Field(default=True, exclude=True)
+    """Progress bars on stderr."""
 
     @field_validator("operators")
     @classmethod
@@ -414,7 +418,8 @@ def _train_round(folder: Path, run_dir: Path, labels: list[str], config: Adversa
     """Train on the round's file unless a finished run of exactly that file is there; returns its train time."""
     data = load_jsonl(folder / TRAIN_FILE, labels)
     run_config = config.embedding if config.head == "embedding" else config.classifier
-    info = TrainingRun(run_dir).train(data, run_config.model_copy(update={"seed": config.seed}))
+    run = TrainingRun(run_dir)
+    info = run.trained_on(data) or run.train(data, run_config.model_copy(update={"seed": config.seed}))
     return info.train_seconds
 
 
