@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     data_dir = args.work / "data"
     if not (data_dir / "prompt-injection.jsonl").is_file():
-        pack_datasets(PackConfig(seeds=TRAIN_DIR, seed=args.seed), data_dir)
+        pack_datasets(PackConfig(seed_sets=TRAIN_DIR, seed=args.seed), data_dir)
     rows = (data_dir / "prompt-injection.jsonl").read_text(encoding="utf-8").split("\n")
     rows = [row for row in rows if row.strip()]
     if args.rows and args.rows < len(rows):

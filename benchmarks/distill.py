@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     pack_work = args.work / "pack-work"
-    data = pack_datasets(PackConfig(seeds=TRAIN_DIR), pack_work / "data")
+    data = pack_datasets(PackConfig(seed_sets=TRAIN_DIR), pack_work / "data")
     texts = [text for guard in PACK_GUARDS for text in read_texts(pack_work / "data" / f"{guard}.jsonl")]
     packs: dict[str, Path] = {"teacher (6 layers)": args.work / "pack-teacher"}
     students: dict[str, Any] = {}
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for kind, out in packs.items():
         base = students.get(kind, {}).get("num_layers")
         config = PackConfig(
-            seeds=TRAIN_DIR,
+            seed_sets=TRAIN_DIR,
             threads=args.threads,
             base_model=str(args.work / f"student-{base}" / "model") if base else None,
         )

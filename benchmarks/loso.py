@@ -41,7 +41,7 @@ def embed(texts: Sequence[str], data: Path) -> np.ndarray:
     from builder.recipes.pack import PackConfig, embedding_cache
     from builder.train.embedding import embed_texts
 
-    return embed_texts(_encoder(), list(texts), 64, True, embedding_cache(PackConfig(seeds=TRAIN_DIR), data.parent))
+    return embed_texts(_encoder(), list(texts), 64, True, embedding_cache(PackConfig(seed_sets=TRAIN_DIR), data.parent))
 
 
 @functools.cache
@@ -52,7 +52,7 @@ def _encoder() -> Any:
     from builder.train.run import base_model_path
 
     encoder = SentenceTransformer(base_model_path(None), device="cpu")
-    encoder.max_seq_length = PackConfig(seeds=TRAIN_DIR).max_length
+    encoder.max_seq_length = PackConfig(seed_sets=TRAIN_DIR).max_length
     return encoder
 
 

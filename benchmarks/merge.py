@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     data = work / "data" / "content-safety.jsonl"
     if not data.is_file():
         log("merge: writing the pack's training files")
-        pack_datasets(PackConfig(seeds=TRAIN_DIR, seed=args.seed), work / "data")
+        pack_datasets(PackConfig(seed_sets=TRAIN_DIR, seed=args.seed), work / "data")
     dataset = load_jsonl(data, list(CONTENT_SAFETY_LABELS))
     tasks = binary_tasks(
         dataset, {p: CONTENT_SAFETY_LABELS[p] for p in policies}, per_task=args.per_task, seed=args.seed

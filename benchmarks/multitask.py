@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     data_dir = args.work / "data"
     if not (data_dir / "pack_data.json").is_file():
-        pack_datasets(PackConfig(seeds=TRAIN_DIR, seed=args.seed), data_dir)
+        pack_datasets(PackConfig(seed_sets=TRAIN_DIR, seed=args.seed), data_dir)
     descriptions = {**CONTENT_SAFETY_LABELS, **INJECTION_LABELS}
     names = list(descriptions)
     train_rows: list[LabeledExample] = []

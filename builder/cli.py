@@ -90,7 +90,8 @@ _ALL_TRAINING = Flags(TrainConfig, ["epochs", "seed", "threads"])
 _ALL_EXPORT = Flags(ExportConfig, exclude=["name", "description", "extra_files"])
 _PACK = Flags(
     PackConfig,
-    help={"seeds": "seed sets folder (default: $GUARD_SDK_SEEDS, else shared/train beside the repository)"},
+    names={"seed_sets": "seeds"},
+    help={"seed_sets": "seed sets folder (default: $GUARD_SDK_SEEDS, else shared/train beside the repository)"},
 )
 _ANSWERS = Flags(AnswerPairsConfig, exclude=["max_tokens"])
 _DISTILL = Flags(DistillConfig)
@@ -315,7 +316,7 @@ def _add_pack(commands: _Commands) -> None:
     )
     pack.add_argument("--out", help="pack folder (default: guard_sdk.default_pack_dir(), where Guard.default() looks)")
     pack.add_argument("--work", help="data and training runs (default: OUT-work); a killed build resumes from it")
-    add_flags(pack, replace(_PACK, defaults={"seeds": _seeds_default()}))
+    add_flags(pack, replace(_PACK, defaults={"seed_sets": _seeds_default()}))
     pack.add_argument("--data-only", action="store_true", help="write the two training files and stop")
     pack.add_argument("--wheel", help="then write the pack's guard-sdk-pack wheel into this folder (as pack-wheel)")
     pack.set_defaults(handler=_pack)

@@ -166,14 +166,14 @@ def test_llm_options_leave_the_rest_to_the_file_and_environment(tmp_path: Path, 
 
 def test_pack_options(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("GUARD_SDK_SEEDS", "/seeds/from/env")
-    assert cli._PACK.build(_parse("pack")).seeds == Path("/seeds/from/env")
+    assert cli._PACK.build(_parse("pack")).seed_sets == Path("/seeds/from/env")
     args = _parse(
         "pack", "--seeds", "/seeds", "--out", "p", "--work", "w", "--head", "classifier", "--epochs", "2",
         "--triplet-epochs", "1", "--answer-epochs", "3", "--base-model", "/m", "--seed", "8",
         "--benign-flag-rate", "0.02", "--threads", "2", "--data-only", "--boundary-copies", "4",
     )  # fmt: skip
     config = cli._PACK.build(args)
-    assert (config.seeds, config.head, config.epochs, config.triplet_epochs) == (Path("/seeds"), "classifier", 2, 1)
+    assert (config.seed_sets, config.head, config.epochs, config.triplet_epochs) == (Path("/seeds"), "classifier", 2, 1)
     assert (config.answer_epochs, config.base_model, config.seed, config.benign_flag_rate) == (3, "/m", 8, 0.02)
     assert (config.threads, config.boundary_copies, config.max_length) == (2, 4, 128)
     assert (args.out, args.work, args.data_only, args.wheel) == ("p", "w", True, None)

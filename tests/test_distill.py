@@ -26,7 +26,7 @@ def test_a_missing_base_model_folder_is_named_before_any_work(tmp_path: Path):
     with pytest.raises(BuilderError, match="base model '/no/student' is not a folder"):
         distill_encoder(texts, tmp_path / "d", DistillConfig(base_model="/no/student"))
     with pytest.raises(BuilderError, match="base model './no-student/model' is not a folder"):
-        build_pack(PackConfig(seeds=tmp_path, base_model="./no-student/model"), tmp_path / "pack")
+        build_pack(PackConfig(seed_sets=tmp_path, base_model="./no-student/model"), tmp_path / "pack")
     assert not (tmp_path / "pack-work").exists(), "nothing written"
 
 

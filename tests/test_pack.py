@@ -37,15 +37,15 @@ def pack_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pack_data(pack_work: Path) -> Path:
     assert SEEDS.is_dir(), f"the pack is built from the seed sets in {SEEDS}; put shared/ beside the repository"
     out = pack_work / "data"
-    pack_datasets(PackConfig(seeds=SEEDS), out)
+    pack_datasets(PackConfig(seed_sets=SEEDS), out)
     return out
 
 
 def test_pack_data_is_reproducible(pack_data: Path, pack_work: Path):
-    again = pack_datasets(PackConfig(seeds=SEEDS), pack_work / "again")
+    again = pack_datasets(PackConfig(seed_sets=SEEDS), pack_work / "again")
     first = json.loads((pack_data / "pack_data.json").read_text())
     assert [g["sha256"] for g in first["guards"]] == [g.sha256 for g in again.guards]
-    other_seed = pack_datasets(PackConfig(seeds=SEEDS, seed=14), pack_work / "other")
+    other_seed = pack_datasets(PackConfig(seed_sets=SEEDS, seed=14), pack_work / "other")
     assert [g["sha256"] for g in first["guards"]] != [g.sha256 for g in other_seed.guards]
 
 

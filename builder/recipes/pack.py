@@ -263,7 +263,7 @@ class SeedRow(BaseModel):
 class PackConfig(BaseModel):
     model_config = ConfigDict(use_attribute_docstrings=True)  # field docstrings: guard-build's help
 
-    seeds: Path
+    seed_sets: Path
     """The seed sets folder (``shared/train``: one folder per set with ``data.jsonl`` and ``README.md``)."""
     seed: int = 13
     head: ModelKind = "embedding"
@@ -304,8 +304,8 @@ class PackReport(BaseModel):
     guards: list[GuardData]
 
 
-def load_seed_set(seeds: Path, name: str) -> list[SeedRow]:
-    path = seeds / name / "data.jsonl"
+def load_seed_set(seed_sets: Path, name: str) -> list[SeedRow]:
+    path = seed_sets / name / "data.jsonl"
     if not path.is_file():
         raise BuilderError(f"seed set {name!r} is missing: {path} does not exist (pass the shared/train folder)")
     rows = []
@@ -335,14 +335,14 @@ def _sample(rows: list[SeedRow], cap: int | None, rng: random.Random) -> list[Se
 
 
 def _from_seed_sets(
-    seeds: Path,
+    seed_sets: Path,
     caps: dict[str, tuple[int | None, int | None]],
     mapping: dict[str, dict[str, tuple[str, ...]]],
     relabeled: Iterable[str],
     rng: random.Random,
 ) -> Iterator[LabeledExample]:
     for name, (unsafe_cap, safe_cap) in caps.items():
-        rows = load_seed_set(seeds, name)
+        rows = load_seed_set(seed_sets, name)
         if marker := _ENGLISH_ONLY.get(name):
             rows = [r for r in rows if marker in r.id]
         unsafe = [r for r in rows if r.label == "unsafe" or name in relabeled]
@@ -453,15 +453,17 @@ class _Filler(dict[str, str]):
         return self._rng.choice(self._slots[key])
 
 
-def _carriers(seeds: Path, rng: random.Random) -> dict[str, list[str]]:
+def _carriers(seed_sets: Path, rng: random.Random) -> dict[str, list[str]]:
     """Ordinary user questions and ordinary documents for the boundary templates to attack."""
-    questions = [r.text for r in load_seed_set(seeds, "mtrag_conversations") + load_seed_set(seeds, "clinc150_queries")]
+    questions = [
+        r.text for r in load_seed_set(seed_sets, "mtrag_conversations") + load_seed_set(seed_sets, "clinc150_queries")
+    ]
     documents = [
         r.text
         for name in ("gpteacher_roleplay_responses", "dstc9_faq_dialogs")
-        for r in load_seed_set(seeds, name)
+        for r in load_seed_set(seed_sets, name)
         if 200 <= len(r.text) <= 1200
-    ] + [r.text for r in load_seed_set(seeds, "bipia_email") if r.label == "safe"]
+    ] + [r.text for r in load_seed_set(seed_sets, "bipia_email") if r.label == "safe"]
     rng.shuffle(questions)
     rng.shuffle(documents)
     return {"questions": questions[:2000], "documents": documents[:2000]}
@@ -471,14 +473,14 @@ def _key(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def write_trigger_heldout(seeds: Path, trained_on: Iterable[str], path: Path) -> int:
+def write_trigger_heldout(seed_sets: Path, trained_on: Iterable[str], path: Path) -> int:
     """Benign seed rows with injection trigger words that the prompt-injection guard did not train on, in the
     evaluation format (``text``, ``label``, ``categories``, ``source``, ``id``): a false-positive check only."""
     seen = {_key(text) for text in trained_on}
     rows = [
         {"text": r.text, "label": "safe", "categories": [], "source": r.source, "id": r.id}
         for name in TRIGGER_SOURCES
-        for r in load_seed_set(seeds, name)
+        for r in load_seed_set(seed_sets, name)
         if r.label == "safe" and TRIGGER_WORDS.search(r.text) and _key(r.text) not in seen
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -528,10 +530,10 @@ def pack_datasets(config: PackConfig, out: Path) -> PackReport:
             continue
         labels, caps, mapping, relabeled = _RECIPES[guard]
         rng = random.Random(f"{config.seed}-{guard}")
-        carriers = _carriers(config.seeds, rng)
+        carriers = _carriers(config.seed_sets, rng)
         examples = _dedup(
             itertools.chain(
-                _from_seed_sets(config.seeds, caps, mapping, relabeled, rng),
+                _from_seed_sets(config.seed_sets, caps, mapping, relabeled, rng),
                 _boundary_examples(guard, config.boundary_copies, rng, carriers),
             )
         )
@@ -542,7 +544,7 @@ def pack_datasets(config: PackConfig, out: Path) -> PackReport:
             held_out = out / "heldout" / "benign_trigger_words" / "data.jsonl"
             logger.info(
                 "%d held-out benign texts with trigger words",
-                write_trigger_heldout(config.seeds, (ex.text for ex in examples), held_out),
+                write_trigger_heldout(config.seed_sets, (ex.text for ex in examples), held_out),
             )
     (out / "pack_data.json").write_text(report.model_dump_json(indent=2))
     return report
@@ -571,12 +573,12 @@ def _write_guard_data(out: Path, guard: str, labels: dict[str, str], examples: l
     return data
 
 
-def attribution(seeds: Path, sources: Iterable[str], *, answers: bool = False) -> str:
+def attribution(seed_sets: Path, sources: Iterable[str], *, answers: bool = False) -> str:
     """ATTRIBUTION.md for a bundle: each seed set it learned from, with license and upstream commit; ``answers``:
     the answer guard's data also holds answers written by SmolLM2."""
     table = {
         cells[1]: cells
-        for line in (seeds / "README.md").read_text(encoding="utf-8").splitlines()
+        for line in (seed_sets / "README.md").read_text(encoding="utf-8").splitlines()
         if line.startswith("| ") and len(cells := [c.strip() for c in line.split("|")]) > 8
     }
     lines = [
@@ -600,7 +602,7 @@ def attribution(seeds: Path, sources: Iterable[str], *, answers: bool = False) -
     ]
     for source in sorted(set(sources) - {"pack_boundary"}):
         if source not in table:
-            raise BuilderError(f"seed set {source!r} has no row in {seeds / 'README.md'}: its license is unknown")
+            raise BuilderError(f"seed set {source!r} has no row in {seed_sets / 'README.md'}: its license is unknown")
         lines.append(f"| {source} | {table[source][6]} | {table[source][7]} |")
     return "\n".join(lines) + "\n"
 
@@ -705,7 +707,7 @@ def build_pack(
             progress(f"{data.name}: trained already in {run.folder}")
         else:
             run.train(dataset, run_config)
-        notice.write_text(attribution(config.seeds, data.by_source, answers=answers), encoding="utf-8")
+        notice.write_text(attribution(config.seed_sets, data.by_source, answers=answers), encoding="utf-8")
         export_bundle(run.folder, bundle_dir, export_config)
         progress(f"{data.name}: wrote {bundle_dir}")
         bundles.append(bundle_dir)

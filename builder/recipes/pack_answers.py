@@ -455,9 +455,9 @@ class _Request:
     group: str
 
 
-def _requests(seeds: Path, name: str, *, unsafe: bool, for_compliance: bool = False) -> list[_Request]:
+def _requests(seed_sets: Path, name: str, *, unsafe: bool, for_compliance: bool = False) -> list[_Request]:
     """The usable requests of one seed set with the given label (see the module docstring for the choices)."""
-    rows = [r for r in load_seed_set(seeds, name) if (r.label == "unsafe") == unsafe]
+    rows = [r for r in load_seed_set(seed_sets, name) if (r.label == "unsafe") == unsafe]
     if marker := _ENGLISH_ONLY.get(name):
         rows = [r for r in rows if marker in r.id]
     rows = [r for r in rows if not _NOT_HARMS & set(r.categories)]
@@ -657,11 +657,11 @@ def _clean_tweet(text: str) -> str:
     return " ".join(text.replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">").split())
 
 
-def _seed_texts(seeds: Path, rng: random.Random, config: AnswerPairsConfig) -> tuple[list[SeedRow], list[SeedRow]]:
+def _seed_texts(seed_sets: Path, rng: random.Random, config: AnswerPairsConfig) -> tuple[list[SeedRow], list[SeedRow]]:
     """Hateful or abusive texts (harmful from anyone) and HateCheck's benign look-alikes."""
     harmful: list[SeedRow] = []
     for name, share in HARMFUL_TEXTS.items():
-        rows = [r for r in load_seed_set(seeds, name) if r.label == "unsafe"]
+        rows = [r for r in load_seed_set(seed_sets, name) if r.label == "unsafe"]
         if name == "davidson_hate_speech":
             rows = [r.model_copy(update={"text": _clean_tweet(r.text)}) for r in rows]
             rows = [r for r in rows if len(r.text.split()) >= 3]
@@ -669,18 +669,18 @@ def _seed_texts(seeds: Path, rng: random.Random, config: AnswerPairsConfig) -> t
         harmful += rows[: round(config.harmful_texts * share)]
     benign = [
         r
-        for r in load_seed_set(seeds, "hatecheck")
+        for r in load_seed_set(seed_sets, "hatecheck")
         if r.label == "safe" and r.meta.get("functionality") in _BENIGN_HATECHECK
     ]
     rng.shuffle(benign)
     return harmful, benign[: config.benign_texts]
 
 
-def _real_answers(seeds: Path, rng: random.Random, n: int) -> Iterator[tuple[str, SeedRow, SeedRow]]:
+def _real_answers(seed_sets: Path, rng: random.Random, n: int) -> Iterator[tuple[str, SeedRow, SeedRow]]:
     """(kind, answer, request) of real assistant texts: MTRAG answers after the question they answer, GPTeacher
     role-play replies after their prompt, DSTC9 replies (no question recorded) after another question of their
     domain."""
-    mtrag = load_seed_set(seeds, "mtrag_conversations")
+    mtrag = load_seed_set(seed_sets, "mtrag_conversations")
     by_id = {r.id: r for r in mtrag}
     pairs: list[tuple[str, SeedRow, SeedRow]] = []
     for row in mtrag:
@@ -689,13 +689,13 @@ def _real_answers(seeds: Path, rng: random.Random, n: int) -> Iterator[tuple[str
             question = by_id.get(f"{match[1]}-input{int(match[2]) - 1:02d}")
             if question is not None and question.meta.get("role") == "user":
                 pairs.append(("ordinary", row, question))
-    prompts = {r.id: r for r in load_seed_set(seeds, "gpteacher_roleplay")}
+    prompts = {r.id: r for r in load_seed_set(seed_sets, "gpteacher_roleplay")}
     roleplay = [
         ("ordinary", r, prompts[r.meta["prompt_id"]])
-        for r in load_seed_set(seeds, "gpteacher_roleplay_responses")
+        for r in load_seed_set(seed_sets, "gpteacher_roleplay_responses")
         if r.meta.get("prompt_id") in prompts
     ]
-    dstc9 = load_seed_set(seeds, "dstc9_faq_dialogs")
+    dstc9 = load_seed_set(seed_sets, "dstc9_faq_dialogs")
     questions: dict[str, list[SeedRow]] = {}
     for r in dstc9:
         if r.meta.get("role") == "user":
@@ -722,13 +722,15 @@ def _refused(
     return _draw(unsafe, UNSAFE_REFUSAL_REQUESTS, n - over, rng) + _draw(safe, SAFE_REQUESTS, over, rng)
 
 
-def _plan(seeds: Path, config: AnswerPairsConfig, seed: int) -> tuple[list[_Job], list[dict[str, Any]]]:
+def _plan(seed_sets: Path, config: AnswerPairsConfig, seed: int) -> tuple[list[_Job], list[dict[str, Any]]]:
     """The generation jobs and the rows that need no generation, both fixed by the seed sets and the seed."""
     rng = random.Random(f"{seed}-answers")
     unsafe_sets = sorted(set(UNSAFE_COMPLIANCE_REQUESTS) | set(UNSAFE_REFUSAL_REQUESTS))
-    unsafe = {name: _requests(seeds, name, unsafe=True) for name in unsafe_sets}
-    compliant = {name: _requests(seeds, name, unsafe=True, for_compliance=True) for name in UNSAFE_COMPLIANCE_REQUESTS}
-    safe = {name: _requests(seeds, name, unsafe=False) for name in sorted(SAFE_REQUESTS)}
+    unsafe = {name: _requests(seed_sets, name, unsafe=True) for name in unsafe_sets}
+    compliant = {
+        name: _requests(seed_sets, name, unsafe=True, for_compliance=True) for name in UNSAFE_COMPLIANCE_REQUESTS
+    }
+    safe = {name: _requests(seed_sets, name, unsafe=False) for name in sorted(SAFE_REQUESTS)}
     plain = [req for name in PLAIN_REQUEST_SETS for req in safe[name]]
     hateful = [
         req
@@ -737,7 +739,7 @@ def _plan(seeds: Path, config: AnswerPairsConfig, seed: int) -> tuple[list[_Job]
         if req.group == "hate"
     ]
     if not hateful or not plain:
-        raise BuilderError(f"{seeds}: no hateful or no plain requests to pair the seed texts with")
+        raise BuilderError(f"{seed_sets}: no hateful or no plain requests to pair the seed texts with")
 
     def job(kind: str, request: _Request) -> _Job:
         low, high = config.max_tokens
@@ -759,13 +761,13 @@ def _plan(seeds: Path, config: AnswerPairsConfig, seed: int) -> tuple[list[_Job]
     rows: list[dict[str, Any]] = []
     for request in _refused(unsafe, safe, config.template_refusals, config, rng):
         rows.append(_row("refusal", _template_refusal(request, rng), request, "template"))
-    harmful, benign = _seed_texts(seeds, rng, config)
+    harmful, benign = _seed_texts(seed_sets, rng, config)
     for kind, texts in (("harmful_text", harmful), ("benign_text", benign)):
         for text in texts:
             request = rng.choice(hateful if rng.random() < 0.5 else plain)
             rows.append(_row(kind, text.text, request, "seed", answer_source=text.source, answer_id=text.id))
     unsafe_requests = [r for name in unsafe_sets for r in unsafe[name]]
-    for kind, answer, question in _real_answers(seeds, rng, config.real_answers):
+    for kind, answer, question in _real_answers(seed_sets, rng, config.real_answers):
         request = _Request(question.text, question.source, question.id, False, "general")
         if rng.random() < 0.1:  # an unrelated harmless answer to a harmful request is still harmless
             kind, request = "offtopic", rng.choice(unsafe_requests)
@@ -803,7 +805,7 @@ def _key(text: str) -> str:
 
 
 def build_answer_pairs(
-    seeds: Path,
+    seed_sets: Path,
     out: Path,
     *,
     seed: int = 13,
@@ -818,11 +820,11 @@ def build_answer_pairs(
     reused on the next run, so a killed run continues where it stopped.
     """
     config = config or AnswerPairsConfig()
-    if not seeds.is_dir():
-        raise BuilderError(f"seed sets folder {seeds} does not exist (pass the shared/train folder)")
+    if not seed_sets.is_dir():
+        raise BuilderError(f"seed sets folder {seed_sets} does not exist (pass the shared/train folder)")
     stem = out.name.split(".")[0]
     work_file = _WorkFile((work or out.parent / f"{stem}-work") / "generations.jsonl")
-    jobs, rows = _plan(seeds, config, seed)
+    jobs, rows = _plan(seed_sets, config, seed)
     if on_status:
         on_status(f"{len(jobs)} generations ({sum(j.key not in work_file.done for j in jobs)} to do), {len(rows)} rows")
     _generate(jobs, work_file, config, progress)

@@ -38,8 +38,8 @@ logger = logging.getLogger("builder.train.embedding")
 class EmbeddingGuardConfig(RunConfig):
     regularization: float = Field(1.0, gt=0)
     """Inverse L2 strength (scikit-learn's C) of each label's logistic regression."""
-    batch_size: int = Field(64, ge=1)
-    """Texts per encoding batch."""
+    encode_batch_size: int = Field(64, ge=1)
+    """Texts per encoding batch (the triplet fine-tuning has its own)."""
     triplet_epochs: float = Field(0.0, ge=0)
     """First fine-tune the embedding with a batch-hard soft-margin triplet loss, one class per label combination (the
     multi-class variant of "Lightweight Safety Guardrails Using Fine-tuned BERT Embeddings"); 0 keeps the base
@@ -78,7 +78,9 @@ def train_embedding_guard(
         _fine_tune_with_triplets(encoder, train_set, run.folder / "triplet", config)
     # A fine-tuned encoder's embeddings are not the base encoder's: they are never cached.
     cache = None if config.triplet_epochs else config.embedding_cache
-    embeddings = embed_texts(encoder, [ex.text for ex in train_set.examples], config.batch_size, config.progress, cache)
+    embeddings = embed_texts(
+        encoder, [ex.text for ex in train_set.examples], config.encode_batch_size, config.progress, cache
+    )
     targets = np.asarray(train_set.targets(), dtype=bool)
     for j, name in enumerate(dataset.label_names):
         if targets[:, j].all() or not targets[:, j].any():
