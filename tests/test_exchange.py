@@ -176,6 +176,7 @@ def test_training_pairs_are_the_runtime_windows(exchange_run: Path, answers: Gua
     assert trained["input_ids"][0] == window.ids and trained["token_type_ids"][0] == window.type_ids
 
 
+@pytest.mark.slow
 def test_each_check_runs_the_bundles_of_its_stage(
     exchange_bundle: Path, input_only_bundle: Path, multi_label_bundle: Path, exchange_texts: Any
 ):

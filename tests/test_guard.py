@@ -38,7 +38,7 @@ def test_flags_an_injection_and_allows_a_benign_question(guard: Guard):
     assert bad.latency_ms > 0
 
 
-def test_violation_after_token_2000_is_found(guard: Guard):
+def test_violation_after_token_2000_is_found(guard: Guard, multi_label_bundle: Path):
     filler = "I would like to book a table for two at seven. " * 240
     text = filler + INJECTION + " " + filler[:200]
     tokenizer = Tokenizer.from_file(str(guard.bundles[0].file("tokenizer.json")))
@@ -47,11 +47,14 @@ def test_violation_after_token_2000_is_found(guard: Guard):
     start, end = injection.window
     assert start <= len(filler) and end >= len(filler) + len(INJECTION), "the reported window holds the violation"
     assert end - start < 400, "the window, not the whole text"
-    # The text's score is that of its best window, scored like any short text. Not exactly: dynamic int8 quantizes
-    # activations per ONNX Runtime call, so a window batched with the text's 30 others drifts a little from the same
-    # window alone (measured 0.022; equal with Guard(batch_size=1)).
-    assert injection.score == pytest.approx(guard.check(text[start:end]).score("injection").score, abs=0.05)
     assert injection.flagged
+    # The text's score is that of its best window, scored like any short text: compared on the fp32 model, where the
+    # window and its span alone are the same tokens (whole words) and padding is masked, so they agree to float
+    # rounding. On int8 they need not: dynamic int8 quantizes activations per ONNX Runtime call, and a window batched
+    # with the text's 30 others drifted 0.022 from the same window alone.
+    fp32 = Guard(multi_label_bundle, device="cpu", threads=2, precision="fp32")
+    best = fp32.check(text).score("injection")
+    assert best.score == pytest.approx(fp32.check(text[slice(*best.window)]).score("injection").score, abs=1e-4)
     assert not guard.check(filler + filler[:200]).score("injection").flagged
 
 
@@ -61,6 +64,7 @@ def test_obfuscated_injection_scores_like_the_plain_one(guard: Guard):
     )
     plain = guard.check(INJECTION).score("injection")
     tricked = guard.check(obfuscated).score("injection")
+    # Normalised, it is the plain text's tokens in a call of its own: the same int8 scales, the same score.
     assert tricked.score == pytest.approx(plain.score, abs=1e-4)
     assert tricked.window == (0, len(obfuscated))
 
