@@ -32,6 +32,7 @@ def test_flags_an_injection_and_allows_a_benign_question(guard: Guard):
     assert bad.status == good.status == "checked"
     assert bad.score("injection").flagged and bad.flagged and not bad.allowed
     assert not good.flagged and good.allowed
+    # A learned gap (0.95 vs 0.05 here): 0.3 is far beyond int8's drift (< 0.1) and a retrained model's spread.
     assert bad.score("injection").score > good.score("injection").score + 0.3
     assert bad.score("injection").bundle == "demo@1.0.0"
     assert bad.score("injection").window == (0, len(INJECTION))
@@ -94,6 +95,9 @@ def test_batch_matches_single_checks(multi_label_bundle: Path, precision: str):
         shared = Guard(multi_label_bundle, device="cpu", threads=2, batch_invariant=False).check_batch(texts)
         drift = [abs(a.score - b.score) for r, x in zip(shared, batch) for a, b in zip(r.scores, x.scores)]
         assert max(drift) > 1e-4
+        # The decisions stay, as these texts score further from the thresholds than that drift (0.13 or more here;
+        # 0.25 is the most export lets int8 move one text's score).
+        assert min(abs(s.score - s.threshold) for r in batch for s in r.scores) > 0.1
         assert [r.flagged for r in shared] == [r.flagged for r in batch]
 
 
@@ -248,6 +252,8 @@ def test_guards_on_different_models_run_at_the_same_time(multi_label_bundle: Pat
 
 def test_fp32_model_gives_nearly_the_same_scores(multi_label_bundle: Path, guard: Guard):
     fp32 = Guard(multi_label_bundle, device="cpu", precision="fp32")
+    # The gap is int8's quantization error, the same on every run: 0.002 on these two texts here. The bound leaves
+    # room for other CPUs' int8 kernels, well inside what export allows on any one text (max_int8_diff, 0.25).
     for text in (INJECTION, BENIGN):
         assert [s.score for s in fp32.check(text).scores] == pytest.approx(
             [s.score for s in guard.check(text).scores], abs=0.05
