@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Set up (if needed) and run the whole test suite.
+# Set up (if needed) and run the whole test suite; `--fast` runs the fast tier only (no slow, no llm tests).
+# Other arguments go to pytest, e.g. `bash scripts/test.sh --fast tests/test_guard.py -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+if [ "${1:-}" = "--fast" ]; then
+  shift
+  set -- -m "not slow and not llm" "$@"
+fi
 exec .venv/bin/python -m pytest "$@"

@@ -16,6 +16,14 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_DATA = ROOT / "examples" / "data" / "demo.jsonl"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the embedded LLM server ``llm``: the fast tier (``-m "not slow and not llm"``)
+    leaves them out without each test having to say so."""
+    for item in items:
+        if "llm_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.llm)
+
+
 @pytest.fixture(scope="session")
 def demo_rows() -> list[dict]:
     return [json.loads(line) for line in DEMO_DATA.read_text().splitlines()]

@@ -66,6 +66,7 @@ def test_training_run_records_what_export_needs(multi_label_run: Path):
     assert list(multi_label_run.glob("checkpoint-*")), "a checkpoint to resume from"
 
 
+@pytest.mark.slow
 def test_training_resumes_from_its_checkpoint(tmp_path: Path, demo_rows: list[dict]):
     data = _write(
         tmp_path / "d.jsonl", [json.dumps({"text": r["text"], "labels": r["labels"]}) for r in demo_rows[:64]]
@@ -80,6 +81,7 @@ def test_training_resumes_from_its_checkpoint(tmp_path: Path, demo_rows: list[di
     assert state["global_step"] == 4
 
 
+@pytest.mark.slow
 def test_parity_gate_refuses_to_write_past_tolerance(multi_label_run: Path, tmp_path: Path):
     out = tmp_path / "strict"
     with pytest.raises(ParityError, match=r"int8 max \|Δprob\| .* > 0\.0000.*No bundle was written"):
@@ -88,6 +90,7 @@ def test_parity_gate_refuses_to_write_past_tolerance(multi_label_run: Path, tmp_
     assert not list(tmp_path.glob(".strict*")), "no staging folder is left behind"
 
 
+@pytest.mark.slow
 def test_benign_flag_rate_bounds_the_benign_texts_flagged(
     multi_label_run: Path, multi_label_bundle: Path, tmp_path: Path
 ):
@@ -149,6 +152,7 @@ def test_export_needs_a_finished_run(tmp_path: Path):
         export_bundle(tmp_path, tmp_path / "out", ExportConfig(name="x"))
 
 
+@pytest.mark.slow
 def test_embedding_guard_exports_as_an_ordinary_bundle(tmp_path: Path, demo_rows: list[dict]):
     from builder.train.embedding import EmbeddingGuardConfig, train_embedding_guard
     from guard_sdk import Guard
@@ -171,6 +175,7 @@ def test_embedding_guard_exports_as_an_ordinary_bundle(tmp_path: Path, demo_rows
     assert guard.check("What time does the hotel pool open on Sundays?").allowed
 
 
+@pytest.mark.slow
 def test_embedding_guards_on_one_encoder_share_its_run(tmp_path: Path, demo_rows: list[dict], monkeypatch):
     import numpy as np
 
@@ -223,6 +228,7 @@ def test_embedding_guards_on_one_encoder_share_its_run(tmp_path: Path, demo_rows
         Guard(injection, verify=False)
 
 
+@pytest.mark.slow
 def test_cli_trains_an_embedding_guard(tmp_path: Path):
     from builder.cli import main
 

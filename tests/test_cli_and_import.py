@@ -164,6 +164,7 @@ def test_guard_build_reports_the_bad_line(tmp_path: Path):
     assert "train.jsonl:2: invalid row (text: Input should be a valid string)" in out.stderr
 
 
+@pytest.mark.slow
 def test_guard_build_export_cli(multi_label_run: Path, tmp_path: Path):
     out = _run(
         str(BIN / "guard-build"),

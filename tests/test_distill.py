@@ -42,6 +42,7 @@ def test_read_texts_names_the_bad_line(tmp_path: Path):
         read_texts(tmp_path / "missing.jsonl")
 
 
+@pytest.mark.slow
 def test_a_distilled_student_gets_closer_to_the_teacher_and_exports_as_a_bundle(tmp_path: Path, demo_rows: list[dict]):
     from sentence_transformers import SentenceTransformer
 

@@ -125,7 +125,7 @@ def test_the_request_decides_whether_the_same_answer_is_harmful(answers: Guard, 
     alone = answers.check(t.compliant, stage="output").score(LABEL)
     refusal = answers.check(t.refusal, stage="output", context=t.harmful).score(LABEL)
     assert harmful.flagged and not benign.flagged and not alone.flagged and not refusal.flagged
-    assert harmful.score - benign.score > 0.5
+    assert harmful.score - benign.score > 0.5  # a learned gap (0.87 vs 0.08 here), far beyond int8's drift
     assert harmful.window == (0, len(t.compliant)), "windows are reported in the answer's offsets"
 
     # Messages: an exchange guard reads the last user message; without one, the answer alone.
@@ -177,6 +177,7 @@ def test_training_pairs_are_the_runtime_windows(exchange_run: Path, answers: Gua
     assert trained["input_ids"][0] == window.ids and trained["token_type_ids"][0] == window.type_ids
 
 
+@pytest.mark.slow
 def test_each_check_runs_the_bundles_of_its_stage(
     exchange_bundle: Path, input_only_bundle: Path, multi_label_bundle: Path, exchange_texts: Any
 ):

@@ -40,13 +40,14 @@ def test_flags_an_injection_and_allows_a_benign_question(guard: Guard):
     assert bad.status == good.status == "checked"
     assert bad.score("injection").flagged and bad.flagged and not bad.allowed
     assert not good.flagged and good.allowed
+    # A learned gap (0.95 vs 0.05 here): 0.3 is far beyond int8's drift (< 0.1) and a retrained model's spread.
     assert bad.score("injection").score > good.score("injection").score + 0.3
     assert bad.score("injection").bundle == "demo@1.0.0"
     assert bad.score("injection").window == (0, len(INJECTION))
     assert bad.latency_ms > 0
 
 
-def test_violation_after_token_2000_is_found(guard: Guard):
+def test_violation_after_token_2000_is_found(guard: Guard, multi_label_bundle: Path):
     filler = "I would like to book a table for two at seven. " * 240
     text = filler + INJECTION + " " + filler[:200]
     tokenizer = Tokenizer.from_file(str(guard.bundles[0].file("tokenizer.json")))
@@ -55,11 +56,14 @@ def test_violation_after_token_2000_is_found(guard: Guard):
     start, end = injection.window
     assert start <= len(filler) and end >= len(filler) + len(INJECTION), "the reported window holds the violation"
     assert end - start < 400, "the window, not the whole text"
-    # The text's score is that of its best window, scored like any short text. Not exactly: dynamic int8 quantizes
-    # activations per ONNX Runtime call, so a window batched with the text's 30 others drifts a little from the same
-    # window alone (measured 0.022; equal with ExecutionOptions(windows_per_call=1)).
-    assert injection.score == pytest.approx(guard.check(text[start:end]).score("injection").score, abs=0.05)
     assert injection.flagged
+    # The text's score is that of its best window, scored like any short text: compared on the fp32 model, where the
+    # window and its span alone are the same tokens (whole words) and padding is masked, so they agree to float
+    # rounding. On int8 they need not: dynamic int8 quantizes activations per ONNX Runtime call, and a window batched
+    # with the text's 30 others drifted 0.022 from the same window alone.
+    fp32 = Guard(multi_label_bundle, device="cpu", threads=2, execution=ExecutionOptions(precision="fp32"))
+    best = fp32.check(text).score("injection")
+    assert best.score == pytest.approx(fp32.check(text[slice(*best.window)]).score("injection").score, abs=1e-4)
     assert not guard.check(filler + filler[:200]).score("injection").flagged
 
 
@@ -69,6 +73,7 @@ def test_obfuscated_injection_scores_like_the_plain_one(guard: Guard):
     )
     plain = guard.check(INJECTION).score("injection")
     tricked = guard.check(obfuscated).score("injection")
+    # Normalised, it is the plain text's tokens in a call of its own: the same int8 scales, the same score.
     assert tricked.score == pytest.approx(plain.score, abs=1e-4)
     assert tricked.window == (0, len(obfuscated))
 
@@ -100,6 +105,9 @@ def test_batch_matches_single_checks(multi_label_bundle: Path, precision: str):
         shared = Guard(multi_label_bundle, device="cpu", threads=2, execution=execution).check_batch(texts)
         drift = [abs(a.score - b.score) for r, x in zip(shared, batch) for a, b in zip(r.scores, x.scores)]
         assert max(drift) > 1e-4
+        # The decisions stay, as these texts score further from the thresholds than that drift (0.13 or more here;
+        # 0.25 is the most export lets int8 move one text's score).
+        assert min(abs(s.score - s.threshold) for r in batch for s in r.scores) > 0.1
         assert [r.flagged for r in shared] == [r.flagged for r in batch]
 
 
@@ -324,6 +332,8 @@ def test_guards_on_different_models_run_at_the_same_time(multi_label_bundle: Pat
 
 def test_fp32_model_gives_nearly_the_same_scores(multi_label_bundle: Path, guard: Guard):
     fp32 = Guard(multi_label_bundle, device="cpu", execution=ExecutionOptions(precision="fp32"))
+    # The gap is int8's quantization error, the same on every run: 0.002 on these two texts here. The bound leaves
+    # room for other CPUs' int8 kernels, well inside what export allows on any one text (max_int8_diff, 0.25).
     for text in (INJECTION, BENIGN):
         assert [s.score for s in fp32.check(text).scores] == pytest.approx(
             [s.score for s in guard.check(text).scores], abs=0.05

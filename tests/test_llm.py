@@ -129,6 +129,7 @@ def test_unreachable_endpoint_is_a_connection_error(tmp_path: Path):
     assert llm.usage.requests == 0
 
 
+@pytest.mark.llm  # starts a server of its own, with an API key
 def test_wrong_api_key_is_an_authentication_error(tmp_path: Path):
     from builder.llm.local_server import LocalLLMServer
 

@@ -82,6 +82,7 @@ def _assert_encoder(merged: dict[str, np.ndarray], expected: dict[str, np.ndarra
         np.testing.assert_allclose(merged[key], expected[key], atol=atol, rtol=0, err_msg=key)
 
 
+@pytest.mark.slow
 def test_zero_coefficients_give_the_base_encoder_and_the_heads_stack(runs, base_encoder, encoders, tmp_path):
     out = _fixed(runs, tmp_path / "zero", "task_arithmetic", ["abuse", "injection", "donor"], [0.0, 0.0, 0.0])
     from transformers import AutoModelForSequenceClassification
@@ -102,6 +103,7 @@ def test_zero_coefficients_give_the_base_encoder_and_the_heads_stack(runs, base_
     assert [s["role"] for s in info["merge"]["sources"]] == ["task", "task", "donor"]
 
 
+@pytest.mark.slow
 def test_one_task_at_lambda_one_is_that_fine_tune(runs, encoders, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -119,6 +121,7 @@ def test_one_task_at_lambda_one_is_that_fine_tune(runs, encoders, tmp_path):
     _assert_encoder(_encoder(TrainingRun(out).model_dir), encoders["injection"])
 
 
+@pytest.mark.slow
 def test_task_arithmetic_and_linear_follow_their_formulas(runs, base_encoder, encoders, tmp_path):
     def expected(scales: dict[str, float]) -> dict[str, np.ndarray]:
         return {
@@ -153,6 +156,7 @@ def test_ties_trims_elects_signs_and_takes_the_disjoint_mean():
     assert merge_vectors(torch.ones(6), [a, b], [1.0, 1.0], "ties", 0.5).tolist() == (1 + merged).tolist()
 
 
+@pytest.mark.slow
 def test_ties_on_real_task_vectors_matches_a_numpy_reference(runs, base_encoder, encoders, tmp_path):
     out = _fixed(runs, tmp_path / "ties", "ties", ["abuse", "injection"], [1.0, 0.8], density=0.2)
     keys = [k for k in base_encoder if not k.startswith("classifier.")]
@@ -202,6 +206,7 @@ def searched(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
     return out, report
 
 
+@pytest.mark.slow
 def test_search_records_every_point_and_keeps_the_best(searched, base_encoder, encoders):
     import torch
 
@@ -238,6 +243,7 @@ def test_search_records_every_point_and_keeps_the_best(searched, base_encoder, e
     assert {label for ex in validation.examples for label in ex.labels} == {"abuse", "injection"}
 
 
+@pytest.mark.slow
 def test_merged_run_exports_to_a_bundle_the_runtime_checks_with(searched, tmp_path):
     from builder.export import ExportConfig, export_bundle
     from guard_sdk import Guard
@@ -264,6 +270,7 @@ def _copy(run: Path, to: Path, edit_info=None, edit_config=None) -> Path:
     return to
 
 
+@pytest.mark.slow
 def test_errors_are_clear(runs, tmp_path):
     def merge(*tasks: Path, **kw) -> None:
         merge_runs(tmp_path / "out", MergeConfig(tasks=list(tasks), coefficients=[1.0] * len(tasks), **kw))
@@ -293,6 +300,7 @@ def test_errors_are_clear(runs, tmp_path):
         merge_runs(tmp_path / "taken", MergeConfig(tasks=[runs["abuse"]]))
 
 
+@pytest.mark.slow
 def test_cli_merge(runs, tmp_path, capsys):
     from builder.cli import main
 

@@ -41,6 +41,7 @@ def pack_data(pack_work: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_pack_data_is_reproducible(pack_data: Path, pack_work: Path):
     again = pack_datasets(PackConfig(seed_sets=SEEDS), pack_work / "again")
     first = json.loads((pack_data / "pack_data.json").read_text())
@@ -49,6 +50,7 @@ def test_pack_data_is_reproducible(pack_data: Path, pack_work: Path):
     assert [g["sha256"] for g in first["guards"]] != [g.sha256 for g in other_seed.guards]
 
 
+@pytest.mark.slow
 def test_content_safety_mapping_and_shortcuts(pack_data: Path):
     rows = _rows(pack_data / "content-safety.jsonl")
     assert {label for r in rows for label in r["labels"]} == set(CONTENT_SAFETY_LABELS), "every label has positives"
@@ -68,6 +70,7 @@ def test_content_safety_mapping_and_shortcuts(pack_data: Path):
     assert any(r["source"] == "pack_boundary" and not r["labels"] and "kill" in r["text"] for r in rows)
 
 
+@pytest.mark.slow
 def test_weak_rows_are_pseudo_labelled_or_left_out(pack_data: Path):
     rows = _rows(pack_data / "content-safety.jsonl")
     for source in PSEUDO_LABELED:
@@ -79,6 +82,7 @@ def test_weak_rows_are_pseudo_labelled_or_left_out(pack_data: Path):
     assert any(r["source"] == "counsel_chat_questions" and not r["labels"] for r in rows)
 
 
+@pytest.mark.slow
 def test_answer_safety_reads_requests_and_answers(pack_data: Path):
     rows = _rows(pack_data / "answer-safety.jsonl")
     assert all(isinstance(r["context"], str) and r["labels"] in ([], [ANSWER_LABEL]) for r in rows)
@@ -91,6 +95,7 @@ def test_answer_safety_reads_requests_and_answers(pack_data: Path):
     assert "hh_rlhf_redteam_first_turns" in sources, "a request's seed set is credited too"
 
 
+@pytest.mark.slow
 def test_prompt_injection_conventions(pack_data: Path):
     rows = _rows(pack_data / "prompt-injection.jsonl")
     assert {label for r in rows for label in r["labels"]} == set(INJECTION_LABELS)

@@ -103,6 +103,7 @@ def _expected_labels(row: dict) -> list[str]:
     return [ANSWER_LABEL] if harmful else []
 
 
+@pytest.mark.slow
 def test_recipe_labels_and_provenance(tiny_run: tuple[Path, Path], tiny_seeds: Path):
     rows = _rows(tiny_run[0])
     kinds = {(r["kind"], r["request_label"], r["generator"]) for r in rows}
@@ -127,6 +128,7 @@ def test_recipe_labels_and_provenance(tiny_run: tuple[Path, Path], tiny_seeds: P
     assert [ex.context for ex in load_answer_pairs(tiny_run[0])] == [r["context"] for r in rows]
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_and_resume_after_a_kill(tiny_run: tuple[Path, Path], tiny_seeds: Path, tmp_path: Path):
     out, work = tiny_run
     lines = work.read_text(encoding="utf-8").splitlines(keepends=True)

@@ -68,6 +68,7 @@ def pack_wheel(pack_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return wheel
 
 
+@pytest.mark.slow
 def test_the_wheel_holds_the_bundles_attributions_and_report(pack_wheel: Path, pack_folder: Path):
     assert pack_wheel.name == f"guard_sdk_pack-{PACK_VERSION}-py3-none-any.whl"
     with zipfile.ZipFile(pack_wheel) as wheel:
@@ -82,6 +83,7 @@ def test_the_wheel_holds_the_bundles_attributions_and_report(pack_wheel: Path, p
     assert "Name: guard-sdk-pack" in metadata and f"Version: {PACK_VERSION}" in metadata
 
 
+@pytest.mark.slow
 def test_the_same_pack_gives_the_same_wheel_bytes(pack_wheel: Path, pack_folder: Path, tmp_path: Path):
     # A copy has new modification times and another path: neither may reach the wheel.
     copy = tmp_path / "copied-pack"
@@ -91,6 +93,7 @@ def test_the_same_pack_gives_the_same_wheel_bytes(pack_wheel: Path, pack_folder:
     assert again.read_bytes() == pack_wheel.read_bytes()
 
 
+@pytest.mark.slow
 def test_pack_wheel_refuses_what_is_not_a_built_pack(pack_folder: Path, tmp_path: Path):
     with pytest.raises(BuilderError, match="is not a folder"):
         write_pack_wheel(tmp_path / "nowhere", tmp_path / "out")
@@ -121,6 +124,7 @@ def test_the_pack_extra_pins_the_pack_version():
     assert any(r.startswith("setuptools") for r in project["optional-dependencies"]["builder"]), "pack_wheel uses it"
 
 
+@pytest.mark.slow
 def test_guard_pack_shows_and_verifies_a_pack_folder(
     pack_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ):
@@ -154,6 +158,7 @@ def _fresh_env(tmp_path: Path) -> dict[str, str]:
     return {**env, "XDG_CACHE_HOME": str(tmp_path / "empty-cache"), "HF_HUB_OFFLINE": "1"}
 
 
+@pytest.mark.slow
 def test_guard_default_loads_the_installed_pack_in_a_runtime_only_environment(
     pack_wheel: Path, pack_folder: Path, tmp_path: Path
 ):
