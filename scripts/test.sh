@@ -8,5 +8,7 @@ export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 if [ "${1:-}" = "--fast" ]; then
   shift
   set -- -m "not slow and not llm" "$@"
+  # Session models made by an earlier fast run are reused while what makes them is unchanged (tests/conftest.py).
+  export GUARD_TEST_REUSE_MODELS=1
 fi
 exec .venv/bin/python -m pytest "$@"

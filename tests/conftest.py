@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.metadata
 import json
 import os
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +19,41 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DATA = ROOT / "examples" / "data" / "demo.jsonl"
+# The fast tier (`scripts/test.sh --fast` sets GUARD_TEST_REUSE_MODELS=1) reuses the session models an earlier run
+# made, while nothing that makes them changed: the builder, the bundle contract, the demo data, these fixtures and
+# the ML packages. Other runs, CI's included, make them afresh.
+MODEL_CACHE = ROOT / ".cache" / "test-models"
+
+
+@functools.cache
+def _model_inputs() -> str:
+    digest = hashlib.sha256()
+    sources = sorted((ROOT / "builder").rglob("*.py")) + [ROOT / "guard_sdk" / "_bundle.py", DEMO_DATA, Path(__file__)]
+    for path in sources:
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    for package in ("torch", "transformers", "optimum", "optimum-onnx", "onnxruntime", "sentence-transformers"):
+        digest.update(f"{package}=={importlib.metadata.version(package)}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _made(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], object]) -> Path:
+    """A folder that ``make`` fills: a fresh one, or in the fast tier the one an earlier run made from the same
+    inputs."""
+    if os.environ.get("GUARD_TEST_REUSE_MODELS") != "1":
+        folder = tmp_path_factory.mktemp(name)
+        make(folder)
+        return folder
+    cached = MODEL_CACHE / _model_inputs() / name
+    if not cached.is_dir():
+        folder = tmp_path_factory.mktemp(name)
+        make(folder)
+        staging = cached.with_name(f".{name}-{os.getpid()}")
+        shutil.copytree(folder, staging)
+        try:
+            staging.rename(cached)  # whole or not at all; a run beside this one may have been first
+        except OSError:
+            shutil.rmtree(staging)
+    return cached
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -35,25 +75,21 @@ def multi_label_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from builder.data.dataset import load_jsonl
     from builder.train.classifier import TrainConfig, train
 
-    run = tmp_path_factory.mktemp("multi-run")
-    train(load_jsonl(DEMO_DATA), run, TrainConfig(epochs=3, max_length=64, learning_rate=1e-4, threads=2))
-    return run
+    config = TrainConfig(epochs=3, max_length=64, learning_rate=1e-4, threads=2)
+    return _made(tmp_path_factory, "multi-run", lambda run: train(load_jsonl(DEMO_DATA), run, config))
 
 
 @pytest.fixture(scope="session")
 def multi_label_bundle(multi_label_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from builder.export import ExportConfig, export_bundle
 
-    folder = tmp_path_factory.mktemp("bundles")
-    notice = folder / "NOTICE.md"
-    notice.write_text("Trained on examples/data/demo.jsonl; see examples/data/README.md for its sources.\n")
-    out = folder / "demo"
-    export_bundle(
-        multi_label_run,
-        out,
-        ExportConfig(name="demo", version="1.0.0", keep_fp32=True, extra_files={"NOTICE.md": notice}),
-    )
-    return out
+    def make(folder: Path) -> None:
+        notice = folder / "NOTICE.md"
+        notice.write_text("Trained on examples/data/demo.jsonl; see examples/data/README.md for its sources.\n")
+        config = ExportConfig(name="demo", version="1.0.0", keep_fp32=True, extra_files={"NOTICE.md": notice})
+        export_bundle(multi_label_run, folder / "demo", config)
+
+    return _made(tmp_path_factory, "bundles", make) / "demo"
 
 
 @pytest.fixture(scope="session")
@@ -63,15 +99,15 @@ def binary_bundle(demo_rows: list[dict], tmp_path_factory: pytest.TempPathFactor
     from builder.export import ExportConfig, export_bundle
     from builder.train.classifier import TrainConfig, train
 
-    work = tmp_path_factory.mktemp("binary")
-    data = work / "train.jsonl"
-    rows = [{"text": r["text"], "labels": ["injection"] if "injection" in r["labels"] else []} for r in demo_rows[:160]]
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    train(load_jsonl(data), work / "run", TrainConfig(max_steps=4, max_length=32, threads=2))
-    out = work / "bundle"
-    # A barely trained model sits near its thresholds, where int8 flips decisions: loosen that gate only.
-    export_bundle(work / "run", out, ExportConfig(name="binary", min_int8_agreement=0.0))
-    return out
+    def make(work: Path) -> None:
+        data = work / "train.jsonl"
+        rows = [{"text": r["text"], "labels": ["injection"] if "injection" in r["labels"] else []} for r in demo_rows]
+        data.write_text("".join(json.dumps(r) + "\n" for r in rows[:160]))
+        train(load_jsonl(data), work / "run", TrainConfig(max_steps=4, max_length=32, threads=2))
+        # A barely trained model sits near its thresholds, where int8 flips decisions: loosen that gate only.
+        export_bundle(work / "run", work / "bundle", ExportConfig(name="binary", min_int8_agreement=0.0))
+
+    return _made(tmp_path_factory, "binary", make) / "bundle"
 
 
 @pytest.fixture(scope="session")
@@ -85,23 +121,23 @@ def embedding_bundle(demo_rows: list[dict], tmp_path_factory: pytest.TempPathFac
     from builder.export import ExportConfig, export_bundle
     from builder.train.embedding import EmbeddingGuardConfig, train_embedding_guard
 
-    work = tmp_path_factory.mktemp("embedding")
-    benign = [r["text"].strip() for r in demo_rows if not r["labels"]]
-    violations = [r for r in demo_rows if r["labels"]]
-    rng = random.Random(0)
-    joined = [{"text": f"{rng.choice(benign)} {rng.choice(benign)}", "labels": []} for _ in range(300)]
-    wrapped = [
-        {"text": f"{rng.choice(benign)} {r['text'].strip()}", "labels": r["labels"]}
-        for r in rng.sample(violations, 150)
-    ]
-    data = work / "train.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in [*demo_rows, *joined, *wrapped]))
-    config = EmbeddingGuardConfig(max_length=64, progress=False, threads=2)
-    train_embedding_guard(load_jsonl(data), work / "run", config)
-    out = work / "bundle"
-    # The validation split holds ~45 joined rows: a fifth of their sentences may reach the sentence thresholds.
-    export_bundle(work / "run", out, ExportConfig(name="embedding", sentence_flag_rate=0.2))
-    return out
+    def make(work: Path) -> None:
+        benign = [r["text"].strip() for r in demo_rows if not r["labels"]]
+        violations = [r for r in demo_rows if r["labels"]]
+        rng = random.Random(0)
+        joined = [{"text": f"{rng.choice(benign)} {rng.choice(benign)}", "labels": []} for _ in range(300)]
+        wrapped = [
+            {"text": f"{rng.choice(benign)} {r['text'].strip()}", "labels": r["labels"]}
+            for r in rng.sample(violations, 150)
+        ]
+        data = work / "train.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in [*demo_rows, *joined, *wrapped]))
+        config = EmbeddingGuardConfig(max_length=64, progress=False, threads=2)
+        train_embedding_guard(load_jsonl(data), work / "run", config)
+        # The validation split holds ~45 joined rows: a fifth of their sentences may reach the sentence thresholds.
+        export_bundle(work / "run", work / "bundle", ExportConfig(name="embedding", sentence_flag_rate=0.2))
+
+    return _made(tmp_path_factory, "embedding", make) / "bundle"
 
 
 @pytest.fixture(scope="session")
@@ -176,19 +212,21 @@ def exchange_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from builder.data.dataset import load_jsonl
     from builder.train.classifier import TrainConfig, train
 
-    work = tmp_path_factory.mktemp("exchange")
-    data = work / "train.jsonl"
-    data.write_text("".join(json.dumps(row) + "\n" for row in exchange_rows()))
-    config = TrainConfig(epochs=8, max_length=64, context_tokens=24, learning_rate=1e-4, threads=2)
-    train(load_jsonl(data), work / "run", config)
-    return work / "run"
+    def make(work: Path) -> None:
+        data = work / "train.jsonl"
+        data.write_text("".join(json.dumps(row) + "\n" for row in exchange_rows()))
+        config = TrainConfig(epochs=8, max_length=64, context_tokens=24, learning_rate=1e-4, threads=2)
+        train(load_jsonl(data), work / "run", config)
+
+    return _made(tmp_path_factory, "exchange", make) / "run"
 
 
 @pytest.fixture(scope="session")
-def exchange_bundle(exchange_run: Path) -> Path:
+def exchange_bundle(exchange_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The exchange guard's bundle: reads (request, answer) pairs, takes part in output checks only."""
     from builder.export import ExportConfig, export_bundle
 
-    out = exchange_run.parent / "bundle"
-    export_bundle(exchange_run, out, ExportConfig(name="answer-check", version="1.0.0"))
-    return out
+    def make(folder: Path) -> None:
+        export_bundle(exchange_run, folder / "bundle", ExportConfig(name="answer-check", version="1.0.0"))
+
+    return _made(tmp_path_factory, "exchange-bundle", make) / "bundle"

@@ -88,7 +88,7 @@ def test_train_options():
                                             "--seed", "3", "--max-length", "96", "--triplet-epochs", "1.5",
                                             "--batch-size", "9"))  # fmt: skip
     assert (embedding.seed, embedding.max_length, embedding.triplet_epochs) == (3, 96, 1.5)
-    assert (embedding.batch_size, embedding.learning_rate, embedding.progress) == (64, 2e-5, True)
+    assert (embedding.encode_batch_size, embedding.learning_rate, embedding.progress) == (64, 2e-5, True)
 
 
 def test_multitask_keeps_its_longer_window():

@@ -152,7 +152,9 @@ def many_windows(multi_label_bundle: Path) -> tuple[Recording, str, float]:
 
 
 def stopped_within(future: Future[Any], seconds: float) -> bool:
-    """Whether the future ended with CancelledError (stopped, not checked to the end) within ``seconds``."""
+    """Whether the future ended with CancelledError (stopped, not checked to the end) within ``seconds``. Callers give
+    half of what checking to the end takes: stopped at its next model call, a check takes about one window of ~200,
+    so only a stop that came late, not a busy machine, runs past that."""
     done, _ = wait_futures([future], timeout=seconds)
     if not done:
         return False
@@ -168,7 +170,7 @@ def test_cancelling_a_running_check_stops_it_at_its_next_model_call(many_windows
         time.sleep(0.001)
     assert future.cancel() is False, "a running future cannot be cancelled outright, as for any Future"
     # Checked to the end it would take `full`; stopped at its next call it takes about one window's time.
-    assert stopped_within(future, full / 10)
+    assert stopped_within(future, full / 2)
 
 
 def test_cancelling_a_task_awaiting_acheck_stops_its_check(many_windows: tuple[Recording, str, float]):
@@ -183,7 +185,7 @@ def test_cancelling_a_task_awaiting_acheck_stops_its_check(many_windows: tuple[R
             await task
 
     asyncio.run(main())
-    assert stopped_within(slow.futures[-1], full / 10)
+    assert stopped_within(slow.futures[-1], full / 2)
 
 
 def test_a_timed_out_check_is_stopped_and_blocks_even_with_fail_open(many_windows: tuple[Recording, str, float]):
@@ -192,14 +194,14 @@ def test_a_timed_out_check_is_stopped_and_blocks_even_with_fail_open(many_window
     with pytest.raises(GuardViolation, match="did not finish") as blocked:
         enforcer.check([Piece("messages[0].content", text)], "input")
     assert isinstance(blocked.value.__cause__, GuardTimeoutError)
-    assert stopped_within(slow.futures[-1], full / 10), "abandoned work does not keep a worker busy"
+    assert stopped_within(slow.futures[-1], full / 2), "abandoned work does not keep a worker busy"
 
     async def main() -> None:
         with pytest.raises(GuardViolation, match="did not finish"):
             await enforcer.acheck([Piece("messages[0].content", text)], "input")
 
     asyncio.run(main())
-    assert stopped_within(slow.futures[-1], full / 10)
+    assert stopped_within(slow.futures[-1], full / 2)
 
 
 def test_fail_open_still_allows_a_check_that_failed(multi_label_bundle: Path):
