@@ -26,7 +26,7 @@ TRAIN_DIR = SHARED / "train"
 EVAL_DIR = SHARED / "eval"
 
 
-def bundle_head(manifest: BundleManifest) -> ModelKind:
+def bundle_model_kind(manifest: BundleManifest) -> ModelKind:
     """The bundle's head (``classifier`` or ``embedding``), which decides how its checkpoint is exported and run."""
     return manifest.training.head  # type: ignore[return-value]  # the builder's heads: what it wrote
 

@@ -35,7 +35,7 @@ from ._common import (
     CACHE,
     RESULTS,
     Engine,
-    bundle_head,
+    bundle_model_kind,
     concurrent_checks,
     corpus,
     log,
@@ -80,7 +80,7 @@ def fp32_bundle(bundle_dir: Path, checkpoint: Path | None) -> tuple[Path, str] |
     if not (derived / MANIFEST_NAME).is_file():
         log(f"exporting the fp32 model of {manifest.id} from {checkpoint} ...")
         shutil.rmtree(derived, ignore_errors=True)
-        fp32 = export_fused_fp32(checkpoint, derived / "onnx", head=bundle_head(manifest))
+        fp32 = export_fused_fp32(checkpoint, derived / "onnx", kind=bundle_model_kind(manifest))
         shutil.move(str(fp32), derived / MODEL_FILE)
         shutil.rmtree(derived / "onnx")
         shutil.copyfile(bundle.file(manifest.tokenizer.file), derived / manifest.tokenizer.file)
@@ -102,7 +102,7 @@ class TorchGuard:
         from builder.export.parity import torch_logits
 
         spec = bundle.manifest.tokenizer
-        self.logits = torch_logits(checkpoint, bundle_head(bundle.manifest))
+        self.logits = torch_logits(checkpoint, bundle_model_kind(bundle.manifest))
         self.tokenizer = Tokenizer.from_file(str(bundle.file(spec.file)))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(spec.max_length, stride=spec.stride)

@@ -20,7 +20,7 @@ from ._common import (
     CACHE,
     RESULTS,
     Engine,
-    bundle_head,
+    bundle_model_kind,
     corpus,
     log,
     machine_info,
@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     work = CACHE / "levers" / f"{manifest.name}-{manifest.files[manifest.model.file][:12]}"
     fp32 = work / "onnx" / "model_optimized.onnx"
     if not fp32.is_file():
-        export_fused_fp32(args.checkpoint, work / "onnx", head=bundle_head(manifest))
+        export_fused_fp32(args.checkpoint, work / "onnx", kind=bundle_model_kind(manifest))
     models = {"fp32 fused": fp32, **int8_variants(fp32, work / "onnx" / "model.onnx", work)}
     students = {f"student {GuardBundle.load(s).manifest.id} int8": s for s in args.student}
     tokenizer_file = bundle.file(manifest.tokenizer.file)

@@ -90,7 +90,7 @@ _ALL_TRAINING = Flags(TrainConfig, ["epochs", "seed", "threads"])
 _ALL_EXPORT = Flags(ExportConfig, exclude=["name", "description", "extra_files"])
 _PACK = Flags(
     PackConfig,
-    names={"seed_sets": "seeds"},
+    names={"seed_sets": "seeds", "model_kind": "head"},
     help={"seed_sets": "seed sets folder (default: $GUARD_SDK_SEEDS, else shared/train beside the repository)"},
 )
 _ANSWERS = Flags(AnswerPairsConfig, exclude=["max_tokens"])
@@ -98,7 +98,7 @@ _DISTILL = Flags(DistillConfig)
 _ADVERSARIAL = Flags(
     AdversarialConfig,
     exclude=["prior"],
-    names={"candidates_per_round": "candidates"},
+    names={"candidates_per_round": "candidates", "model_kind": "head"},
     nested={
         "embedding": Flags(
             EmbeddingGuardConfig, ["threads"], help={"threads": "torch threads for training and scoring"}

@@ -173,7 +173,12 @@ def test_pack_options(monkeypatch: pytest.MonkeyPatch):
         "--benign-flag-rate", "0.02", "--threads", "2", "--data-only", "--boundary-copies", "4",
     )  # fmt: skip
     config = cli._PACK.build(args)
-    assert (config.seed_sets, config.head, config.epochs, config.triplet_epochs) == (Path("/seeds"), "classifier", 2, 1)
+    assert (config.seed_sets, config.model_kind, config.epochs, config.triplet_epochs) == (
+        Path("/seeds"),
+        "classifier",
+        2,
+        1,
+    )
     assert (config.answer_epochs, config.base_model, config.seed, config.benign_flag_rate) == (3, "/m", 8, 0.02)
     assert (config.threads, config.boundary_copies, config.max_length) == (2, 4, 128)
     assert (args.out, args.work, args.data_only, args.wheel) == ("p", "w", True, None)
@@ -213,7 +218,7 @@ def test_adversarial_options():
     )  # fmt: skip
     config = cli._ADVERSARIAL.build(args)
     assert (config.rounds, config.candidates_per_round, config.operators) == (2, 4, ["paraphrase", "role-play"])
-    assert (config.head, config.discount, config.seed, config.progress) == ("classifier", 0.3, 6, False)
+    assert (config.model_kind, config.discount, config.seed, config.progress) == ("classifier", 0.3, 6, False)
     assert (config.classifier.epochs, config.classifier.threads, config.embedding.threads) == (2.0, 3, 3)
     assert (config.debate.min_confidence, config.debate.extra_round, config.debate.on_mismatch) == (0.8, False, "drop")
     assert (config.embedding.progress, args.eval) == (False, ["x=a.jsonl", "y=b.jsonl:test"])

@@ -266,14 +266,14 @@ class PackConfig(BaseModel):
     seed_sets: Path
     """The seed sets folder (``shared/train``: one folder per set with ``data.jsonl`` and ``README.md``)."""
     seed: int = 13
-    head: ModelKind = "embedding"
+    model_kind: ModelKind = "embedding"
     """The text guards' model (``answer-safety`` is always a fine-tuned classifier). ``embedding`` (default): the base
     model's sentence embedding + a linear head per label; ``classifier``: fine-tune the whole encoder. On this data
     the embedding guard generalises much better (benchmarks/README.md)."""
     epochs: float = Field(1.0, gt=0)
-    """Fine-tuning epochs (``head="classifier"`` only)."""
+    """Fine-tuning epochs (``model_kind="classifier"`` only)."""
     triplet_epochs: float = Field(0.0, ge=0)
-    """``head="embedding"``: fine-tune the embedding with a triplet loss first (``EmbeddingGuardConfig``)."""
+    """``model_kind="embedding"``: fine-tune the embedding with a triplet loss first (``EmbeddingGuardConfig``)."""
     base_model: str | None = None
     """The encoder both guards start from (default: all-MiniLM-L6-v2); e.g. a ``builder.train.distill`` student."""
     max_length: int = Field(128, ge=16, le=512)
@@ -642,10 +642,10 @@ def build_pack(
         # The answer guard reads (request, answer) pairs, which only a fine-tuned classifier does. What a finished
         # bundle must record to count as built by this config: ``epochs`` holds the classifier's or the triplet
         # fine-tuning's epochs.
-        head: ModelKind = "classifier" if answers else config.head
-        epochs = config.answer_epochs if answers else config.epochs if head == "classifier" else config.triplet_epochs
+        kind: ModelKind = "classifier" if answers else config.model_kind
+        epochs = config.answer_epochs if answers else config.epochs if kind == "classifier" else config.triplet_epochs
         max_length = config.answer_max_length if answers else config.max_length
-        variant = f"{head}-{epochs:g}-{max_length}"
+        variant = f"{kind}-{epochs:g}-{max_length}"
         if config.base_model:
             variant += "-" + hashlib.sha256(config.base_model.encode()).hexdigest()[:8]
         bundle_dir = out / data.name
@@ -676,7 +676,7 @@ def build_pack(
                 existing.base_model,
                 existing.metrics.calibration,
             )
-            if recorded == (PACK_VERSION, data.sha256, head, epochs, max_length, base_model, export_config.calibration):
+            if recorded == (PACK_VERSION, data.sha256, kind, epochs, max_length, base_model, export_config.calibration):
                 progress(f"{data.name}: up to date in {bundle_dir}")
                 bundles.append(bundle_dir)
                 continue
@@ -684,7 +684,7 @@ def build_pack(
         dataset = load_jsonl(work / "data" / f"{data.name}.jsonl", list(labels))
         run = TrainingRun(work / f"run-{data.sha256[:12]}-{variant}-{data.name}")
         run_config: RunConfig
-        if head == "embedding":
+        if kind == "embedding":
             run_config = EmbeddingGuardConfig(
                 base_model=config.base_model,
                 label_descriptions=labels,

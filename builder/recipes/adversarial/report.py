@@ -100,7 +100,7 @@ class RoundReport(BaseModel):
 class AdversarialReport(BaseModel):
     policy: str
     model: str
-    head: ModelKind
+    model_kind: ModelKind
     data_sha256: str
     rounds: list[RoundReport]
     final_run: str
@@ -189,7 +189,7 @@ def render_report(report: AdversarialReport) -> str:
     lines = [
         f"# Adversarial rounds: {report.policy}",
         "",
-        f"Generator and judge: `{report.model}`; head: {report.head}; {len(report.rounds) - 1} round(s) after round 0.",
+        f"Generator and judge: `{report.model}`; model: {report.model_kind}; {len(report.rounds) - 1} round(s) after round 0.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

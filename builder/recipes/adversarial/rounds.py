@@ -83,7 +83,7 @@ class AdversarialConfig(BaseModel):
     max_chars: int = Field(300, ge=20)
     """Longest generated message."""
     holdout_fraction: float = Field(0.15, gt=0, lt=1)
-    head: ModelKind = "embedding"
+    model_kind: ModelKind = "embedding"
     """``embedding`` (default: retrains in seconds to minutes) or ``classifier`` (fine-tunes the encoder)."""
     embedding: EmbeddingGuardConfig = EmbeddingGuardConfig(progress=False)
     classifier: TrainConfig = TrainConfig(epochs=1.0)
@@ -181,7 +181,7 @@ async def arun_adversarial(
     report = AdversarialReport(
         policy=policy.name,
         model=llm.config.model or "",
-        head=config.head,
+        model_kind=config.model_kind,
         data_sha256=dataset.sha256,
         rounds=reports,
         final_run=str(out / "rounds" / str(config.rounds) / RUN_DIR),
@@ -208,7 +208,7 @@ async def _rounds(
     eval_sets: Sequence[EvalSet],
 ) -> list[RoundReport]:
     out = run.out
-    threads = config.embedding.threads if config.head == "embedding" else config.classifier.threads
+    threads = config.embedding.threads if config.model_kind == "embedding" else config.classifier.threads
     if threads:  # scoring runs before any training when a run resumes
         import torch
 
@@ -417,7 +417,7 @@ def _hard_examples(pulls: Sequence[Pull], number: int) -> list[LabeledExample]:
 def _train_round(folder: Path, run_dir: Path, labels: list[str], config: AdversarialConfig) -> float:
     """Train on the round's file unless a finished run of exactly that file is there; returns its train time."""
     data = load_jsonl(folder / TRAIN_FILE, labels)
-    run_config = config.embedding if config.head == "embedding" else config.classifier
+    run_config = config.embedding if config.model_kind == "embedding" else config.classifier
     run = TrainingRun(run_dir)
     info = run.trained_on(data) or run.train(data, run_config.model_copy(update={"seed": config.seed}))
     return info.train_seconds
