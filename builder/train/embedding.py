@@ -5,7 +5,7 @@ all-MiniLM-L6-v2 was trained on a billion sentence pairs and keeps what a text *
 sets nobody trained on (benchmarks/README.md, "Default pack").
 
 The training run (``builder.train.run``) holds the sentence-transformers model and ``head.npz``; ``builder.export``
-turns it into an ordinary bundle, the head appended to the ONNX graph (``export.append_linear_head``).
+turns it into an ordinary bundle, the head appended to the ONNX graph (``builder.export.onnx.append_linear_head``).
 """
 
 from __future__ import annotations
