@@ -66,10 +66,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _finished(run: Path) -> bool:
+def _info_file(run: Path) -> Path:
     from builder.train.run import TrainingRun
 
-    return TrainingRun(run).finished
+    return TrainingRun(run).info_file
+
+
+def _finished(run: Path) -> bool:
+    return _info_file(run).is_file()
 
 
 def _default_donor() -> Path | None:
@@ -77,7 +81,7 @@ def _default_donor() -> Path | None:
     if _finished(DEFAULT_DONOR):
         return DEFAULT_DONOR
     runs = [run for run in DEFAULT_DONOR.parent.glob("run-multitask-*") if _finished(run)]
-    return max(runs, key=lambda run: (run / "model").stat().st_mtime) if runs else None
+    return max(runs, key=lambda run: _info_file(run).stat().st_mtime) if runs else None
 
 
 def _torch_scores(model_dir: Path, texts: list[str], max_length: int) -> Any:

@@ -13,7 +13,6 @@ What every kind of run takes (:class:`RunConfig`), records (:class:`TrainingInfo
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -91,13 +90,12 @@ class TrainingRun:
         return None
 
     def train(self, dataset: LabeledDataset, config: RunConfig) -> TrainingInfo:
-        """Train the kind of model ``config`` configures here: ``EmbeddingGuardConfig``, an embedding guard (from the
-        start); ``TrainConfig``, a fine-tuned classifier (resuming from the folder's last checkpoint)."""
+        """Train the kind of model ``config`` configures here: ``EmbeddingGuardConfig``, an embedding guard;
+        ``TrainConfig``, a fine-tuned classifier (resuming from the folder's last checkpoint)."""
         from .classifier import TrainConfig, train
         from .embedding import EmbeddingGuardConfig, train_embedding_guard
 
         if isinstance(config, EmbeddingGuardConfig):
-            shutil.rmtree(self.folder, ignore_errors=True)  # nothing to resume: it trains from the start in minutes
             return train_embedding_guard(dataset, self.folder, config)
         if isinstance(config, TrainConfig):
             return train(dataset, self.folder, config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -419,8 +420,11 @@ def _train_round(folder: Path, run_dir: Path, labels: list[str], config: Adversa
     data = load_jsonl(folder / TRAIN_FILE, labels)
     run_config = config.embedding if config.model_kind == "embedding" else config.classifier
     run = TrainingRun(run_dir)
-    info = run.trained_on(data) or run.train(data, run_config.model_copy(update={"seed": config.seed}))
-    return info.train_seconds
+    if info := run.trained_on(data):
+        return info.train_seconds
+    if config.model_kind == "embedding":
+        shutil.rmtree(run_dir, ignore_errors=True)  # nothing to resume: it retrains from the start in minutes
+    return run.train(data, run_config.model_copy(update={"seed": config.seed})).train_seconds
 
 
 def _evaluate_round(
