@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import openai
 import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm would fetch it at import
@@ -263,3 +267,97 @@ def test_missing_litellm_names_the_extra():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
     assert "pip install 'guard-sdk[litellm]'" in out
     assert issubclass(ExtraNotInstalledError, ImportError)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def proxy(multi_label_bundle: Path, llm_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real LiteLLM proxy (``litellm --config``) on 127.0.0.1, with the guardrail configured as the README says."""
+    # The proxy needs packages of litellm's [proxy] extra that guard-sdk[litellm] does not pull (guard-sdk's own
+    # [litellm-proxy] extra lists them); without them this test has nothing to run.
+    missing = subprocess.run(
+        [sys.executable, "-c", "import litellm.proxy.proxy_server, uvloop"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True"),
+    )
+    if missing.returncode:
+        pytest.skip(f"the LiteLLM proxy cannot start here: {missing.stderr.strip().splitlines()[-1]}")
+    work = tmp_path_factory.mktemp("litellm-proxy")
+    (work / "config.yaml").write_text(
+        f"""
+model_list:
+  - model_name: local
+    litellm_params: {{model: "openai/{llm_server.model}", api_base: "{llm_server.base_url}", api_key: local}}
+general_settings:
+  master_key: sk-test-key
+guardrails:
+  - guardrail_name: guard-sdk
+    litellm_params:
+      guardrail: guard_sdk.integrations.litellm.GuardSdkGuardrail
+      mode: [pre_call, post_call]
+      default_on: true
+      bundles: ["{multi_label_bundle}"]
+      device: cpu
+      threads: 1
+      stream_chunk_chars: 12
+"""
+    )
+    port = _free_port()
+    root = str(Path(__file__).resolve().parents[1])  # this checkout's guard_sdk, whatever is installed
+    env = dict(
+        os.environ,
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+    )
+    command = [str(Path(sys.executable).with_name("litellm")), "--config", "config.yaml", "--host", "127.0.0.1"]
+    with open(work / "proxy.log", "wb") as log:
+        process = subprocess.Popen([*command, "--port", str(port)], cwd=work, env=env, stdout=log, stderr=log)
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=2).raise_for_status()
+                    break
+                except httpx.HTTPError:
+                    assert process.poll() is None, (work / "proxy.log").read_text()[-3000:]
+                    assert time.monotonic() < deadline, "the LiteLLM proxy did not start in 180 s"
+                    time.sleep(0.5)
+            yield f"http://127.0.0.1:{port}/v1"
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_litellm_proxy_end_to_end(proxy: str):
+    client = openai.OpenAI(base_url=proxy, api_key="sk-test-key", max_retries=0, timeout=60)
+    messages = [{"role": "user", "content": BENIGN}]
+    reply = client.chat.completions.create(model="local", messages=messages, **ASK)
+    assert reply.choices[0].message.content
+
+    with pytest.raises(openai.BadRequestError) as blocked:
+        client.chat.completions.create(model="local", messages=[{"role": "user", "content": INJECTION}], **ASK)
+    assert "input blocked by guard: messages[0].content: injection" in blocked.value.message
+
+    with pytest.raises(openai.BadRequestError) as blocked:
+        client.chat.completions.create(model="local", messages=messages, **MISBEHAVE)
+    assert "output blocked by guard: choices[0].message.content: abuse" in blocked.value.message
+
+    # Streamed: the proxy runs the streaming hook; windows of 12 characters catch the insult before it is whole.
+    released = ""
+    with pytest.raises(openai.APIError):
+        for chunk in client.chat.completions.create(model="local", messages=messages, stream=True, **MISBEHAVE):
+            released += "".join(choice.delta.content or "" for choice in chunk.choices)
+    assert "idiot" not in released
