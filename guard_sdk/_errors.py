@@ -2,6 +2,7 @@
 
     GuardError
     ├── RuntimeNotInstalledError      no ONNX Runtime build is installed
+    ├── ExtraNotInstalledError        a feature's optional dependency is missing (also an ImportError)
     ├── ProviderUnavailableError      the requested execution provider (e.g. CUDA) is not usable
     ├── BundleError                   a bundle cannot be used
     │   ├── BundleNotFoundError       the folder or one of its files is missing
@@ -39,6 +40,7 @@ __all__ = [
     "BundleError",
     "BundleIntegrityError",
     "BundleNotFoundError",
+    "ExtraNotInstalledError",
     "GuardError",
     "GuardTimeoutError",
     "GuardViolation",
@@ -64,6 +66,16 @@ class RuntimeNotInstalledError(GuardError, ImportError):
         super().__init__(
             "No ONNX Runtime is installed. Install exactly one of: "
             "'pip install guard-sdk[cpu]' (onnxruntime) or 'pip install guard-sdk[gpu]' (onnxruntime-gpu)."
+        )
+
+
+class ExtraNotInstalledError(GuardError, ImportError):
+    """``feature`` needs ``package``, which the ``guard-sdk[extra]`` extra installs."""
+
+    def __init__(self, feature: str, package: str, extra: str) -> None:
+        self.extra = extra
+        super().__init__(
+            f"{feature} needs {package}, which is not installed: pip install 'guard-sdk[{extra}]'", name=package
         )
 
 

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future
+from typing import Any
 
+import agents
+import litellm.integrations.custom_guardrail
 import openai
 from openai.types.chat import ChatCompletionChunk
 from typing_extensions import assert_type
 
 import guard_sdk
 from guard_sdk import CheckResult, Decision, Guard, GuardViolation, LabelScore, guarded
+from guard_sdk.integrations.agents import input_guardrail, output_guardrail
+from guard_sdk.integrations.litellm import GuardSdkGuardrail
 from guard_sdk.integrations.openai import (
     GuardedAsyncOpenAI,
     GuardedAsyncStream,
@@ -129,3 +134,14 @@ def errors(violation: GuardViolation) -> guard_sdk.GuardError:
     encoding: ValueError = guard_sdk.InputEncodingError(0, "\ud800")  # an InputError, and a ValueError
     assert isinstance(encoding, guard_sdk.InputError)
     return violation  # every error the SDK raises is a GuardError
+
+
+def integrations(guard: Guard) -> None:
+    guardrail: litellm.integrations.custom_guardrail.CustomGuardrail = GuardSdkGuardrail(
+        guard, guardrail_name="guard-sdk", event_hook=["pre_call", "post_call"], on_fail="refuse"
+    )
+    GuardSdkGuardrail(guard, on_fail="ignore")  # type: ignore[arg-type]
+    assert_type(input_guardrail(guard, run_in_parallel=False), agents.InputGuardrail[Any])
+    assert_type(output_guardrail(guard, timeout=1.0), agents.OutputGuardrail[Any])
+    missing: ImportError = guard_sdk.ExtraNotInstalledError("feature", "package", "extra")
+    assert guardrail and missing
