@@ -129,3 +129,15 @@ def errors(violation: GuardViolation) -> guard_sdk.GuardError:
     encoding: ValueError = guard_sdk.InputEncodingError(0, "\ud800")  # an InputError, and a ValueError
     assert isinstance(encoding, guard_sdk.InputError)
     return violation  # every error the SDK raises is a GuardError
+
+
+def server(guard: Guard) -> None:
+    from fastapi import FastAPI
+
+    from guard_sdk.server import ServerSettings, create_app, serve_in_thread
+
+    app = create_app(guard, ServerSettings(upstream="http://127.0.0.1:8080/v1", on_fail="refuse"))
+    assert_type(app, FastAPI)
+    with serve_in_thread(app) as base_url:
+        assert_type(base_url, str)
+    ServerSettings(on_fail="ignore")  # type: ignore[arg-type]
