@@ -24,6 +24,7 @@ import pytest
 from openai.types import ModerationCreateResponse
 from openai.types.moderation import Categories
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from guard_sdk import Guard
 from guard_sdk.server import OPENAI_CATEGORIES, ServerSettings, create_app, serve_in_thread
@@ -404,3 +405,25 @@ def test_proxy_forwards_upstream_errors_and_answers_502_when_it_is_down(proxy: s
         assert unreachable.value.status_code == 502 and unreachable.value.code == "upstream_unreachable"
         counted = metrics(url)
         assert counted[("guard_proxy_upstream_errors_total", (("kind", "connection"),))] == 1
+
+
+@pytest.mark.llm
+def test_the_servers_token_never_reaches_the_upstream(guard: Guard):
+    """An upstream that takes the server's own token as its key: it answers only when that token is forwarded."""
+    from builder.llm.local_server import LocalLLMServer
+
+    messages = [{"role": "user", "content": BENIGN}]
+    with LocalLLMServer(api_key=TOKEN) as upstream:
+        guarded = ServerSettings(token=TOKEN, upstream=upstream.base_url)
+        with serve_in_thread(create_app(guard, guarded)) as url:
+            with pytest.raises(openai.AuthenticationError) as refused:
+                chat(url, TOKEN).chat.completions.create(model=upstream.model, messages=messages, **ASK)
+            assert "blocked by guard" not in refused.value.message, "the upstream's 401, forwarded"
+        keyed = guarded.model_copy(update={"upstream_api_key": SecretStr(TOKEN)})
+        with serve_in_thread(create_app(guard, keyed)) as url:
+            assert chat(url, TOKEN).chat.completions.create(model=upstream.model, messages=messages, **ASK).choices
+        # Without a token of its own, the server forwards the caller's key.
+        with serve_in_thread(create_app(guard, ServerSettings(upstream=upstream.base_url))) as url:
+            assert chat(url, TOKEN).chat.completions.create(model=upstream.model, messages=messages, **ASK).choices
+            with pytest.raises(openai.AuthenticationError):
+                chat(url, "wrong").chat.completions.create(model=upstream.model, messages=messages, **ASK)
