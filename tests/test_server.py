@@ -365,8 +365,16 @@ def test_proxy_streams_what_the_upstream_streams(proxy: str, llm_server: Any):
 
 def test_proxy_blocks_input_with_an_error_or_a_refusal(proxy: str, refusing_proxy: str, llm_server: Any):
     messages = [{"role": "user", "content": INJECTION}]
+    before = metrics(proxy)
     with pytest.raises(openai.BadRequestError) as blocked:
         chat(proxy).chat.completions.create(model=llm_server.model, messages=messages, **ASK)
+    after = metrics(proxy)
+    for name, labels in [
+        ("guard_proxy_blocks_total", (("stage", "input"),)),
+        ("guard_flags_total", (("label", "injection"),)),
+    ]:
+        assert after[(name, labels)] - before.get((name, labels), 0.0) == 1, name
+    assert after[("guard_proxy_requests_total", (("stream", "false"),))] >= 1
     assert blocked.value.code == "content_filter" and "injection" in blocked.value.message
     assert isinstance(blocked.value.body, dict) and blocked.value.body["stage"] == "input"
     with pytest.raises(openai.BadRequestError):
