@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO, get_args
 
+from . import _serve_cli
 from ._bundle import GuardBundle, file_sha256, read_trust
 from ._context import Context, validate
 from ._errors import BundleError, GuardError, InputTypeError
@@ -64,11 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     pack.add_subparsers(dest="pack_command").add_parser(
         "verify", help="re-check the sha256 of every file of the default pack; exit status 1 on a mismatch"
     )
-    _serve_arguments(commands.add_parser("serve", help="serve guards over HTTP (needs guard-sdk[server])"))
+    _serve_cli.add_arguments(commands.add_parser("serve", help="serve guards over HTTP (needs guard-sdk[server])"))
     args = parser.parse_args(argv)
 
     if args.command == "serve":
-        return _serve(args)
+        return _serve_cli.run(args)
     if args.command == "trust":
         return _trust(args.bundles)
     if args.command == "pack":
@@ -92,130 +93,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (GuardError, _InputLineError) as exc:
         return _error(exc)
     return 1 if args.fail_on_flag and any(r.flagged for r in results) else 0
-
-
-def _serve_arguments(serve: argparse.ArgumentParser) -> None:
-    serve.description = (
-        "Serve guards over HTTP: POST /v1/moderations (OpenAI's Moderation API), POST /v1/check, the guarded proxy "
-        "POST /v1/chat/completions (with --upstream), GET /healthz, /readyz, /metrics. Stops on SIGINT/SIGTERM after "
-        "finishing the requests in flight."
-    )
-    serve.add_argument(
-        "--bundle", action="append", help="a bundle folder (repeat for several); default: the default pack"
-    )
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument(
-        "--upstream", help="an OpenAI-compatible base URL (e.g. http://127.0.0.1:8080/v1): turns on the proxy"
-    )
-    serve.add_argument(
-        "--upstream-key-env",
-        metavar="NAME",
-        help="environment variable holding the upstream's API key; without it the caller's bearer token is "
-        "forwarded, but only when the server has no --token-env",
-    )
-    serve.add_argument(
-        "--token-env",
-        metavar="NAME",
-        help="environment variable holding the bearer token callers must send (all routes but /healthz, /readyz)",
-    )
-    serve.add_argument("--max-body-bytes", type=int, default=1_048_576, help="larger request bodies get 413")
-    serve.add_argument("--max-texts", type=int, default=64, help="texts per /v1/check or moderation request")
-    serve.add_argument("--max-chars", type=int, default=32_768, help="characters per text and per context")
-    serve.add_argument(
-        "--on-fail", choices=("raise", "refuse", "monitor"), default="raise", help="the proxy's action on a violation"
-    )
-    serve.add_argument(
-        "--timeout", type=float, default=5.0, help="seconds a check may take, queueing included (then 503, or a block)"
-    )
-    serve.add_argument(
-        "--upstream-timeout", type=float, default=60.0, help="seconds to wait on the upstream (then 502)"
-    )
-    serve.add_argument(
-        "--category",
-        action="append",
-        metavar="LABEL=CATEGORY",
-        help="report a label as an OpenAI moderation category (labels named like one need none)",
-    )
-    serve.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="uvicorn worker processes, each loading its own copy of the models (memory x N); for more cores than "
-        "one process's checks keep busy",
-    )
-    serve.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="threads each check may use, per worker (the Guard's threads); default: the core count. Keep "
-        "workers x threads at most the cores",
-    )
-    serve.add_argument("--device", choices=get_args(Device), default="auto")
-    serve.add_argument("--trust", help="a JSON file of guard.json pins (from `guard trust`); unpinned bundles fail")
-    serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
-
-
-def _serve(args: argparse.Namespace) -> int:
-    import os
-
-    try:
-        from .server._run import ServeConfig, serve
-        from .server._settings import ServerSettings
-    except ImportError as exc:
-        return _error(exc)
-    for name in (args.token_env, args.upstream_key_env):
-        if name and not os.environ.get(name):
-            return _error(ValueError(f"environment variable {name} is not set (or empty)"))
-    if not args.upstream:
-        ignored = [
-            flag
-            for flag, given in (
-                ("--upstream-key-env", args.upstream_key_env),
-                ("--on-fail", args.on_fail != "raise"),
-                ("--upstream-timeout", args.upstream_timeout != 60.0),
-            )
-            if given
-        ]
-        if ignored:
-            print(f"guard: warning: {', '.join(ignored)} do nothing without --upstream", file=sys.stderr)
-    cores = os.cpu_count() or 1
-    if args.workers * (args.threads or cores) > cores:
-        print(
-            f"guard: warning: {args.workers} workers x {args.threads or cores} threads is more than the {cores} cores: "
-            "checks will wait for each other's threads",
-            file=sys.stderr,
-        )
-    try:
-        categories = {}
-        for item in args.category or []:
-            label, equals, category = item.partition("=")
-            if not (label and equals and category):
-                raise ValueError(f"--category takes LABEL=CATEGORY, got {item!r}")
-            categories[label] = category
-        settings = ServerSettings(
-            max_body_bytes=args.max_body_bytes,
-            max_texts=args.max_texts,
-            max_chars=args.max_chars,
-            on_fail=args.on_fail,
-            timeout=args.timeout,
-            upstream=args.upstream,
-            upstream_timeout=args.upstream_timeout,
-            categories=categories,
-        )
-        config = ServeConfig(
-            bundles=args.bundle,
-            device=args.device,
-            threads=args.threads,
-            trust=args.trust,
-            token_env=args.token_env,
-            upstream_key_env=args.upstream_key_env,
-            settings=settings,
-        )
-        serve(config, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level)
-    except (GuardError, ValueError) as exc:
-        return _error(exc)
-    return 0
 
 
 def _trust(folders: Sequence[str]) -> int:
