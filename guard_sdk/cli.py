@@ -9,6 +9,7 @@ guard check --trust trust.json "some text"      refuse bundles whose guard.json 
 guard trust DIR... > trust.json                 the pins of bundles you trust: {"name@version": sha256 of guard.json}
 guard pack                                      where the default pack was found, its version, labels and thresholds
 guard pack verify                               re-check the sha256 of every file of the default pack
+guard serve [--bundle DIR] [--upstream URL]     an HTTP service: moderations, checks, a guarded chat proxy (`[server]`)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO, get_args
 
+from . import _serve_cli
 from ._bundle import GuardBundle, file_sha256, read_trust
 from ._context import Context, validate
 from ._errors import BundleError, GuardError, InputTypeError
@@ -63,8 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     pack.add_subparsers(dest="pack_command").add_parser(
         "verify", help="re-check the sha256 of every file of the default pack; exit status 1 on a mismatch"
     )
+    _serve_cli.add_arguments(commands.add_parser("serve", help="serve guards over HTTP (needs guard-sdk[server])"))
     args = parser.parse_args(argv)
 
+    if args.command == "serve":
+        return _serve_cli.run(args)
     if args.command == "trust":
         return _trust(args.bundles)
     if args.command == "pack":

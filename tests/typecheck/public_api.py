@@ -145,3 +145,15 @@ def integrations(guard: Guard) -> None:
     assert_type(output_guardrail(guard, timeout=1.0), agents.OutputGuardrail[Any])
     missing: ImportError = guard_sdk.ExtraNotInstalledError("feature", "package", "extra")
     assert guardrail and missing
+
+
+def server(guard: Guard) -> None:
+    from fastapi import FastAPI
+
+    from guard_sdk.server import ServerSettings, create_app, serve_in_thread
+
+    app = create_app(guard, ServerSettings(upstream="http://127.0.0.1:8080/v1", on_fail="refuse"))
+    assert_type(app, FastAPI)
+    with serve_in_thread(app) as base_url:
+        assert_type(base_url, str)
+    ServerSettings(on_fail="ignore")  # type: ignore[arg-type]
