@@ -1,0 +1,305 @@
+"""Serving guards: in-process checks vs ``guard serve`` over HTTP vs a Triton server, the proxy's added latency, and a
+soak run.
+
+python -m benchmarks.serve                       # the default pack (`guard-build pack`), 64-token texts
+python -m benchmarks.serve --bundle DIR ...      # other bundles
+python -m benchmarks.serve --seconds 3 --soak 2000 --no-proxy      # a shorter run
+
+1. Throughput and latency at 1/8/32/128 concurrent clients (threads), each for ``--seconds``: ``guard.check`` in
+   this process; ``POST /v1/check`` (one text a request, keep-alive HTTP) to a ``guard serve`` subprocess; and, with
+   ``--triton``, a Guard whose models run on a PyTriton server subprocess (tokenisation stays here). The clients run
+   in this process and the server in its own, sharing the machine's cores as a sidecar shares them with its app.
+2. Added latency at 1 client: in-process check and ``/v1/check`` interleaved; the median of per-pair differences.
+3. The proxy: one chat request (8 tokens, temperature 0) to the embedded llama.cpp server directly and through
+   ``guard serve --upstream``, streamed and not, interleaved round by round; added latency is the median of the
+   per-round differences. Through the proxy the answer is checked too, which no input mode can overlap.
+4. Soak: ``--soak`` requests to ``/v1/check`` from 128 concurrent clients: errors, and the server's resident memory
+   after every tenth of them.
+Writes benchmarks/results/serve/serve.json and serve.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import (
+    RESULTS,
+    concurrent_checks,
+    corpus,
+    log,
+    machine_info,
+    markdown_table,
+    texts_of_length,
+    write_json,
+)
+
+OUT = RESULTS / "serve"
+GUARD_CLI = Path(sys.executable).parent / "guard"
+CLIENTS = (1, 8, 32, 128)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def guard_serve(bundles: Sequence[Path], threads: int, *extra: str) -> Iterator[tuple[str, int]]:
+    """A ``guard serve`` subprocess on a free loopback port; yields its base URL and pid once ``/readyz`` says 200."""
+    import httpx
+
+    port = _free_port()
+    command = [str(GUARD_CLI), "serve", "--port", str(port), "--threads", str(threads), "--log-level", "warning"]
+    for bundle in bundles:
+        command += ["--bundle", str(bundle)]
+    process = subprocess.Popen([*command, *extra])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"guard serve exited with {process.returncode} while starting")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError("guard serve was not ready within 120 s")
+            time.sleep(0.2)
+        yield url, process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class HttpChecks:
+    """``check(text)`` through ``POST /v1/check``: what ``concurrent_checks`` calls, from any number of threads."""
+
+    def __init__(self, url: str, clients: int) -> None:
+        import httpx
+
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        self.client = httpx.Client(base_url=url, limits=limits, timeout=60)
+        self.errors = 0
+
+    def check(self, text: str) -> None:
+        response = self.client.post("/v1/check", json={"texts": [text]})
+        if response.status_code != 200:
+            self.errors += 1  # counted, not raised: a soak run reports its errors instead of stopping at the first
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def throughput(name: str, checker: Any, texts: Sequence[str], seconds: float) -> list[dict[str, Any]]:
+    rows = []
+    for clients in CLIENTS:
+        result = concurrent_checks(checker, texts, clients, seconds)
+        log(f"{name} at {clients} clients: {result['checks_per_s']} checks/s, p50 {result['latency_p50']:.2f} ms")
+        rows.append({"engine": name, "clients": clients, **result})
+    return rows
+
+
+def added_latency(guard: Any, http: HttpChecks, texts: Sequence[str], pairs: int) -> dict[str, float]:
+    """In-process and over HTTP in turns, so drifting load hits both alike."""
+    local, served = [], []
+    for i in range(pairs):
+        text = texts[i % len(texts)]
+        started = time.perf_counter()
+        guard.check(text)
+        local.append((time.perf_counter() - started) * 1000.0)
+        started = time.perf_counter()
+        http.check(text)
+        served.append((time.perf_counter() - started) * 1000.0)
+    return {
+        "in_process_p50_ms": round(statistics.median(local), 3),
+        "served_p50_ms": round(statistics.median(served), 3),
+        "added_p50_ms": round(statistics.median(s - loc for s, loc in zip(served, local)), 3),
+    }
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def soak(http: HttpChecks, pid: int, texts: Sequence[str], requests: int, clients: int) -> dict[str, Any]:
+    """``requests`` checks from ``clients`` threads; the server's RSS after every tenth of them."""
+    lock = threading.Lock()
+    done = 0
+    rss = [_rss_mib(pid)]
+    step = max(1, requests // 10)
+
+    def client(k: int) -> None:
+        nonlocal done
+        while True:
+            with lock:
+                if done >= requests:
+                    return
+                done += 1
+                i = done
+                if i % step == 0:
+                    rss.append(_rss_mib(pid))
+            http.check(texts[(k + i) % len(texts)])
+
+    errors_before = http.errors
+    started = time.perf_counter()
+    workers = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    rss.append(_rss_mib(pid))
+    return {
+        "requests": requests,
+        "clients": clients,
+        "errors": http.errors - errors_before,
+        "seconds": round(elapsed, 1),
+        "requests_per_s": round(requests / elapsed, 1),
+        "server_rss_mib": rss,
+    }
+
+
+def proxy_latency(bundles: Sequence[Path], threads: int, rounds: int) -> dict[str, Any]:
+    import openai
+
+    from builder.llm.local_server import LocalLLMServer
+
+    request: dict[str, Any] = {
+        "messages": [{"role": "user", "content": "What time does the hotel pool open on Sundays?"}],
+        "temperature": 0,
+        "seed": 7,
+        "max_tokens": 8,
+    }
+    with LocalLLMServer(threads=threads) as llm, guard_serve(bundles, threads, "--upstream", llm.base_url) as (url, _):
+        clients = {
+            "direct": openai.OpenAI(base_url=llm.base_url, api_key="local", max_retries=0),
+            "proxy": openai.OpenAI(base_url=f"{url}/v1", api_key="local", max_retries=0),
+        }
+
+        def call(client: openai.OpenAI, stream: bool) -> float:
+            started = time.perf_counter()
+            if stream:
+                for _ in client.chat.completions.create(model=llm.model, stream=True, **request):
+                    pass
+            else:
+                client.chat.completions.create(model=llm.model, **request)
+            return (time.perf_counter() - started) * 1000.0
+
+        out: dict[str, Any] = {}
+        for stream in (False, True):
+            for client in clients.values():  # warm the connections and the llama.cpp prompt cache
+                call(client, stream)
+            timings: dict[str, list[float]] = {name: [] for name in clients}
+            for _ in range(rounds):
+                for name, client in clients.items():
+                    timings[name].append(call(client, stream))
+            key = "streamed" if stream else "not_streamed"
+            out[key] = {
+                **{f"{name}_p50_ms": round(statistics.median(samples), 2) for name, samples in timings.items()},
+                "added_p50_ms": round(statistics.median(p - d for p, d in zip(timings["proxy"], timings["direct"])), 2),
+                "rounds": rounds,
+            }
+            log(f"proxy {key}: {out[key]}")
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path, action="append", help="a bundle folder; default: the default pack")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="the Guard's threads, both sides")
+    parser.add_argument("--tokens", type=int, default=64, help="tokens per checked text")
+    parser.add_argument("--seconds", type=float, default=8.0, help="seconds per throughput point")
+    parser.add_argument("--pairs", type=int, default=400, help="interleaved pairs for the added latency")
+    parser.add_argument("--soak", type=int, default=10_000, help="requests in the soak run (0: none)")
+    parser.add_argument("--rounds", type=int, default=30, help="proxy rounds per mode")
+    parser.add_argument("--no-proxy", action="store_true", help="skip the proxy (it starts the llama.cpp server)")
+    parser.add_argument("--triton", action="store_true", help="also serve the models on Triton (PyTriton)")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+
+    from guard_sdk import Guard
+    from guard_sdk._pack import find_default_pack
+
+    bundles = args.bundle or [bundle.path for bundle in Guard.default(build=False).bundles]
+    guard = Guard(bundles, device="cpu", threads=args.threads)
+    guard.warmup()
+    tokenizer = guard.bundles[0].file(guard.bundles[0].manifest.tokenizer.file)
+    texts = texts_of_length(tokenizer, corpus(), args.tokens, 64)
+    report: dict[str, Any] = {
+        "machine": machine_info([args.threads]),
+        "bundles": [f"{b.manifest.name}@{b.manifest.version}" for b in guard.bundles],
+        "pack": str(find_default_pack()) if not args.bundle else None,
+        "tokens": args.tokens,
+        "threads": args.threads,
+    }
+    rows = throughput("in-process", guard, texts, args.seconds)
+    with guard_serve(bundles, args.threads) as (url, pid):
+        http = HttpChecks(url, max(CLIENTS))
+        report["added_latency_1_client"] = added_latency(guard, http, texts, args.pairs)
+        log(f"added latency: {report['added_latency_1_client']}")
+        rows += throughput("guard serve", http, texts, args.seconds)
+        if args.soak:
+            report["soak"] = soak(http, pid, texts, args.soak, max(CLIENTS))
+            log(f"soak: {report['soak']}")
+        http.close()
+    report["throughput"] = rows
+    if not args.no_proxy:
+        report["proxy"] = proxy_latency(bundles, args.threads, args.rounds)
+    write_json(args.out / "serve.json", report)
+    (args.out / "serve.md").write_text(_markdown(report))
+    log(f"wrote {args.out / 'serve.json'}")
+    return 0
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    rows = report["throughput"]
+    base = {row["clients"]: row["checks_per_s"] for row in rows if row["engine"] == "in-process"}
+    table = markdown_table(
+        ["engine", "clients", "checks/s", "× in-process", "p50 ms", "p99 ms"],
+        [
+            [
+                row["engine"],
+                row["clients"],
+                row["checks_per_s"],
+                f"{row['checks_per_s'] / base[row['clients']]:.2f}",
+                f"{row['latency_p50']:.2f}",
+                f"{row['latency_p99']:.2f}",
+            ]
+            for row in rows
+        ],
+    )
+    parts = [
+        f"bundles {', '.join(report['bundles'])}; {report['tokens']}-token texts; {report['threads']} threads",
+        table,
+    ]
+    parts.append(f"added latency at 1 client: {report['added_latency_1_client']}")
+    if "soak" in report:
+        parts.append(f"soak: {report['soak']}")
+    if "proxy" in report:
+        parts.append(f"proxy: {report['proxy']}")
+    return "\n\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
