@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 # The exception tree is loaded with the package, so `except guard_sdk.GuardError` costs nothing to set up.
 from ._errors import (
+    BackendError,
+    BackendNotInstalledError,
     BundleError,
     BundleIntegrityError,
     BundleNotFoundError,
@@ -53,6 +55,8 @@ __version__ = "0.1.0"
 __all__ = [
     "PACK_GUARDS",
     "PACK_VERSION",
+    "BackendError",
+    "BackendNotInstalledError",
     "BatchingOptions",
     "BundleError",
     "BundleIntegrityError",
