@@ -55,6 +55,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _free_ports(count: int) -> list[int]:
+    """Ports free a moment ago, all different: held open together while they are picked."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 @pytest.fixture(scope="session")
 def triton_python() -> Path:
     """The server environment's Python, made (or brought up to date) by scripts/setup-triton.sh."""
@@ -101,26 +113,43 @@ class _serve:
     it does not stop."""
 
     def __init__(self, python: Path, bundles: list[Path], work: Path, *options: str) -> None:
-        self.ports = [_free_port() for _ in range(3)]
         self.log = work / "server.log"
-        args = [str(python), "-m", "guard_sdk.triton", "serve"]
+        self.args = [str(python), "-m", "guard_sdk.triton", "serve", *options]
         for bundle in bundles:
-            args += ["--bundle", str(bundle)]
-        args += ["--http-port", str(self.ports[0]), "--grpc-port", str(self.ports[1])]
-        args += ["--metrics-port", str(self.ports[2]), *options]
-        self.args = args
+            self.args += ["--bundle", str(bundle)]
 
     def __enter__(self) -> Server:
+        # A port free a moment ago can be taken before the server binds it: then again, on other ports.
+        for _ in range(3):
+            ports = _free_ports(3)
+            if self._start(ports):
+                host = "127.0.0.1"
+                return Server(
+                    f"http://{host}:{ports[0]}",
+                    f"grpc://{host}:{ports[1]}",
+                    f"http://{host}:{ports[2]}/metrics",
+                    self.process,
+                    self.log,
+                )
+        raise RuntimeError(f"Triton server found no free ports in 3 tries:\n{self.log.read_text()[-4000:]}")
+
+    def _start(self, ports: list[int]) -> bool:
+        """Whether the server started and is ready; False when a port was taken."""
+        names = ("--http-port", "--grpc-port", "--metrics-port")
+        args = [*self.args, *(item for name, port in zip(names, ports) for item in (name, str(port)))]
         with self.log.open("w") as log:
             # The server's own Python: PyTriton's environment must not see the test process's venv.
             env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
             self.process = subprocess.Popen(
-                self.args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=ROOT
+                args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=ROOT
             )
         deadline = time.monotonic() + 180
         try:
             while not any(line.startswith('{"ready"') for line in self.log.read_text().splitlines()):
                 if self.process.poll() is not None:
+                    if "already in use" in self.log.read_text().lower():
+                        self.stop()
+                        return False
                     raise RuntimeError(f"Triton server exited ({self.process.returncode}):\n{self.log.read_text()}")
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"Triton server not ready in 180 s:\n{self.log.read_text()[-4000:]}")
@@ -128,14 +157,7 @@ class _serve:
         except BaseException:
             self.stop()
             raise
-        host = "127.0.0.1"
-        return Server(
-            f"http://{host}:{self.ports[0]}",
-            f"grpc://{host}:{self.ports[1]}",
-            f"http://{host}:{self.ports[2]}/metrics",
-            self.process,
-            self.log,
-        )
+        return True
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
@@ -341,7 +363,7 @@ def test_model_repository(triton_python: Path, multi_label_bundle: Path, tmp_pat
     package = Path(_run([str(triton_python), "-c", locate]).stdout.strip())
     server = package / "tritonserver"
     env = {**os.environ, "LD_LIBRARY_PATH": str(package.parent / "nvidia_pytriton.libs")}
-    ports = [str(_free_port()) for _ in range(3)]
+    ports = [str(port) for port in _free_ports(3)]
     done = _run(
         [
             str(server / "bin" / "tritonserver"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,8 +94,10 @@ class TritonBackend:
             raise BackendNotInstalledError("tritonclient[grpc]", "pip install 'tritonclient[grpc]'") from exc
         self._module: Any = module
         self._server_error: type[Exception] = InferenceServerException
+        # One client per thread (tritonclient's are not thread-safe, and the http one's gevent sockets belong to
+        # the thread that made them); a thread's client goes with the thread, closed by its __del__.
         self._local = threading.local()
-        self._clients: list[Any] = []
+        self._clients: weakref.WeakSet[Any] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._opened: set[str] = set()
 
@@ -208,7 +211,7 @@ class TritonBackend:
                 client = self._module.InferenceServerClient(self._address, ssl=self._ssl)
             self._local.client = client
             with self._lock:
-                self._clients.append(client)
+                self._clients.add(client)
         return client
 
     def _call(self, method: str, *args: Any, as_json: bool = False, **options: Any) -> Any:
@@ -225,7 +228,7 @@ class TritonBackend:
     def close(self) -> None:
         """Close the connections of every thread's client."""
         with self._lock:
-            clients, self._clients = self._clients, []
+            clients = list(self._clients)
         for client in clients:
             client.close()
 

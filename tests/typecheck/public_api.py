@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future
+from pathlib import Path
 
 import openai
 from openai.types.chat import ChatCompletionChunk
@@ -129,3 +130,15 @@ def errors(violation: GuardViolation) -> guard_sdk.GuardError:
     encoding: ValueError = guard_sdk.InputEncodingError(0, "\ud800")  # an InputError, and a ValueError
     assert isinstance(encoding, guard_sdk.InputError)
     return violation  # every error the SDK raises is a GuardError
+
+
+def triton() -> None:
+    from guard_sdk.triton import TritonBackend, write_model_repository
+
+    backend = TritonBackend("grpc://triton:8001", model_name={"demo": "demo-model"}, timeout=5)
+    Guard("bundles/demo", backend=backend)
+    Guard("bundles/demo", backend="http://triton:8000")  # type: ignore[arg-type]
+    assert_type(write_model_repository("bundles/demo", "repo", instances=2, gpu=True), Path)
+    write_model_repository("bundles/demo", "repo", precision="fp16")  # type: ignore[arg-type]
+    backend_error: ImportError = guard_sdk.BackendNotInstalledError("tritonclient", "pip install x")
+    assert isinstance(backend_error, guard_sdk.BackendError)
