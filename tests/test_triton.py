@@ -222,9 +222,9 @@ def test_embedding_guard_with_sentences(triton_server: Server, embedding_bundle:
 
 
 @pytest.mark.slow  # starts a Triton server, or makes its environment
-def test_concurrent_callers_share_batches(triton_server: Server, multi_label_bundle: Path) -> None:
-    """Many threads (each with its own tritonclient) at once: Triton batches their fp32 requests together, and
-    every caller still gets its own text's result."""
+def test_concurrent_callers(triton_server: Server, multi_label_bundle: Path) -> None:
+    """Many threads (each with its own tritonclient) at once, on two instances: Triton's dynamic batcher may put
+    their fp32 requests in one run, and every caller still gets its own text's result; Triton counts them."""
     execution = ExecutionOptions(precision="fp32")
     local = Guard(multi_label_bundle, execution=execution, threads=1)
     remote = Guard(multi_label_bundle, execution=execution, backend=TritonBackend(triton_server.http))
