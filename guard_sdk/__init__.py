@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 # The exception tree is loaded with the package, so `except guard_sdk.GuardError` costs nothing to set up.
 from ._errors import (
+    BackendError,
     BundleError,
     BundleIntegrityError,
     BundleNotFoundError,
@@ -54,6 +55,7 @@ __version__ = "0.1.0"
 __all__ = [
     "PACK_GUARDS",
     "PACK_VERSION",
+    "BackendError",
     "BatchingOptions",
     "BundleError",
     "BundleIntegrityError",

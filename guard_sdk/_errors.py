@@ -15,6 +15,8 @@
     │   ├── InputEncodingError        a str that is not valid Unicode: a lone surrogate (also a ValueError)
     │   └── TextTooLongError          over the guard's max_chars or max_tokens (also a ValueError)
     ├── UnsupportedClientError        guard.wrap() got a client it cannot guard (also a TypeError)
+    ├── BackendError                  the server that runs the models (Guard(backend=...)) failed: unreachable,
+    │   │                             timed out, model not ready, or an error in the run
     ├── GuardTimeoutError             a check did not finish in time (also a TimeoutError)
     └── GuardViolation                a guarded call was blocked; ``results`` says why
 
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from ._result import Stage
 
 __all__ = [
+    "BackendError",
     "BundleError",
     "BundleIntegrityError",
     "BundleNotFoundError",
@@ -155,6 +158,12 @@ class TextTooLongError(InputError, ValueError):
 
 class UnsupportedClientError(GuardError, TypeError):
     """``guard.wrap(client)`` got an object it does not know how to guard."""
+
+
+class BackendError(GuardError):
+    """The server that runs a Guard's models (``Guard(backend=...)``) failed: it is unreachable, did not answer in
+    time, does not serve the model, or the run failed there. A check that raises it is a failed check: the
+    middleware blocks (fail-closed) unless ``fail_open``."""
 
 
 class GuardTimeoutError(GuardError, TimeoutError):

@@ -30,7 +30,15 @@ from ._errors import (
 )
 from ._pack import find_default_pack
 from ._result import CheckResult, LabelScore, Stage
-from ._runtime import Device, ExecutionOptions, Precision, create_session, resolve_device, run_full_window
+from ._runtime import (
+    Device,
+    ExecutionOptions,
+    ModelBackend,
+    Precision,
+    create_session,
+    resolve_device,
+    run_full_window,
+)
 from ._text import NormalizedText, normalize
 from ._views import ScanOptions, View, ViewKind, pool_sentences, sentence_spans, views
 
@@ -89,6 +97,7 @@ class _LoadedBundle:
         spin: bool,
         precision: Precision | None,
         batch_invariant: bool,
+        backend: ModelBackend | None = None,
     ):
         manifest = bundle.manifest
         self.bundle = bundle
@@ -98,7 +107,13 @@ class _LoadedBundle:
         self.context: tuple[ContextKind, int] | None = (
             None if manifest.input.kind == "text" else (manifest.input.kind, manifest.input.context_tokens)
         )
-        self.session = create_session(bundle.model_path(precision), device=device, threads=threads, spin=spin)
+        model = bundle.model_path(precision)
+        sha256 = manifest.files[model.relative_to(bundle.path).as_posix()]
+        self.session = (
+            create_session(model, device=device, threads=threads, spin=spin)
+            if backend is None
+            else backend.open(bundle, model, sha256)  # checks that it serves this model, on a window of max_length
+        )
         self.output = self.session.get_outputs()[0].name
         # Dynamic int8 quantizes each activation tensor with one scale per ONNX Runtime call: beside other texts'
         # windows a text's score moves with theirs (benchmarks/README.md). fp32 masks padding and is batch-invariant
@@ -183,17 +198,16 @@ class _LoadedBundle:
         self.tokenizer.enable_truncation(spec.max_length, stride=spec.stride, strategy=strategy)
         # Which bundles can share one tokenization of a text.
         self.tokenization_key = (manifest.files[spec.file], spec.max_length, spec.stride)
-        model = bundle.model_path(precision)
-        sha256 = manifest.files[model.relative_to(bundle.path).as_posix()]
-        try:
-            run_full_window(model, sha256, self.session, device, spec.max_length)
-        except Exception as exc:  # ONNX Runtime's errors derive from Exception alone
-            reason = " ".join(str(exc).split())[-300:] or type(exc).__name__
-            raise ModelMismatchError(
-                bundle.path,
-                f"max_length {spec.max_length} in guard.json does not fit the model: it cannot read a window of "
-                f"{spec.max_length} tokens ({reason})",
-            ) from exc
+        if backend is None:  # a backend checks the window on its own side (ModelBackend.open)
+            try:
+                run_full_window(model, sha256, self.session, device, spec.max_length)
+            except Exception as exc:  # ONNX Runtime's errors derive from Exception alone
+                reason = " ".join(str(exc).split())[-300:] or type(exc).__name__
+                raise ModelMismatchError(
+                    bundle.path,
+                    f"max_length {spec.max_length} in guard.json does not fit the model: it cannot read a window of "
+                    f"{spec.max_length} tokens ({reason})",
+                ) from exc
 
     def best(
         self,
@@ -446,6 +460,11 @@ class Guard:
             batches (``True`` or ``BatchingOptions``); for GPUs, where a call costs more than a text; a lone call
             never waits. On small CPUs padding makes it slower (see ``guard_sdk._batching``), and an int8 model shares
             calls only with ``ExecutionOptions(batch_invariant=False)``.
+        backend: run the models on a server instead of in this process, e.g. ``guard_sdk.triton.TritonBackend(url)``;
+            the bundles are still read (and verified) here, texts tokenized here, heads applied here, and the server
+            must serve exactly each bundle's model file (its sha256), else ``ModelMismatchError``. ``device`` is
+            then ``"remote"`` and ``threads`` only splits this side's work. A failing server raises
+            ``BackendError`` from the check.
 
     ``spin``, ``precision``, ``batch_size``, ``batch_invariant`` and ``parallel`` are deprecated keywords for
     ``ExecutionOptions``' ``spin``, ``precision``, ``windows_per_call``, ``batch_invariant`` and
@@ -466,6 +485,7 @@ class Guard:
         trust: Mapping[str, str] | str | os.PathLike[str] | None = None,
         batching: bool | BatchingOptions = False,
         scan: ScanOptions | None = None,
+        backend: ModelBackend | None = None,
         **deprecated: Unpack[_DeprecatedOptions],
     ) -> None:
         sources = [bundles] if isinstance(bundles, (str, os.PathLike, GuardBundle)) else list(bundles)
@@ -478,7 +498,7 @@ class Guard:
             # one always.
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"thresholds[{label!r}] must be a number from 0 to 1, got {value!r}")
-        self.device = resolve_device(device)
+        self.device = resolve_device(device) if backend is None else "remote"
         self.threads = threads or os.cpu_count() or 1
         self.execution = execution
         for name, limit in (("max_chars", max_chars), ("max_tokens", max_tokens)):
@@ -499,7 +519,8 @@ class Guard:
             loaded.append(source)
         # A check at a stage runs only the bundles that take part in it, and splits the threads among their lanes. A
         # GPU runs one model at a time anyway.
-        side_by_side = execution.models_side_by_side and self.device == "cpu"
+        # Remote models too: their lanes wait on the network side by side.
+        side_by_side = execution.models_side_by_side and self.device in ("cpu", "remote")
         precision = execution.precision
         self._stage_lanes: dict[Stage, list[list[int]]] = {}
         for stage in _STAGES:
@@ -518,6 +539,7 @@ class Guard:
                 spin=execution.spin,
                 precision=precision,
                 batch_invariant=execution.batch_invariant,
+                backend=backend,
             )
             for bundle, threads in zip(loaded, session_threads)
         ]

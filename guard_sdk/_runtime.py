@@ -8,14 +8,27 @@ import threading
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ._errors import ProviderUnavailableError, RuntimeNotInstalledError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    import numpy as np
     import onnxruntime
 
-__all__ = ["Device", "ExecutionOptions", "Precision", "create_session", "run_full_window"]
+    from ._bundle import GuardBundle
+
+__all__ = [
+    "Device",
+    "ExecutionOptions",
+    "ModelBackend",
+    "ModelSession",
+    "Precision",
+    "create_session",
+    "run_full_window",
+]
 
 logger = logging.getLogger("guard_sdk")
 
@@ -58,6 +71,26 @@ class ExecutionOptions:
             raise TypeError(f"windows_per_call must be an int, got {type(self.windows_per_call).__name__}")
         if self.windows_per_call < 1:
             raise ValueError(f"windows_per_call must be at least 1, got {self.windows_per_call}")
+
+
+class ModelSession(Protocol):
+    """What a Guard uses of an ONNX Runtime ``InferenceSession``: a backend's sessions run the model elsewhere."""
+
+    def run(self, output_names: Sequence[str], input_feed: Mapping[str, np.ndarray]) -> list[np.ndarray]: ...
+    def get_inputs(self) -> Sequence[Any]: ...  # each with ``name`` and ``shape``, as ONNX Runtime's NodeArg
+    def get_outputs(self) -> Sequence[Any]: ...
+    def get_providers(self) -> list[str]: ...
+
+
+class ModelBackend(Protocol):
+    """Where a Guard's models run instead of in-process (``Guard(backend=...)``), e.g. ``guard_sdk.triton``'s
+    ``TritonBackend``. The Guard still reads each bundle here (manifest, tokenizer, heads) and tokenizes here."""
+
+    def open(self, bundle: GuardBundle, model: Path, sha256: str) -> ModelSession:
+        """A session on ``bundle``'s model file ``model`` (with that ``sha256``) as the backend serves it. Raises
+        ``ModelMismatchError`` when what it serves is not that model, or cannot read a window of the bundle's
+        ``max_length``; ``BackendError`` when the backend fails."""
+        ...
 
 
 _PROVIDERS: dict[str, list[str]] = {

@@ -72,6 +72,12 @@ def add_arguments(serve: argparse.ArgumentParser) -> None:
         "workers x threads at most the cores",
     )
     serve.add_argument("--device", choices=get_args(Device), default="auto")
+    serve.add_argument(
+        "--triton",
+        metavar="URL",
+        help="run the models on this Triton server (http://host:8000 or grpc://host:8001; guard-sdk[triton]) "
+        "instead of in this process; --device and --threads then do nothing",
+    )
     serve.add_argument("--trust", help="a JSON file of guard.json pins (from `guard trust`); unpinned bundles fail")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
 
@@ -97,8 +103,10 @@ def run(args: argparse.Namespace) -> int:
         ]
         if ignored:
             print(f"guard: warning: {', '.join(ignored)} do nothing without --upstream", file=sys.stderr)
+    if args.triton and (args.device != "auto" or args.threads is not None):
+        print("guard: warning: --device and --threads do nothing with --triton", file=sys.stderr)
     cores = os.cpu_count() or 1
-    if args.workers * (args.threads or cores) > cores:
+    if not args.triton and args.workers * (args.threads or cores) > cores:
         print(
             f"guard: warning: {args.workers} workers x {args.threads or cores} threads is more than the {cores} cores: "
             "checks will wait for each other's threads",
@@ -126,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             threads=args.threads,
             trust=args.trust,
+            triton=args.triton,
             token_env=args.token_env,
             upstream_key_env=args.upstream_key_env,
             settings=settings,

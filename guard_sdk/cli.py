@@ -10,6 +10,7 @@ guard trust DIR... > trust.json                 the pins of bundles you trust: {
 guard pack                                      where the default pack was found, its version, labels and thresholds
 guard pack verify                               re-check the sha256 of every file of the default pack
 guard serve [--bundle DIR] [--upstream URL]     an HTTP service: moderations, checks, a guarded chat proxy (`[server]`)
+guard triton-repo --bundle DIR --out REPO       a Triton model repository (ONNX Runtime backend) for DIR's model
 """
 
 from __future__ import annotations
@@ -66,10 +67,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "verify", help="re-check the sha256 of every file of the default pack; exit status 1 on a mismatch"
     )
     _serve_cli.add_arguments(commands.add_parser("serve", help="serve guards over HTTP (needs guard-sdk[server])"))
+    repo = commands.add_parser("triton-repo", help="write a Triton model repository for a bundle's ONNX model")
+    repo.add_argument("--bundle", required=True, help="the bundle folder")
+    repo.add_argument("--out", required=True, help="the model repository (created if missing)")
+    repo.add_argument("--model-name", help="default: <bundle name>-<16 digits of the model's sha256>")
+    repo.add_argument("--precision", choices=["int8", "fp32"], help="default: the manifest's")
+    repo.add_argument("--max-batch", type=int, default=64, help="most windows in one batch")
+    repo.add_argument("--preferred-batch", type=int, help="the batch size dynamic batching waits for")
+    repo.add_argument("--max-queue-delay-us", type=int, default=500)
+    repo.add_argument("--no-dynamic-batching", action="store_true", help="run each request alone")
+    repo.add_argument("--instances", type=int, default=1, help="model instances")
+    repo.add_argument("--gpu", action="store_true", help="instances on GPUs (KIND_GPU), not on CPUs")
     args = parser.parse_args(argv)
 
     if args.command == "serve":
         return _serve_cli.run(args)
+    if args.command == "triton-repo":
+        return _triton_repo(args)
     if args.command == "trust":
         return _trust(args.bundles)
     if args.command == "pack":
@@ -93,6 +107,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (GuardError, _InputLineError) as exc:
         return _error(exc)
     return 1 if args.fail_on_flag and any(r.flagged for r in results) else 0
+
+
+def _triton_repo(args: argparse.Namespace) -> int:
+    from .triton import write_model_repository
+
+    try:
+        folder = write_model_repository(
+            args.bundle,
+            args.out,
+            model_name=args.model_name,
+            precision=args.precision,
+            max_batch_size=args.max_batch,
+            dynamic_batching=not args.no_dynamic_batching,
+            preferred_batch_size=args.preferred_batch,
+            max_queue_delay_us=args.max_queue_delay_us,
+            instances=args.instances,
+            gpu=args.gpu,
+        )
+    except (GuardError, ValueError, OSError) as exc:
+        return _error(exc)
+    print(folder)
+    return 0
 
 
 def _trust(folders: Sequence[str]) -> int:

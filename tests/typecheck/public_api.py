@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 import agents
@@ -157,3 +158,15 @@ def server(guard: Guard) -> None:
     with serve_in_thread(app) as base_url:
         assert_type(base_url, str)
     ServerSettings(on_fail="ignore")  # type: ignore[arg-type]
+
+
+def triton() -> None:
+    from guard_sdk.triton import TritonBackend, write_model_repository
+
+    backend = TritonBackend("grpc://triton:8001", model_name={"demo": "demo-model"}, timeout=5)
+    Guard("bundles/demo", backend=backend)
+    Guard("bundles/demo", backend="http://triton:8000")  # type: ignore[arg-type]
+    assert_type(write_model_repository("bundles/demo", "repo", instances=2, gpu=True), Path)
+    write_model_repository("bundles/demo", "repo", precision="fp16")  # type: ignore[arg-type]
+    backend_error: guard_sdk.GuardError = guard_sdk.BackendError("the server is down")
+    assert backend_error
