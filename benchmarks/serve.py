@@ -4,12 +4,15 @@ soak run.
 python -m benchmarks.serve                       # the default pack (`guard-build pack`), 64-token texts
 python -m benchmarks.serve --bundle DIR ...      # other bundles
 python -m benchmarks.serve --seconds 3 --soak 2000 --no-proxy      # a shorter run
+python -m benchmarks.serve --triton              # also Triton (PyTriton from .venv-triton: scripts/setup-triton.sh)
 
 1. Throughput and latency at 1/8/32/128 concurrent clients (threads), each for ``--seconds``: ``guard.check`` in
    this process; ``POST /v1/check`` (one text a request, keep-alive HTTP) to a ``guard serve`` subprocess; and, with
-   ``--triton``, a Guard whose models run on a PyTriton server subprocess (tokenisation stays here). The clients run
-   in this process and the server in its own, sharing the machine's cores as a sidecar shares them with its app.
-2. Added latency at 1 client: in-process check and ``/v1/check`` interleaved; the median of per-pair differences.
+   ``--triton``, a Guard whose models run on a PyTriton server subprocess (tokenisation stays here; its scores are
+   compared with the in-process ones first). The clients run in this process and each server in its own, sharing
+   the machine's cores as a sidecar shares them with its app.
+2. Added latency at 1 client: in-process check and ``/v1/check`` (and Triton) interleaved; the median of per-pair
+   differences.
 3. The proxy: one chat request (8 tokens, temperature 0) to the embedded llama.cpp server directly and through
    ``guard serve --upstream``, streamed and not, interleaved round by round; added latency is the median of the
    per-round differences. Through the proxy the answer is checked too, which no input mode can overlap.
@@ -48,6 +51,7 @@ from benchmarks._common import (
 
 OUT = RESULTS / "serve"
 GUARD_CLI = Path(sys.executable).parent / "guard"
+TRITON_PYTHON = Path(__file__).resolve().parent.parent / ".venv-triton" / "bin" / "python"
 CLIENTS = (1, 8, 32, 128)
 
 
@@ -89,6 +93,53 @@ def guard_serve(bundles: Sequence[Path], threads: int, *extra: str) -> Iterator[
             process.wait()
 
 
+@contextlib.contextmanager
+def triton_serve(bundles: Sequence[Path], instances: int) -> Iterator[str]:
+    """``python -m guard_sdk.triton serve`` (PyTriton, one thread per instance) on free loopback ports; yields its
+    HTTP URL once every model is ready. Its log goes to a file, named in any error."""
+    import tempfile
+
+    if not TRITON_PYTHON.exists():
+        raise FileNotFoundError(f"{TRITON_PYTHON} is missing: run bash scripts/setup-triton.sh")
+    held = [socket.socket() for _ in range(3)]  # bound together, so the three ports differ
+    for sock in held:
+        sock.bind(("127.0.0.1", 0))
+    ports = [int(sock.getsockname()[1]) for sock in held]
+    for sock in held:
+        sock.close()
+    command = [str(TRITON_PYTHON), "-m", "guard_sdk.triton", "serve", "--instances", str(instances), "--threads", "1"]
+    for name, port in zip(("--http-port", "--grpc-port", "--metrics-port"), ports):
+        command += [name, str(port)]
+    for bundle in bundles:
+        command += ["--bundle", str(bundle)]
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    log_file = Path(tempfile.mkdtemp(prefix="triton-")) / "server.log"
+    with log_file.open("w") as log_out:
+        process = subprocess.Popen(
+            command, stdout=log_out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{ports[0]}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the Triton server exited with {process.returncode}; its log: {log_file}")
+            # It prints one JSON line once every model is loaded (Triton's own readiness comes before that).
+            if any(line.startswith('{"ready"') for line in log_file.read_text().splitlines()):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the Triton server was not ready within 180 s; its log: {log_file}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)  # tritonserver and PyTriton's workers are in its group
+            process.wait()
+
+
 class HttpChecks:
     """``check(text)`` through ``POST /v1/check``: what ``concurrent_checks`` calls, from any number of threads."""
 
@@ -117,22 +168,21 @@ def throughput(name: str, checker: Any, texts: Sequence[str], seconds: float) ->
     return rows
 
 
-def added_latency(guard: Any, http: HttpChecks, texts: Sequence[str], pairs: int) -> dict[str, float]:
-    """In-process and over HTTP in turns, so drifting load hits both alike."""
-    local, served = [], []
+def added_latency(guard: Any, others: dict[str, Any], texts: Sequence[str], pairs: int) -> dict[str, float]:
+    """One check in-process, then the same text through each of ``others``, in turns, so drifting load hits all
+    alike; the median of each one's per-turn difference to the in-process check."""
+    timings: dict[str, list[float]] = {"in-process": [], **{name: [] for name in others}}
+    engines = {"in-process": guard, **others}
     for i in range(pairs):
-        text = texts[i % len(texts)]
-        started = time.perf_counter()
-        guard.check(text)
-        local.append((time.perf_counter() - started) * 1000.0)
-        started = time.perf_counter()
-        http.check(text)
-        served.append((time.perf_counter() - started) * 1000.0)
-    return {
-        "in_process_p50_ms": round(statistics.median(local), 3),
-        "served_p50_ms": round(statistics.median(served), 3),
-        "added_p50_ms": round(statistics.median(s - loc for s, loc in zip(served, local)), 3),
-    }
+        for name, engine in engines.items():
+            started = time.perf_counter()
+            engine.check(texts[i % len(texts)])
+            timings[name].append((time.perf_counter() - started) * 1000.0)
+    out = {f"{name}_p50_ms": round(statistics.median(samples), 3) for name, samples in timings.items()}
+    for name in others:
+        added = statistics.median(o - local for o, local in zip(timings[name], timings["in-process"]))
+        out[f"{name}_added_p50_ms"] = round(added, 3)
+    return out
 
 
 def _rss_mib(pid: int) -> float:
@@ -224,7 +274,7 @@ def proxy_latency(bundles: Sequence[Path], threads: int, rounds: int) -> dict[st
     return out
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, action="append", help="a bundle folder; default: the default pack")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="the Guard's threads, both sides")
@@ -235,8 +285,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=30, help="proxy rounds per mode")
     parser.add_argument("--no-proxy", action="store_true", help="skip the proxy (it starts the llama.cpp server)")
     parser.add_argument("--triton", action="store_true", help="also serve the models on Triton (PyTriton)")
+    parser.add_argument("--triton-instances", type=int, default=2, help="model instances on the Triton server")
     parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     from guard_sdk import Guard
     from guard_sdk._pack import find_default_pack
@@ -254,15 +305,29 @@ def main() -> int:
         "threads": args.threads,
     }
     rows = throughput("in-process", guard, texts, args.seconds)
-    with guard_serve(bundles, args.threads) as (url, pid):
+    with contextlib.ExitStack() as servers:
+        url, pid = servers.enter_context(guard_serve(bundles, args.threads))
         http = HttpChecks(url, max(CLIENTS))
-        report["added_latency_1_client"] = added_latency(guard, http, texts, args.pairs)
+        servers.callback(http.close)
+        others: dict[str, Any] = {"guard serve": http}
+        if args.triton:
+            from guard_sdk.triton import TritonBackend
+
+            triton_url = servers.enter_context(triton_serve(bundles, args.triton_instances))
+            remote = others["Triton"] = Guard(bundles, backend=TritonBackend(triton_url))
+            report["triton_max_score_difference"] = max(
+                abs(a.score - b.score)
+                for mine, theirs in zip(guard.check_batch(texts), remote.check_batch(texts))
+                for a, b in zip(mine.scores, theirs.scores)
+            )
+            log(f"Triton: largest score difference to in-process {report['triton_max_score_difference']:.1e}")
+        report["added_latency_1_client"] = added_latency(guard, others, texts, args.pairs)
         log(f"added latency: {report['added_latency_1_client']}")
-        rows += throughput("guard serve", http, texts, args.seconds)
+        for name, engine in others.items():
+            rows += throughput(name, engine, texts, args.seconds)
         if args.soak:
             report["soak"] = soak(http, pid, texts, args.soak, max(CLIENTS))
             log(f"soak: {report['soak']}")
-        http.close()
     report["throughput"] = rows
     if not args.no_proxy:
         report["proxy"] = proxy_latency(bundles, args.threads, args.rounds)

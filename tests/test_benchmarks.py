@@ -226,3 +226,19 @@ def test_parallel_models_run_compares_both_ways(multi_label_bundle: Path, binary
 
     one_lane = _run("benchmarks.parallel_models", "--bundles", str(multi_label_bundle), "--out", str(tmp_path))
     assert one_lane.returncode != 0 and "run as one lane" in one_lane.stderr
+
+
+@pytest.mark.slow  # starts guard serve and a Triton server, and runs the benchmark end to end
+def test_serve_quick_run_measures_every_engine(multi_label_bundle: Path, tmp_path: Path):
+    from benchmarks import serve
+
+    argv = ["--bundle", str(multi_label_bundle), "--seconds", "0.3", "--pairs", "5", "--soak", "300"]
+    assert serve.main([*argv, "--no-proxy", "--triton", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "serve.json").read_text())
+    engines = {(row["engine"], row["clients"]) for row in report["throughput"]}
+    assert engines == {(e, c) for e in ("in-process", "guard serve", "Triton") for c in serve.CLIENTS}
+    assert all(row["checks_per_s"] > 0 for row in report["throughput"])
+    assert report["triton_max_score_difference"] <= 1e-5
+    assert report["soak"]["requests"] == 300 and report["soak"]["errors"] == 0
+    assert set(report["added_latency_1_client"]) >= {"guard serve_added_p50_ms", "Triton_added_p50_ms"}
+    assert "guard serve" in (tmp_path / "serve.md").read_text()
