@@ -24,6 +24,7 @@ Writes benchmarks/results/serve/serve.json and serve.md.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import os
 import socket
@@ -148,12 +149,21 @@ class HttpChecks:
 
         limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
         self.client = httpx.Client(base_url=url, limits=limits, timeout=60)
-        self.errors = 0
+        self.transport_error = httpx.TransportError
+        # Counted, not raised: a soak run reports its errors (by HTTP status or transport error) instead of
+        # stopping at the first.
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.lock = threading.Lock()
 
     def check(self, text: str) -> None:
-        response = self.client.post("/v1/check", json={"texts": [text]})
-        if response.status_code != 200:
-            self.errors += 1  # counted, not raised: a soak run reports its errors instead of stopping at the first
+        try:
+            status = self.client.post("/v1/check", json={"texts": [text]}).status_code
+            error = None if status == 200 else f"HTTP {status}"
+        except self.transport_error as exc:
+            error = type(exc).__name__
+        if error is not None:
+            with self.lock:
+                self.errors[error] += 1
 
     def close(self) -> None:
         self.client.close()
@@ -192,8 +202,9 @@ def _rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-def soak(http: HttpChecks, pid: int, texts: Sequence[str], requests: int, clients: int) -> dict[str, Any]:
-    """``requests`` checks from ``clients`` threads; the server's RSS after every tenth of them."""
+def soak(url: str, pid: int, texts: Sequence[str], requests: int, clients: int) -> dict[str, Any]:
+    """``requests`` checks from ``clients`` threads on new connections; the server's RSS after every tenth."""
+    http = HttpChecks(url, clients)
     lock = threading.Lock()
     done = 0
     rss = [_rss_mib(pid)]
@@ -211,7 +222,6 @@ def soak(http: HttpChecks, pid: int, texts: Sequence[str], requests: int, client
                     rss.append(_rss_mib(pid))
             http.check(texts[(k + i) % len(texts)])
 
-    errors_before = http.errors
     started = time.perf_counter()
     workers = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
     for worker in workers:
@@ -220,10 +230,12 @@ def soak(http: HttpChecks, pid: int, texts: Sequence[str], requests: int, client
         worker.join()
     elapsed = time.perf_counter() - started
     rss.append(_rss_mib(pid))
+    http.close()
     return {
         "requests": requests,
         "clients": clients,
-        "errors": http.errors - errors_before,
+        "errors": sum(http.errors.values()),
+        "errors_by_kind": dict(http.errors),
         "seconds": round(elapsed, 1),
         "requests_per_s": round(requests / elapsed, 1),
         "server_rss_mib": rss,
@@ -231,9 +243,12 @@ def soak(http: HttpChecks, pid: int, texts: Sequence[str], requests: int, client
 
 
 def proxy_latency(bundles: Sequence[Path], threads: int, rounds: int) -> dict[str, Any]:
+    """A chat call direct, through ``guard.wrap`` in this process, and through ``guard serve --upstream``: with all
+    the bundles (input checks beside the call, the answer checked after it), and with the input bundles alone."""
     import openai
 
     from builder.llm.local_server import LocalLLMServer
+    from guard_sdk import Guard, GuardBundle
 
     request: dict[str, Any] = {
         "messages": [{"role": "user", "content": "What time does the hotel pool open on Sundays?"}],
@@ -241,37 +256,51 @@ def proxy_latency(bundles: Sequence[Path], threads: int, rounds: int) -> dict[st
         "seed": 7,
         "max_tokens": 8,
     }
-    with LocalLLMServer(threads=threads) as llm, guard_serve(bundles, threads, "--upstream", llm.base_url) as (url, _):
-        clients = {
-            "direct": openai.OpenAI(base_url=llm.base_url, api_key="local", max_retries=0),
-            "proxy": openai.OpenAI(base_url=f"{url}/v1", api_key="local", max_retries=0),
-        }
-
-        def call(client: openai.OpenAI, stream: bool) -> float:
-            started = time.perf_counter()
-            if stream:
-                for _ in client.chat.completions.create(model=llm.model, stream=True, **request):
-                    pass
-            else:
-                client.chat.completions.create(model=llm.model, **request)
-            return (time.perf_counter() - started) * 1000.0
-
-        out: dict[str, Any] = {}
-        for stream in (False, True):
-            for client in clients.values():  # warm the connections and the llama.cpp prompt cache
-                call(client, stream)
-            timings: dict[str, list[float]] = {name: [] for name in clients}
-            for _ in range(rounds):
-                for name, client in clients.items():
-                    timings[name].append(call(client, stream))
-            key = "streamed" if stream else "not_streamed"
-            out[key] = {
-                **{f"{name}_p50_ms": round(statistics.median(samples), 2) for name, samples in timings.items()},
-                "added_p50_ms": round(statistics.median(p - d for p, d in zip(timings["proxy"], timings["direct"])), 2),
-                "rounds": rounds,
-            }
-            log(f"proxy {key}: {out[key]}")
+    input_only = [b for b in bundles if GuardBundle.load(b).manifest.stages == ["input"]]
+    out: dict[str, Any] = {}
+    with LocalLLMServer(threads=threads) as llm:
+        direct = openai.OpenAI(base_url=llm.base_url, api_key="local", max_retries=0)
+        for checks, chosen in (("input_and_output", bundles), ("input_only", input_only)):
+            wrapped = Guard(chosen, device="cpu", threads=threads).wrap(direct)
+            with guard_serve(chosen, threads, "--upstream", llm.base_url) as (url, _):
+                clients = {
+                    "direct": direct,
+                    "wrapped": wrapped,
+                    "proxy": openai.OpenAI(base_url=f"{url}/v1", api_key="local", max_retries=0),
+                }
+                for stream in (False, True):
+                    key = f"{checks}_{'streamed' if stream else 'not_streamed'}"
+                    out[key] = _interleaved_calls(clients, llm.model, request, stream, rounds)
+                    log(f"proxy, {key}: {out[key]}")
     return out
+
+
+def _interleaved_calls(
+    clients: dict[str, Any], model: str, request: dict[str, Any], stream: bool, rounds: int
+) -> dict[str, Any]:
+    """Each client's call in turn, round after round; each one's median added latency over the direct call."""
+
+    def call(client: Any) -> float:
+        started = time.perf_counter()
+        if stream:
+            for _ in client.chat.completions.create(model=model, stream=True, **request):
+                pass
+        else:
+            client.chat.completions.create(model=model, **request)
+        return (time.perf_counter() - started) * 1000.0
+
+    for client in clients.values():  # warm the connections and the llama.cpp prompt cache
+        call(client)
+    timings: dict[str, list[float]] = {name: [] for name in clients}
+    for _ in range(rounds):
+        for name, client in clients.items():
+            timings[name].append(call(client))
+    out: dict[str, Any] = {f"{name}_p50_ms": round(statistics.median(t), 2) for name, t in timings.items()}
+    for name in clients:
+        if name != "direct":
+            added = statistics.median(t - d for t, d in zip(timings[name], timings["direct"]))
+            out[f"{name}_added_p50_ms"] = round(added, 2)
+    return {**out, "rounds": rounds}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -325,8 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"added latency: {report['added_latency_1_client']}")
         for name, engine in others.items():
             rows += throughput(name, engine, texts, args.seconds)
+        report["throughput_http_errors"] = dict(http.errors)
         if args.soak:
-            report["soak"] = soak(http, pid, texts, args.soak, max(CLIENTS))
+            report["soak"] = soak(url, pid, texts, args.soak, max(CLIENTS))
             log(f"soak: {report['soak']}")
     report["throughput"] = rows
     if not args.no_proxy:

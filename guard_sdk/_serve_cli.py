@@ -79,6 +79,14 @@ def add_arguments(serve: argparse.ArgumentParser) -> None:
         "instead of in this process; --device and --threads then do nothing",
     )
     serve.add_argument("--trust", help="a JSON file of guard.json pins (from `guard trust`); unpinned bundles fail")
+    serve.add_argument(
+        "--keep-alive",
+        type=int,
+        default=75,
+        metavar="SECONDS",
+        help="how long an idle connection stays open; keep it above the idle timeout of the clients and load "
+        "balancers in front, or requests sent as the server closes are reset",
+    )
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
 
 
@@ -88,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         from .server._settings import ServerSettings
     except ImportError as exc:
         return _error(exc)
+    if args.keep_alive < 1:
+        return _error(ValueError(f"--keep-alive must be at least 1 second, got {args.keep_alive}"))
     for name in (args.token_env, args.upstream_key_env):
         if name and not os.environ.get(name):
             return _error(ValueError(f"environment variable {name} is not set (or empty)"))
@@ -139,7 +149,14 @@ def run(args: argparse.Namespace) -> int:
             upstream_key_env=args.upstream_key_env,
             settings=settings,
         )
-        serve(config, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level)
+        serve(
+            config,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            keep_alive=args.keep_alive,
+        )
     except (GuardError, ValueError) as exc:
         return _error(exc)
     return 0

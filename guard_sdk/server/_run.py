@@ -21,6 +21,10 @@ from ._settings import ServerSettings
 
 __all__ = ["ServeConfig", "serve", "serve_in_thread"]
 
+# Seconds an idle keep-alive connection stays open. Longer than the idle timeouts of the clients and load balancers
+# in front (httpx 5 s, AWS ALB 60 s): when the server closes first, a request sent as the close arrives is reset.
+KEEP_ALIVE_S = 75
+
 # How `guard serve --workers N` hands its configuration to the worker processes uvicorn starts (secrets stay in the
 # environment variables the configuration names).
 _CONFIG_ENV = "GUARD_SDK_SERVE_CONFIG"
@@ -38,7 +42,8 @@ def serve_in_thread(app: Any, *, host: str = "127.0.0.1", port: int = 0, timeout
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_keep_alive=KEEP_ALIVE_S)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="guard-serve", daemon=True)
     thread.start()
     try:
@@ -97,7 +102,15 @@ def _worker_app() -> Any:
     return create_app(config.guard(), config.secret_settings())
 
 
-def serve(config: ServeConfig, *, host: str, port: int, workers: int, log_level: str = "info") -> None:
+def serve(
+    config: ServeConfig,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    log_level: str = "info",
+    keep_alive: int = KEEP_ALIVE_S,
+) -> None:
     """Run ``guard serve`` until SIGINT or SIGTERM, which finish the requests in flight before the process exits.
 
     One worker serves the Guard built here. Several are uvicorn's worker processes, each with a Guard of its own
@@ -105,8 +118,17 @@ def serve(config: ServeConfig, *, host: str, port: int, workers: int, log_level:
     """
     guard = config.guard()
     if workers == 1:
-        uvicorn.run(create_app(guard, config.secret_settings()), host=host, port=port, log_level=log_level)
+        app = create_app(guard, config.secret_settings())
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=keep_alive)
         return
     del guard
     os.environ[_CONFIG_ENV] = json.dumps(config.model_dump(mode="json"))
-    uvicorn.run(f"{__name__}:_worker_app", factory=True, host=host, port=port, workers=workers, log_level=log_level)
+    uvicorn.run(
+        f"{__name__}:_worker_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        timeout_keep_alive=keep_alive,
+    )
