@@ -363,8 +363,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["proxy"] = proxy_latency(bundles, args.threads, args.rounds)
     write_json(args.out / "serve.json", report)
     (args.out / "serve.md").write_text(_markdown(report))
+    _plot(report["throughput"], args.out / "serve.png")
     log(f"wrote {args.out / 'serve.json'}")
     return 0
+
+
+def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Checks/s and p99 latency against concurrent clients, one line per engine."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (rate, tail) = plt.subplots(1, 2, figsize=(10, 4))
+    for engine in dict.fromkeys(row["engine"] for row in rows):
+        mine = [row for row in rows if row["engine"] == engine]
+        clients = [row["clients"] for row in mine]
+        rate.plot(clients, [row["checks_per_s"] for row in mine], marker="o", label=engine)
+        tail.plot(clients, [row["latency_p99"] for row in mine], marker="o", label=engine)
+    for axis, label in ((rate, "checks/s"), (tail, "p99 latency (ms)")):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(list(CLIENTS), [str(c) for c in CLIENTS])
+        axis.set_xlabel("concurrent clients")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+    tail.set_yscale("log")
+    rate.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _markdown(report: dict[str, Any]) -> str:
@@ -388,11 +415,30 @@ def _markdown(report: dict[str, Any]) -> str:
         f"bundles {', '.join(report['bundles'])}; {report['tokens']}-token texts; {report['threads']} threads",
         table,
     ]
-    parts.append(f"added latency at 1 client: {report['added_latency_1_client']}")
+    if "triton_max_score_difference" in report:
+        parts.append(f"Triton: largest score difference to in-process {report['triton_max_score_difference']:.1e}")
+    added = report["added_latency_1_client"]
+    parts.append(
+        "added latency at 1 client (interleaved, median of per-check differences to in-process): "
+        + ", ".join(f"{key[: -len('_added_p50_ms')]} +{value} ms" for key, value in added.items() if "added" in key)
+    )
     if "soak" in report:
-        parts.append(f"soak: {report['soak']}")
+        soaked = report["soak"]
+        parts.append(
+            f"soak: {soaked['requests']} requests from {soaked['clients']} clients, {soaked['errors']} errors "
+            f"{soaked['errors_by_kind'] or ''}, {soaked['requests_per_s']} requests/s, server RSS "
+            f"{soaked['server_rss_mib'][0]} -> {soaked['server_rss_mib'][-1]} MiB"
+        )
     if "proxy" in report:
-        parts.append(f"proxy: {report['proxy']}")
+        parts.append(
+            markdown_table(
+                ["chat call", "direct p50 ms", "guard.wrap added ms", "guard serve proxy added ms"],
+                [
+                    [key, row["direct_p50_ms"], row["wrapped_added_p50_ms"], row["proxy_added_p50_ms"]]
+                    for key, row in report["proxy"].items()
+                ],
+            )
+        )
     return "\n\n".join(parts) + "\n"
 
 

@@ -241,4 +241,4 @@ def test_serve_quick_run_measures_every_engine(multi_label_bundle: Path, tmp_pat
     assert report["triton_max_score_difference"] <= 1e-5
     assert report["soak"]["requests"] == 300 and report["soak"]["errors"] == 0
     assert set(report["added_latency_1_client"]) >= {"guard serve_added_p50_ms", "Triton_added_p50_ms"}
-    assert "guard serve" in (tmp_path / "serve.md").read_text()
+    assert "guard serve" in (tmp_path / "serve.md").read_text() and (tmp_path / "serve.png").stat().st_size > 0
