@@ -183,6 +183,27 @@ def test_guard_build_export_cli(multi_label_run: Path, tmp_path: Path):
     assert guard_sdk.GuardBundle.load(tmp_path / "b").manifest.id == "cli-demo@2.0.0"
 
 
+@pytest.mark.parametrize(
+    ("blocked", "module", "extra"),
+    [
+        ("litellm", "guard_sdk.integrations.litellm", "litellm"),
+        ("agents", "guard_sdk.integrations.agents", "agents"),
+        ("fastapi", "guard_sdk.server", "server"),
+    ],
+)
+def test_an_optional_feature_without_its_library_names_the_extra(blocked: str, module: str, extra: str):
+    # sys.modules[name] = None makes `import name` fail exactly as in an environment without it.
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None\n"
+        "from guard_sdk import ExtraNotInstalledError\n"
+        f"try:\n    import {module}\n"
+        "except ExtraNotInstalledError as exc:\n    assert isinstance(exc, ImportError); print(exc)\n"
+    )
+    out = _run(sys.executable, "-c", code)
+    assert out.returncode == 0, out.stderr
+    assert f"pip install 'guard-sdk[{extra}]'" in out.stdout
+
+
 def test_missing_onnx_runtime_is_named_with_the_fix(multi_label_bundle: Path):
     # sys.modules[name] = None makes `import onnxruntime` fail exactly as in an environment without it.
     code = (
