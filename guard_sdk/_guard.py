@@ -561,10 +561,16 @@ class Guard:
             if batching
             else None
         )
-        self._warn_ineffective(max(session_threads))
+        self._warn_ineffective(max(session_threads), device if backend is not None else None)
 
-    def _warn_ineffective(self, most_threads: int) -> None:
-        """Warn about options that do nothing with these bundles, device and threads."""
+    def _warn_ineffective(self, most_threads: int, device_beside_backend: Device | None) -> None:
+        """Warn about options that do nothing with these bundles, device, threads and backend."""
+        if device_beside_backend is not None:
+            unused = [f"device={device_beside_backend!r}"] if device_beside_backend != "auto" else []
+            unused += ["spin=True"] if self.execution.spin else []
+            if unused:
+                _warn(f"{' and '.join(unused)} do nothing with a backend: the models run on its server")
+            return
         if self.execution.spin and most_threads == 1:
             split = "" if self.threads == 1 else f" (threads={self.threads} split between models run side by side)"
             _warn(

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from guard_sdk import (
     Guard,
     GuardBundle,
     GuardViolation,
+    IneffectiveOptionWarning,
     ModelMismatchError,
     guarded,
 )
@@ -208,6 +210,16 @@ def test_scores_equal_in_process(triton_server: Server, multi_label_bundle: Path
     _same([local.check(t) for t in TEXTS], [remote.check(t) for t in TEXTS], 1e-5)
     _same(local.check_batch(TEXTS), remote.check_batch(TEXTS), 1e-5)
     assert any(r.flagged for r in remote.check_batch(TEXTS))  # the comparison covers flagged texts too
+
+
+@pytest.mark.slow  # starts a Triton server, or makes its environment
+def test_local_model_options_warn_with_a_backend(triton_server: Server, multi_label_bundle: Path) -> None:
+    backend = TritonBackend(triton_server.http)
+    with pytest.warns(IneffectiveOptionWarning, match=r"device='cpu' and spin=True do nothing with a backend"):
+        Guard(multi_label_bundle, device="cpu", execution=ExecutionOptions(spin=True), backend=backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IneffectiveOptionWarning)
+        Guard(multi_label_bundle, backend=backend)
 
 
 @pytest.mark.slow  # starts a Triton server, or makes its environment
