@@ -2,18 +2,19 @@
 
 The wrapped client keeps the call shapes and return types of what it guards: ``chat.completions.create`` (plain and
 ``stream=True``) returns a ``ChatCompletion`` / ``Stream[ChatCompletionChunk]`` subclass with ``guard_results``, and
-``responses.create`` (not streamed) a ``Response`` subclass with ``guard_results``. Of the rest, only the client's
-configuration and ``models`` pass through; every other endpoint and helper (``images``, ``audio``, ``batches``,
-``files``, legacy ``completions``, ``parse``/``stream``, raw responses, ``with_options``, the HTTP verbs, ...) raises
-``UnsupportedClientError`` instead of letting text through unchecked. ``client.unguarded`` is the original client, for
-an explicit opt-out.
+``responses.create`` (not streamed) a ``Response`` subclass with ``guard_results``. ``with_options`` / ``copy``
+return a client guarded as this one is. Of the rest, only the client's configuration and ``models`` pass through;
+every other endpoint and helper (``images``, ``audio``, ``batches``, ``files``, legacy ``completions``,
+``parse``/``stream``, raw responses, the HTTP verbs, ...) raises ``UnsupportedClientError`` instead of letting text
+through unchecked. ``client.unguarded`` is the original client, for an explicit opt-out.
 
 What is checked (every field of the openai client's types, and why: ``OPENAI_FIELDS.md`` next to this module):
 - input: every string of every message (content, names, tool-call names and arguments, refusals, fields the types do
   not know) except system and developer messages, and the other texts of the request body as sent, ``extra_body``
-  merged in (``prediction``, prompt variables, unknown fields); chat history comes back from the caller, so it is
-  untrusted. The app's own text (system and developer messages, Responses ``instructions``, tool and response-format
-  definitions) is checked with ``check_system=True``. The text parts of one message are checked as one text, so a
+  merged in (``prediction``, prompt variables, unknown fields), and every string of ``extra_query`` (headers are the
+  app's transport settings; the client's raw-response control headers are refused); chat history comes back from
+  the caller, so it is untrusted. The app's own text (system and developer messages, Responses ``instructions``, tool
+  and response-format definitions) is checked with ``check_system=True``. The text parts of one message are checked as one text, so a
   violation split across parts is seen whole; image, audio and file data get a ``skipped_non_text`` result.
   Identifiers and enumerations are not checked while they are single ASCII tokens.
 - output: every string of each choice's message or delta (content, refusal, ``reasoning_content``/``reasoning``,
