@@ -2,18 +2,19 @@
 
 The wrapped client keeps the call shapes and return types of what it guards: ``chat.completions.create`` (plain and
 ``stream=True``) returns a ``ChatCompletion`` / ``Stream[ChatCompletionChunk]`` subclass with ``guard_results``, and
-``responses.create`` (not streamed) a ``Response`` subclass with ``guard_results``. Of the rest, only the client's
-configuration and ``models`` pass through; every other endpoint and helper (``images``, ``audio``, ``batches``,
-``files``, legacy ``completions``, ``parse``/``stream``, raw responses, ``with_options``, the HTTP verbs, ...) raises
-``UnsupportedClientError`` instead of letting text through unchecked. ``client.unguarded`` is the original client, for
-an explicit opt-out.
+``responses.create`` (not streamed) a ``Response`` subclass with ``guard_results``. ``with_options`` / ``copy``
+return a client guarded as this one is. Of the rest, only the client's configuration and ``models`` pass through;
+every other endpoint and helper (``images``, ``audio``, ``batches``, ``files``, legacy ``completions``,
+``parse``/``stream``, raw responses, the HTTP verbs, ...) raises ``UnsupportedClientError`` instead of letting text
+through unchecked. ``client.unguarded`` is the original client, for an explicit opt-out.
 
 What is checked (every field of the openai client's types, and why: ``OPENAI_FIELDS.md`` next to this module):
 - input: every string of every message (content, names, tool-call names and arguments, refusals, fields the types do
   not know) except system and developer messages, and the other texts of the request body as sent, ``extra_body``
-  merged in (``prediction``, prompt variables, unknown fields); chat history comes back from the caller, so it is
-  untrusted. The app's own text (system and developer messages, Responses ``instructions``, tool and response-format
-  definitions) is checked with ``check_system=True``. The text parts of one message are checked as one text, so a
+  merged in (``prediction``, prompt variables, unknown fields), and every string of ``extra_query`` (headers are the
+  app's transport settings; the client's raw-response control headers are refused); chat history comes back from
+  the caller, so it is untrusted. The app's own text (system and developer messages, Responses ``instructions``, tool
+  and response-format definitions) is checked with ``check_system=True``. The text parts of one message are checked as one text, so a
   violation split across parts is seen whole; image, audio and file data get a ``skipped_non_text`` result.
   Identifiers and enumerations are not checked while they are single ASCII tokens.
 - output: every string of each choice's message or delta (content, refusal, ``reasoning_content``/``reasoning``,
@@ -55,7 +56,7 @@ from .._streaming import StreamGuard
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionMessageParam
-    from typing_extensions import Unpack
+    from typing_extensions import Self, Unpack
 
     from .._context import Context
     from .._enforce import EnforceOptions
@@ -283,6 +284,9 @@ _RESPONSES_FIELDS: dict[str, _Rule] = {
 }
 # Arguments of create() that shape the HTTP request around the JSON body.
 _TRANSPORT = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
+# Headers the openai client reads itself (lower-cased): they make create() return a raw or differently parsed
+# response, which the output checks cannot read.
+_CONTROL_HEADERS = frozenset({"x-stainless-raw-response", "____stainless_override_cast_to"})
 
 
 def chat_request_pieces(kwargs: Mapping[str, Any], *, check_system: bool) -> list[Piece]:
@@ -294,8 +298,10 @@ def chat_request_pieces(kwargs: Mapping[str, Any], *, check_system: bool) -> lis
         raise InputTypeError(f"{where} must be a list of messages, got {type(messages).__name__}")
     if not messages:
         raise InputError(f"{where} is empty: a chat request needs a message, and an empty one would not be checked")
-    return message_pieces(messages, where, check_system=check_system) + _field_pieces(
-        body, extra, _CHAT_FIELDS, check_system=check_system
+    return (
+        message_pieces(messages, where, check_system=check_system)
+        + _field_pieces(body, extra, _CHAT_FIELDS, check_system=check_system)
+        + _query_pieces(kwargs)
     )
 
 
@@ -324,7 +330,7 @@ def responses_request_pieces(kwargs: Mapping[str, Any], *, check_system: bool) -
         ]
     else:
         raise InputTypeError(f"{where} must be a str or a list of input items, got {type(items).__name__}")
-    return pieces + _field_pieces(body, extra, _RESPONSES_FIELDS, check_system=check_system)
+    return pieces + _field_pieces(body, extra, _RESPONSES_FIELDS, check_system=check_system) + _query_pieces(kwargs)
 
 
 def message_pieces(messages: Iterable[Any], where: str, *, check_system: bool) -> list[Piece]:
@@ -460,9 +466,54 @@ def _body(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:
         raise InputTypeError(f"extra_body must be a dict, got {type(extra).__name__}")
     if "stream" in extra:
         raise UnsupportedClientError("extra_body['stream'] is not guarded: pass stream= to create() itself")
+    refuse_control_headers(kwargs.get("extra_headers"), "extra_headers")
     body = {key: value for key, value in kwargs.items() if key not in _TRANSPORT}
     body.update(extra)
     return {key: value for key, value in body.items() if not isinstance(value, (NotGiven, Omit))}, frozenset(extra)
+
+
+def refuse_control_headers(headers: object, where: str) -> None:
+    """Refuse the openai client's own control headers (what ``with_raw_response`` sets); other headers are the app's
+    transport settings (auth, beta flags, idempotency keys, a gateway's routing) and carry no text a model reads."""
+    if not isinstance(headers, Mapping):
+        return
+    for name in headers:
+        if isinstance(name, str) and name.lower() in _CONTROL_HEADERS:
+            raise UnsupportedClientError(
+                f"{where}[{name!r}] is not guarded: it makes the client return a raw response, which the output "
+                "checks cannot read; use client.unguarded to opt out knowingly"
+            )
+
+
+def _query_pieces(kwargs: Mapping[str, Any]) -> list[Piece]:
+    """``extra_query``: every string of it is input, as in an unknown body field (a server may read ``?prompt=``)."""
+    query = kwargs.get("extra_query")
+    if query is None or isinstance(query, (NotGiven, Omit)):
+        return []
+    if not isinstance(query, Mapping):
+        raise InputTypeError(f"extra_query must be a dict, got {type(query).__name__}")
+    return _query_walk(query, "extra_query")
+
+
+def _query_walk(value: object, where: str, depth: int = 0, key: object = None) -> list[Piece]:
+    """The strings of a query value, but identifiers. Not ``_walk``: a query has no media parts, and a value that is
+    not JSON-like is refused, as the client would send its ``str()`` unchecked."""
+    if depth > MAX_DEPTH:
+        raise InputTypeError(
+            f"{where[:120]}... is nested more than {MAX_DEPTH} levels deep; the guard does not check it"
+        )
+    if isinstance(value, str):
+        return [] if _is_token(key, value) else [Piece(where, value)]
+    if isinstance(value, Mapping):
+        return [piece for name, item in value.items() for piece in _query_walk(item, _at(where, name), depth + 1, name)]
+    if isinstance(value, (list, tuple)):
+        return [piece for k, item in enumerate(value) for piece in _query_walk(item, f"{where}[{k}]", depth + 1)]
+    if value is None or isinstance(value, (int, float, NotGiven, Omit)):
+        return []
+    raise InputTypeError(
+        f"{where} is a {type(value).__name__}; a query value is a str, number, bool or None, or a list or dict of "
+        "them (the client would send its str() unchecked)"
+    )
 
 
 def _field_pieces(
@@ -515,11 +566,7 @@ def _walk(value: object, where: str, depth: int = 0, media: bool = False) -> lis
     media = media or kind in _MEDIA_TYPES
     pieces: list[Piece] = []
     for key, item in fields.items():
-        at = (
-            f"{where}.{key}"
-            if isinstance(key, str) and key.isidentifier() and len(key) <= 64
-            else f"{where}[{key!r:.40}]"
-        )
+        at = _at(where, key)
         if key in _UNWALKED or _is_token(key, item) or isinstance(item, (NotGiven, Omit)):
             continue
         if media and key in _MEDIA_FIELDS and isinstance(item, str):
@@ -530,6 +577,13 @@ def _walk(value: object, where: str, depth: int = 0, media: bool = False) -> lis
         # One not-text result per media part, named after the part (e.g. "messages[0].content[1] (image_url)").
         pieces = [piece for piece in pieces if piece.text is not None] + [Piece(f"{where} ({kind})", None)]
     return pieces
+
+
+def _at(where: str, key: object) -> str:
+    """The source of a field: ``where.key``, or ``where['key']`` (bounded) for a key that is not a short name."""
+    return (
+        f"{where}.{key}" if isinstance(key, str) and key.isidentifier() and len(key) <= 64 else f"{where}[{key!r:.40}]"
+    )
 
 
 def _index(item: object, position: int) -> object:
@@ -899,29 +953,42 @@ class GuardedChat(_Forwarding, Generic[C]):
         self.completions = completions
 
 
-class GuardedOpenAI(_Forwarding):
-    """An ``openai.OpenAI`` whose ``chat.completions.create`` is guarded; see the module docstring."""
-
+class _GuardedClient(_Forwarding):
     _kind = "client"
 
-    def __init__(self, client: OpenAI, enforcer: Enforcer, input_mode: InputMode, check_system: bool) -> None:
+    def __init__(self, client: Any, enforcer: Enforcer, input_mode: InputMode, check_system: bool) -> None:
         super().__init__(client)
-        self.unguarded = client
         self.enforcer = enforcer
+        self._input_mode = input_mode
+        self._check_system = check_system
+
+    def with_options(self, **options: Any) -> Self:
+        """``client.with_options(timeout=..., max_retries=...)`` (alias ``copy``): the wrapped client's copy with
+        these options, guarded as this client is (same guard, enforcer options, input mode and ``check_system``)."""
+        for name in ("default_headers", "set_default_headers"):
+            refuse_control_headers(options.get(name), name)
+        return type(self)(self._wrapped.with_options(**options), self.enforcer, self._input_mode, self._check_system)
+
+    copy = with_options
+
+
+class GuardedOpenAI(_GuardedClient):
+    """An ``openai.OpenAI`` whose ``chat.completions.create`` is guarded; see the module docstring."""
+
+    def __init__(self, client: OpenAI, enforcer: Enforcer, input_mode: InputMode, check_system: bool) -> None:
+        super().__init__(client, enforcer, input_mode, check_system)
+        self.unguarded = client
         completions = GuardedCompletions(client.chat.completions, enforcer, input_mode, check_system)
         self.chat: GuardedChat[GuardedCompletions] = GuardedChat(client.chat, completions)
         self.responses = GuardedResponses(client.responses, enforcer, input_mode, check_system)
 
 
-class GuardedAsyncOpenAI(_Forwarding):
+class GuardedAsyncOpenAI(_GuardedClient):
     """An ``openai.AsyncOpenAI`` whose ``chat.completions.create`` is guarded; see the module docstring."""
 
-    _kind = "client"
-
     def __init__(self, client: AsyncOpenAI, enforcer: Enforcer, input_mode: InputMode, check_system: bool) -> None:
-        super().__init__(client)
+        super().__init__(client, enforcer, input_mode, check_system)
         self.unguarded = client
-        self.enforcer = enforcer
         completions = GuardedAsyncCompletions(client.chat.completions, enforcer, input_mode, check_system)
         self.chat: GuardedChat[GuardedAsyncCompletions] = GuardedChat(client.chat, completions)
         self.responses = GuardedAsyncResponses(client.responses, enforcer, input_mode, check_system)

@@ -1221,8 +1221,6 @@ UNGUARDED = [
     ("uploads", lambda c: c.uploads),
     ("containers", lambda c: c.containers),
     ("videos", lambda c: c.videos),
-    ("with_options", lambda c: c.with_options(timeout=5)),
-    ("copy", lambda c: c.copy()),
     (
         "post",
         lambda c: c.post(
