@@ -14,8 +14,9 @@ What is checked (every field of the openai client's types, and why: ``OPENAI_FIE
   merged in (``prediction``, prompt variables, unknown fields), and every string of ``extra_query`` (headers are the
   app's transport settings; the client's raw-response control headers are refused); chat history comes back from
   the caller, so it is untrusted. The app's own text (system and developer messages, Responses ``instructions``, tool
-  and response-format definitions) is checked with ``check_system=True``. The text parts of one message are checked as one text, so a
-  violation split across parts is seen whole; image, audio and file data get a ``skipped_non_text`` result.
+  and response-format definitions) is checked with ``check_system=True``. The text parts of one message are checked
+  as one text, so a violation split across parts is seen whole; image, audio and file data get a ``skipped_non_text``
+  result.
   Identifiers and enumerations are not checked while they are single ASCII tokens.
 - output: every string of each choice's message or delta (content, refusal, ``reasoning_content``/``reasoning``,
   tool-call names and arguments, audio transcripts, annotations) and of each Responses output item; streams in
