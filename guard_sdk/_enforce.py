@@ -1,7 +1,9 @@
 """Enforcement shared by the OpenAI wrapper and the decorators: run a check, decide, act on a violation, log.
 
 A check here covers several texts at once (every untrusted message of a request, or every choice of a response).
-An output check carries the request its texts answer (``context``), for guards that judge an answer in context.
+An output check carries the request its texts answer (``context``), for guards that judge an answer in context; in an
+input check, each text of a message carries the conversation before it (``Piece.context``), for guards that read
+conversations.
 Its ``Decision`` records what was checked, what was found and what was done. What is done on a violation is the
 ``on_fail`` action:
 
@@ -109,10 +111,12 @@ class Decision(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Piece:
-    """One text to check and where it came from; ``text=None`` marks a part that is not text (image, audio, file)."""
+    """One text to check and where it came from; ``text=None`` marks a part that is not text (image, audio, file).
+    ``context``: what the text follows (the turns before its message), when it is not the check's own context."""
 
     source: str
     text: str | None
+    context: Context | None = None
 
 
 class EnforceOptions(TypedDict, total=False):
@@ -184,10 +188,16 @@ class Enforcer:
     def start(self, pieces: Sequence[Piece], stage: Stage, context: Context | None = None) -> PendingCheck:
         """Start checking in the background; ``PendingCheck.wait``/``.await_`` turn it into a Decision.
 
-        ``context``: what every piece answers (the request, or the conversation's messages; see ``Guard.check``).
+        ``context``: what every piece answers (the request, or the conversation's messages; see ``Guard.check``),
+        for the pieces without a context of their own.
         """
         texts = [piece.text for piece in pieces if piece.text is not None]
-        contexts = None if context is None else [context] * len(texts)
+        # Only for guards that read them: a long history beside every text would make a small check a large one.
+        contexts = (
+            [piece.context if piece.context is not None else context for piece in pieces if piece.text is not None]
+            if self.guard._reads_context(stage)
+            else None
+        )
         future = self.guard.submit(texts, stage=stage, contexts=contexts) if texts else None
         return PendingCheck(self, list(pieces), stage, future, time.perf_counter())
 

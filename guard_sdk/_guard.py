@@ -732,6 +732,10 @@ class Guard:
             )
         return results
 
+    def _reads_context(self, stage: Stage) -> bool:
+        """Whether a guard of this check's stage reads its context (an exchange or conversation guard)."""
+        return any(self._bundles[i].context is not None for lane in self._stage_lanes[stage] for i in lane)
+
     def _contexts(self, contexts: Sequence[Context | None], kinds: set[ContextKind], n_texts: int) -> _Contexts:
         """Per kind the check's guards read: each text's context rendered and normalised (``""`` for none). Every
         context is type-checked, read or not."""

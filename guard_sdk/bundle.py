@@ -4,9 +4,10 @@ A bundle is a folder: ``guard.json`` (``BundleManifest``, written with ``write_m
 with their sha256 (``file_sha256``); the format is described in README.md ("The guard bundle") and in
 ``guard_sdk._bundle``. Beside the manifest's models, this module holds what a builder must compute exactly as the
 runtime does, so that what it calibrates and checks is what ships: the ONNX Runtime session settings
-(``create_session``), how a context is cut to its last tokens (``last_tokens``), and how sentences are found and
-pooled from a window's token embeddings (``sentence_spans``, ``pool_sentences``); and the names of the default pack's
-wheel (``PACK_DISTRIBUTION``, ``PACK_PACKAGE``, ``PACK_REPORT``).
+(``create_session``), how a context is rendered for a guard's input kind (``render``) and cut to its last tokens
+(``last_tokens``), and how sentences are found and pooled from a window's token embeddings (``sentence_spans``,
+``pool_sentences``); and the names of the default pack's wheel (``PACK_DISTRIBUTION``, ``PACK_PACKAGE``,
+``PACK_REPORT``).
 
 Apps that only check texts need none of it: ``guard_sdk.Guard`` and ``guard_sdk.GuardBundle`` load bundles.
 """
@@ -32,7 +33,7 @@ from ._bundle import (
     file_sha256,
     write_manifest,
 )
-from ._context import last_tokens
+from ._context import ContextKind, last_tokens, render
 from ._pack import PACK_DISTRIBUTION, PACK_PACKAGE, PACK_REPORT
 from ._runtime import create_session
 from ._views import pool_sentences, sentence_spans
@@ -49,6 +50,7 @@ __all__ = [
     "TOKENIZER_FILE",
     "BundleManifest",
     "BundleMetrics",
+    "ContextKind",
     "EmbeddingSpec",
     "GuardBundle",
     "InputSpec",
@@ -62,6 +64,7 @@ __all__ = [
     "file_sha256",
     "last_tokens",
     "pool_sentences",
+    "render",
     "sentence_spans",
     "write_manifest",
 ]

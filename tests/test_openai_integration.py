@@ -425,8 +425,11 @@ def test_timeout_blocks(guard: Guard, llm_server: Any):
     client = guard.wrap(
         openai.OpenAI(base_url=llm_server.base_url, api_key="local"), timeout=1e-6, input_mode="sequential"
     )
+    # A text of many windows: its check takes far longer than the caller can be kept off the CPU between submitting
+    # it and waiting on it (a one-window check finished first once, on a loaded machine, and was allowed).
+    long = " ".join([BENIGN] * 200)
     with pytest.raises(GuardViolation, match="did not finish"):
-        client.chat.completions.create(model=llm_server.model, messages=[{"role": "user", "content": BENIGN}], **ASK)
+        client.chat.completions.create(model=llm_server.model, messages=[{"role": "user", "content": long}], **ASK)
 
 
 def test_decisions_are_logged_and_hooked(guard: Guard, llm_server: Any, caplog: pytest.LogCaptureFixture):

@@ -5,6 +5,10 @@ verdict, ...) are kept as provenance and ignored by training.
 
 Exchange data (a guard that judges an answer together with the request it answers) gives every row a ``context``:
 the request, and ``""`` for an answer judged alone. Its ``text`` is the answer.
+
+Conversation data (a guard that judges the latest turn in the light of the earlier ones) gives every row a ``context``
+that is a list of messages, ``{"role": str, "content": str | null}``, earlier turns first (``[]`` for a first turn).
+Its ``text`` is the latest turn.
 """
 
 from __future__ import annotations
@@ -14,12 +18,25 @@ import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from guard_sdk import normalize
+from guard_sdk.bundle import ContextKind, render
+
 from ..errors import DatasetError
 
-__all__ = ["LabeledDataset", "LabeledExample", "load_jsonl", "write_jsonl"]
+__all__ = ["ContextMessage", "LabeledDataset", "LabeledExample", "load_jsonl", "write_jsonl"]
+
+
+class ContextMessage(BaseModel):
+    """One earlier turn of a conversation row's ``context``, as the runtime reads a message."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: str = Field(min_length=1)
+    content: str | None
 
 
 class LabeledExample(BaseModel):
@@ -28,8 +45,9 @@ class LabeledExample(BaseModel):
     text: str = Field(min_length=1)
     labels: list[str]
     # Left out of written rows when unset, so plain data reads and writes as before.
-    context: str | None = Field(None, exclude_if=lambda value: value is None)
-    """Exchange data: the request the text answers (``""`` for an answer alone)."""
+    context: str | list[ContextMessage] | None = Field(None, exclude_if=lambda value: value is None)
+    """Exchange data: the request the text answers (``""`` for an answer alone). Conversation data: the turns before
+    the text, earlier first (``[]`` for a first turn)."""
 
 
 class LabeledDataset(BaseModel):
@@ -50,18 +68,43 @@ class LabeledDataset(BaseModel):
             raise ValueError("some examples have an instruction and some do not: multi-task data needs one on each")
         return [str(value) for value in values]
 
-    def contexts(self) -> list[str] | None:
-        """Exchange data: each example's ``context`` (the request its text answers), paired before its text; else
-        None."""
+    def context_kind(self) -> ContextKind | None:
+        """``exchange`` when every example's context is a str (a request), ``conversation`` when every one is a list
+        of messages, None when no example has one; mixed data is refused."""
         values = [ex.context for ex in self.examples]
         if all(value is None for value in values):
             return None
         if any(value is None for value in values):
             raise ValueError(
                 'some examples have a context and some do not: exchange data needs one on each ("" for an answer '
-                "judged alone)"
+                "judged alone), conversation data a list of messages on each ([] for a first turn)"
             )
-        return [str(value) for value in values]
+        requests = sum(isinstance(value, str) for value in values)
+        if 0 < requests < len(values):
+            raise ValueError(
+                f"{requests} examples have a str context (a request: exchange data) and {len(values) - requests} a "
+                "list of messages (a conversation): a guard reads one kind of context, give the same on every row"
+            )
+        return "exchange" if requests else "conversation"
+
+    def contexts(self) -> list[str | list[dict[str, Any]]] | None:
+        """Each example's ``context`` as given (a request, or its conversation's messages as dicts); None for data
+        without contexts."""
+        if self.context_kind() is None:
+            return None
+        return [
+            ex.context if isinstance(ex.context, str) else [message.model_dump() for message in ex.context or []]
+            for ex in self.examples
+        ]
+
+    def rendered_contexts(self) -> list[str] | None:
+        """Each example's context as the runtime reads it, paired before its text: rendered for the data's kind
+        (``guard_sdk.bundle.render``) and normalised; None for data without contexts."""
+        kind, contexts = self.context_kind(), self.contexts()
+        if kind is None or contexts is None:
+            return None
+        # As the runtime: an empty context (no request, no earlier turn) reads as "".
+        return [normalize(render(context, kind)).text if context else "" for context in contexts]
 
     def tasks(self) -> dict[str, str]:
         """Multi-task data: task name -> instruction (sorted by name), from each example's ``task`` and

@@ -4,8 +4,9 @@ The ONNX models are written and quantized (``onnx``), the validation split is sc
 normalisation, windows and int8 model as production) to calibrate thresholds (``calibrate``), the parity gate
 compares torch, ONNX fp32 and ONNX int8 (``parity``), and the manifest records thresholds, metrics and file hashes.
 A run trained on exchange data is scored on its (request, answer) pairs throughout, and its bundle reads input
-``exchange`` and takes part in output checks only. The bundle is assembled in a hidden staging folder and renamed into
-place, so a half-written bundle never exists.
+``exchange`` and takes part in output checks only; one trained on conversation data is scored on its (earlier turns,
+latest turn) pairs, and its bundle reads input ``conversation`` and checks input by default. The bundle is assembled
+in a hidden staging folder and renamed into place, so a half-written bundle never exists.
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ __all__ = ["ExportConfig", "export_bundle", "staged_bundle"]
 
 logger = logging.getLogger("builder.export.bundle")
 
+# Per input kind: a text guard checks both; an exchange guard judges answers; a conversation guard the latest turn.
+_DEFAULT_STAGES: dict[str, list[Stage]] = {
+    "text": ["input", "output"],
+    "exchange": ["output"],
+    "conversation": ["input"],
+}
+
 
 class ExportConfig(BaseModel):
     model_config = ConfigDict(use_attribute_docstrings=True)  # field docstrings: guard-build's help
@@ -89,8 +97,9 @@ class ExportConfig(BaseModel):
     extra_files: dict[str, Path] = {}
     """Files copied into the bundle under these names (e.g. ATTRIBUTION.md) and listed with their sha256."""
     stages: Annotated[list[Stage], Field(min_length=1)] | None = None
-    """The checks the bundle takes part in; default: input and output, and output alone for a guard trained on
-    exchange data (which judges answers)."""
+    """The checks the bundle takes part in; default: input and output, output alone for a guard trained on exchange
+    data (which judges answers), input alone for one trained on conversation data (which judges the latest user
+    turn in the light of the earlier ones)."""
     overwrite: bool = False
 
     @model_validator(mode="after")
@@ -113,18 +122,19 @@ def export_bundle(train_dir: str | Path, out: str | Path, config: ExportConfig) 
     """Export ``train_dir`` (a finished training run, ``builder.train.run``) as a bundle folder at ``out``."""
     run, out = TrainingRun(train_dir), Path(out)
     info = run.info()
-    if info.context_tokens is not None and config.stages not in (None, ["output"]):
+    kind = None if info.context_tokens is None else info.context_kind
+    if kind == "exchange" and config.stages not in (None, ["output"]):
         raise BuilderError(
             f"{run.folder} was trained on exchange data: its guard judges answers, in output checks only "
             f"(stages ['output']), not {config.stages}"
         )
     validation = run.validation(info.label_names)
     try:
-        contexts = validation.contexts()
+        validation_kind = validation.context_kind()
     except ValueError as exc:
         raise BuilderError(f"{run.validation_file}: {exc}") from None
-    if (contexts is None) != (info.context_tokens is None):
-        trained = "exchange data (with contexts)" if info.context_tokens is not None else "texts without contexts"
+    if validation_kind != kind:
+        trained = f"{kind} data (with contexts)" if kind else "texts without contexts"
         raise BuilderError(f"{run.validation_file} does not match its run, which was trained on {trained}")
     with staged_bundle(out, overwrite=config.overwrite) as staging:
         manifest = _build(run, info, validation, staging, config)
@@ -171,8 +181,6 @@ def _build(
         shutil.copyfile(source, staging / name)
 
     texts = [normalize(ex.text).text for ex in validation.examples]
-    contexts = validation.contexts()
-    requests = None if contexts is None else [normalize(context).text for context in contexts]
     torch_scores, fp32_scores, int8_scores = score_three_ways(
         run.model_dir,
         info.model_kind,
@@ -181,7 +189,7 @@ def _build(
         texts,
         validation.instructions(),
         info.max_length,
-        requests,
+        validation.rendered_contexts(),
         info.context_tokens,
     )
     shutil.rmtree(staging / "onnx")
@@ -217,7 +225,7 @@ def _build(
     # Calibrate on what production will compute: the runtime's own normalisation, windows and int8 model (which
     # `check_batch` runs one text per call, as `check` does); whole texts here, their sentences below.
     runtime = Guard(staging, device="cpu", scan=ScanOptions(sentences_in_context=False))
-    checked = runtime.check_batch(texts, stage=draft.stages[0], contexts=requests)
+    checked = runtime.check_batch(texts, stage=draft.stages[0], contexts=validation.contexts())
     runtime_scores = np.asarray([[s.score for s in r.scores] for r in checked], dtype=np.float64)
     del runtime
 
@@ -285,12 +293,20 @@ def _manifest(
         tokenizer=TokenizerSpec(file=TOKENIZER_FILE, max_length=info.max_length, stride=stride),
         input=InputSpec()
         if info.context_tokens is None
-        else InputSpec(kind="exchange", context_tokens=info.context_tokens),
-        stages=config.stages or (["input", "output"] if info.context_tokens is None else ["output"]),
+        else InputSpec(kind=info.context_kind, context_tokens=info.context_tokens),
+        stages=config.stages or _DEFAULT_STAGES["text" if info.context_tokens is None else info.context_kind],
         base_model=info.base_model,
         training_data_sha256=info.data_sha256,
         training=info.model_dump(
-            exclude={"label_names", "label_descriptions", "base_model", "data_sha256", "instructions", "context_tokens"}
+            exclude={
+                "label_names",
+                "label_descriptions",
+                "base_model",
+                "data_sha256",
+                "instructions",
+                "context_tokens",
+                "context_kind",
+            }
         ),
         metrics=metrics,
         files={name: file_sha256(folder / name) for name in sorted(files)},

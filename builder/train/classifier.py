@@ -5,7 +5,9 @@ last ``checkpoint-*`` folder.
 
 Exchange data (rows with a ``context``: the request each answer answers) trains a guard that reads the pair
 ``(request, answer)``, as the runtime pairs them: the request cut to its last
-``context_tokens`` tokens, the answer truncated to what is left of ``max_length``.
+``context_tokens`` tokens, the answer truncated to what is left of ``max_length``. Conversation data (rows whose
+``context`` is the list of earlier turns) trains one that reads ``(earlier turns, latest turn)`` the same way, the turns
+rendered one per line as ``{role}: {content}``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from pydantic import Field
 
 from guard_sdk import normalize
+from guard_sdk.bundle import ContextKind
 
 from ..data.dataset import LabeledDataset
 from ..errors import BuilderError
@@ -41,26 +44,27 @@ class TrainConfig(RunConfig):
     """Keep only the first N transformer layers of the base model: a smaller, faster student (default: all).
     Latency scales about linearly with layers; see benchmarks/README.md for the accuracy it costs."""
     context_tokens: int = Field(96, ge=8)
-    """Exchange data: the request's last tokens kept before each answer; at most half of ``max_length``."""
+    """Exchange data: the request's last tokens kept before each answer; conversation data: the earlier turns' last
+    tokens kept before each latest turn. At most half of ``max_length``."""
 
 
-def _context_tokens(dataset: LabeledDataset, config: RunConfig, context_tokens: int) -> int | None:
-    """``context_tokens`` for exchange data (rows with a context), None for other data; refuses data and settings a
-    guard cannot be built from."""
+def _context(dataset: LabeledDataset, config: RunConfig, context_tokens: int) -> tuple[ContextKind, int] | None:
+    """What the guard reads besides its text (exchange or conversation data: rows with a context) and how many of
+    its last tokens, None for other data; refuses data and settings a guard cannot be built from."""
     try:
-        contexts = dataset.contexts()
+        kind = dataset.context_kind()
     except ValueError as exc:
         raise BuilderError(str(exc)) from None
-    if contexts is None:
+    if kind is None:
         return None
     if dataset.instructions() is not None:
         raise BuilderError("rows have both an instruction and a context: a multi-task guard reads text alone")
     if context_tokens > config.max_length // 2:
         raise BuilderError(
             f"context_tokens ({context_tokens}) must leave at least half of max_length ({config.max_length}) to the "
-            f"answer: raise max_length (to {2 * context_tokens} or more) or lower context_tokens"
+            f"text: raise max_length (to {2 * context_tokens} or more) or lower context_tokens"
         )
-    return context_tokens
+    return kind, context_tokens
 
 
 def train(dataset: LabeledDataset, out_dir: str | Path, config: TrainConfig | None = None) -> TrainingInfo:
@@ -75,7 +79,8 @@ def train(dataset: LabeledDataset, out_dir: str | Path, config: TrainConfig | No
     )
 
     config = config or TrainConfig()
-    context_tokens = _context_tokens(dataset, config, config.context_tokens)
+    context = _context(dataset, config, config.context_tokens)
+    context_tokens = None if context is None else context[1]
     base = base_model_path(config.base_model)
     run, train_set, validation_set = start_run(dataset, out_dir, config)
     out = run.folder
@@ -95,13 +100,12 @@ def train(dataset: LabeledDataset, out_dir: str | Path, config: TrainConfig | No
 
     def encode(part: LabeledDataset) -> list[dict[str, object]]:
         texts = [normalize(ex.text).text for ex in part.examples]
-        contexts = part.contexts()
         encoded = tokenize(
             tokenizer,
             texts,
             part.instructions(),
             config.max_length,
-            contexts=None if contexts is None else [normalize(context).text for context in contexts],
+            contexts=part.rendered_contexts(),
             context_tokens=context_tokens,
         )
         return [
@@ -153,6 +157,7 @@ def train(dataset: LabeledDataset, out_dir: str | Path, config: TrainConfig | No
         final_loss=result.metrics.get("train_loss"),
         num_layers=model.config.num_hidden_layers,
         context_tokens=context_tokens,
+        **({"context_kind": context[0]} if context else {}),
     )
     run.finish(info)
     return info

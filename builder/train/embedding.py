@@ -65,8 +65,8 @@ def train_embedding_guard(
         )
     if any(ex.context is not None for ex in dataset.examples):
         raise BuilderError(
-            "exchange data (rows with a context) needs head=classifier: the embedding guard reads one text, not a "
-            "(request, answer) pair"
+            "exchange data or conversation data (rows with a context) needs head=classifier: the embedding guard reads "
+            "one text, not a (context, text) pair"
         )
     base = base_model_path(config.base_model)
     run, train_set, validation_set = start_run(dataset, out_dir, config)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from guard_sdk.bundle import last_tokens
+from guard_sdk.bundle import ContextKind, last_tokens
 
 from .._files import write_atomic
 from ..data.dataset import LabeledDataset, LabeledExample, load_jsonl, write_jsonl
@@ -167,8 +167,11 @@ class TrainingInfo(BaseModel):
     merge: dict[str, Any] | None = None
     """Set by ``builder.train.merge`` on a merged run: method, coefficients, sources (``MergeSummary``)."""
     context_tokens: int | None = None
-    """Trained on exchange data: the model reads ``(request, answer)`` pairs, the request cut to its last
-    ``context_tokens`` tokens; its bundle reads input ``exchange`` and takes part in output checks only."""
+    """Trained on exchange or conversation data (``context_kind``): the model reads ``(context, text)`` pairs, the
+    context rendered and cut to its last ``context_tokens`` tokens."""
+    context_kind: ContextKind = "exchange"
+    """With ``context_tokens``: ``exchange``, pairs ``(request, answer)``, a bundle that takes part in output checks
+    only; ``conversation``, pairs ``(earlier turns, latest turn)``, a bundle that checks input by default."""
 
     @classmethod
     def of_run(
@@ -223,8 +226,9 @@ def tokenize(
     context_tokens: int | None = None,
     **options: Any,
 ) -> BatchEncoding:
-    """Texts alone, or paired after their instructions (multi-task) or after their contexts (exchange data, each
-    first cut to its last ``context_tokens`` tokens as the runtime cuts it); only the text is ever truncated."""
+    """Texts alone, or paired after their instructions (multi-task) or after their contexts (exchange or
+    conversation data, rendered as ``LabeledDataset.rendered_contexts`` gives them, each first cut to its last
+    ``context_tokens`` tokens as the runtime cuts it); only the text is ever truncated."""
     if contexts is not None:
         if context_tokens is None:
             raise ValueError("contexts need context_tokens: how many of each context's last tokens to keep")

@@ -14,9 +14,10 @@ What is checked (every field of the openai client's types, and why: ``OPENAI_FIE
   merged in (``prediction``, prompt variables, unknown fields), and every string of ``extra_query`` (headers are the
   app's transport settings; the client's raw-response control headers are refused); chat history comes back from
   the caller, so it is untrusted. The app's own text (system and developer messages, Responses ``instructions``, tool
-  and response-format definitions) is checked with ``check_system=True``. The text parts of one message are checked
-  as one text, so a violation split across parts is seen whole; image, audio and file data get a ``skipped_non_text``
-  result.
+  and response-format definitions) is checked with ``check_system=True``. Each text of a message carries the
+  conversation before it as its context (at most ``MAX_CONTEXT_TURNS`` turns), which a guard that reads
+  conversations judges it in. The text parts of one message are checked as one text, so a violation split across
+  parts is seen whole; image, audio and file data get a ``skipped_non_text`` result.
   Identifiers and enumerations are not checked while they are single ASCII tokens.
 - output: every string of each choice's message or delta (content, refusal, ``reasoning_content``/``reasoning``,
   tool-call names and arguments, audio transcripts, annotations) and of each Responses output item; streams in
@@ -203,6 +204,10 @@ _MEDIA_OBJECTS = frozenset({"audio", "input_audio", "image_url", "file"})
 _MEDIA_FIELDS = frozenset({"url", "image_url", "file_data", "file_url", "data", "result"})
 # A request nested deeper than this is refused rather than walked (JSON from a caller may be built to exhaust us).
 MAX_DEPTH = 32
+# The turns with text before a message that its input check passes as context. A guard that reads conversations keeps
+# only the last ``context_tokens`` tokens of them, and a rendered turn is at least three (role, ":", a word): 32 turns
+# hold all a guard of the default 96 reads. The bound makes a request of n messages n slices of one list, not n².
+MAX_CONTEXT_TURNS = 32
 
 _Rule = Literal["text", "app", "none"]
 # How each field of a request body is treated (the messages or input are read apart): "text" is untrusted text,
@@ -324,29 +329,44 @@ def responses_request_pieces(kwargs: Mapping[str, Any], *, check_system: bool) -
     elif isinstance(items, str):
         pieces = [Piece(where, items)]
     elif isinstance(items, (list, tuple)):
-        pieces = [
-            piece
-            for i, item in enumerate(items)
-            for piece in _item_pieces(item, f"{where}[{i}]", check_system=check_system)
-        ]
+        pieces = _in_conversation(items, where, functools.partial(_item_pieces, check_system=check_system))
     else:
         raise InputTypeError(f"{where} must be a str or a list of input items, got {type(items).__name__}")
     return pieces + _field_pieces(body, extra, _RESPONSES_FIELDS, check_system=check_system) + _query_pieces(kwargs)
 
 
 def message_pieces(messages: Iterable[Any], where: str, *, check_system: bool) -> list[Piece]:
-    """Chat messages: every string but identifiers, except in system and developer messages unless asked."""
+    """Chat messages: every string but identifiers, except in system and developer messages unless asked; each with
+    the conversation before its message as context."""
+    return _in_conversation(messages, where, functools.partial(_message_pieces, check_system=check_system))
+
+
+def _message_pieces(message: object, at: str, *, check_system: bool) -> list[Piece]:
+    fields = _fields(message, at)
+    role = fields.get("role")
+    if role not in _ROLES:
+        raise InputTypeError(f"{at} has role {role!r}; an OpenAI message has one of {sorted(_ROLES)}")
+    if role in _SYSTEM_ROLES and not check_system:
+        return []
+    return content_pieces(fields.get("content"), f"{at}.content") + _walk(
+        {key: value for key, value in fields.items() if key != "content"}, at
+    )
+
+
+def _in_conversation(items: Iterable[Any], where: str, pieces_of: Callable[[object, str], list[Piece]]) -> list[Piece]:
+    """Each item's pieces, with the last ``MAX_CONTEXT_TURNS`` turns with text before the item as their context:
+    slices of one list of turns, so the work stays linear in the number of items."""
+    turns: list[dict[str, str]] = []
     pieces: list[Piece] = []
-    for i, message in enumerate(messages):
+    for i, item in enumerate(items):
         at = f"{where}[{i}]"
-        fields = _fields(message, at)
-        role = fields.get("role")
-        if role not in _ROLES:
-            raise InputTypeError(f"{at} has role {role!r}; an OpenAI message has one of {sorted(_ROLES)}")
-        if role in _SYSTEM_ROLES and not check_system:
-            continue
-        pieces += content_pieces(fields.get("content"), f"{at}.content")
-        pieces += _walk({key: value for key, value in fields.items() if key != "content"}, at)
+        own = pieces_of(item, at)
+        if own:
+            before = turns[-MAX_CONTEXT_TURNS:]
+            pieces += [Piece(piece.source, piece.text, before) for piece in own]
+        turn = _turn(item, at)
+        if turn is not None and turn["content"]:
+            turns.append(turn)
     return pieces
 
 
@@ -381,13 +401,16 @@ def request_context(items: Iterable[Any], where: str) -> list[dict[str, str]]:
     """A request's messages (chat messages, or Responses message items) as the context of its output checks: each
     message's role and the text of its content, text parts joined by lines as they are checked; other items (tool
     calls, media) are left out. Read after the request's pieces, which refuse a malformed message."""
-    context = []
-    for i, item in enumerate(items):
-        fields = _fields(item, f"{where}[{i}]")
-        role = fields.get("role")
-        if isinstance(role, str) and fields.get("type", "message") == "message":
-            context.append({"role": role, "content": _content_text(fields.get("content"), f"{where}[{i}].content")})
-    return context
+    return [turn for i, item in enumerate(items) if (turn := _turn(item, f"{where}[{i}]")) is not None]
+
+
+def _turn(item: object, at: str) -> dict[str, str] | None:
+    """A message's role and the text of its content; None for an item that is no message."""
+    fields = _fields(item, at)
+    role = fields.get("role")
+    if not isinstance(role, str) or fields.get("type", "message") != "message":
+        return None
+    return {"role": role, "content": _content_text(fields.get("content"), f"{at}.content")}
 
 
 def _content_text(content: object, where: str) -> str:
