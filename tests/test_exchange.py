@@ -236,6 +236,10 @@ def test_a_context_counts_against_the_budgets(exchange_bundle: Path, multi_label
     assert small.check(t.compliant, stage="output").status == "checked"
     with pytest.raises(TextTooLongError, match=r"text with its context has \d+ tokens"):
         small.check(t.compliant, stage="output", context=context)
+    # A context counts with the tokens the guard keeps of it (context_tokens=24), not with all of its 52.
+    roomy = Guard(exchange_bundle, device="cpu", threads=1, max_tokens=60)
+    assert roomy.check(t.compliant, stage="output", context=context).status == "checked"
+    assert roomy.check(t.compliant, stage="output", context=context * 5).status == "checked"
     assert small.check(t.compliant, context=context).scores == [], "at input no guard reads the context"
     plain = Guard(multi_label_bundle, device="cpu", threads=1, max_tokens=40)
     assert plain.check(t.compliant, context=context).status == "checked", "a text guard does not read the context"
