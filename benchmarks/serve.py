@@ -319,17 +319,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from guard_sdk import Guard
-    from guard_sdk._pack import find_default_pack
 
-    bundles = args.bundle or [bundle.path for bundle in Guard.default(build=False).bundles]
-    guard = Guard(bundles, device="cpu", threads=args.threads)
+    options: dict[str, Any] = {"device": "cpu", "threads": args.threads}
+    guard = Guard(args.bundle, **options) if args.bundle else Guard.default(build=False, **options)
+    bundles = [bundle.path for bundle in guard.bundles]
     guard.warmup()
     tokenizer = guard.bundles[0].file(guard.bundles[0].manifest.tokenizer.file)
     texts = texts_of_length(tokenizer, corpus(), args.tokens, 64)
     report: dict[str, Any] = {
         "machine": machine_info([args.threads]),
         "bundles": [f"{b.manifest.name}@{b.manifest.version}" for b in guard.bundles],
-        "pack": str(find_default_pack()) if not args.bundle else None,
+        "bundle_paths": [str(path) for path in bundles],
         "tokens": args.tokens,
         "threads": args.threads,
     }

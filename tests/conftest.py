@@ -8,6 +8,9 @@ import importlib.metadata
 import json
 import os
 import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +141,48 @@ def embedding_bundle(demo_rows: list[dict], tmp_path_factory: pytest.TempPathFac
         export_bundle(work / "run", work / "bundle", ExportConfig(name="embedding", sentence_flag_rate=0.2))
 
     return _made(tmp_path_factory, "embedding", make) / "bundle"
+
+
+def _free_ports(count: int) -> list[int]:
+    """Loopback ports free a moment ago, all different: held open together while they are picked."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@pytest.fixture(scope="session")
+def free_ports() -> Callable[[int], list[int]]:
+    """``free_ports(n)``: n different loopback ports, free a moment ago (a server started on one may still find it
+    taken: retry where that matters)."""
+    return _free_ports
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 120.0) -> None:
+    """Until ``url``'s ``/readyz`` answers 200; fails when ``process`` (the server) exits first, or after ``timeout``."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the server at {url} exited with {process.returncode} before it was ready")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{url} not ready after {timeout:g} s"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def wait_ready() -> Callable[..., None]:
+    """``wait_ready(url, process=None, timeout=120)``: until a guard server's ``/readyz`` says 200."""
+    return _wait_ready
 
 
 @pytest.fixture(scope="session")

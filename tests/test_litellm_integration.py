@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -257,14 +256,13 @@ def test_proxy_config_params_reach_the_guardrail(multi_label_bundle: Path):
         GuardSdkGuardrail(guardrail_name="gs", event_hook="logging_only", bundles=[str(multi_label_bundle)])
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def proxy(multi_label_bundle: Path, llm_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def proxy(
+    multi_label_bundle: Path,
+    llm_server: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    free_ports: Callable[[int], list[int]],
+) -> Iterator[str]:
     """A real LiteLLM proxy (``litellm --config``) on 127.0.0.1, with the guardrail configured as the README says."""
     # The proxy needs packages of litellm's [proxy] extra that guard-sdk[litellm] does not pull (guard-sdk's own
     # [litellm-proxy] extra lists them); without them this test has nothing to run.
@@ -298,7 +296,7 @@ guardrails:
       stream_chunk_chars: 12
 """
     )
-    port = _free_port()
+    port = free_ports(1)[0]
     root = str(Path(__file__).resolve().parents[1])  # this checkout's guard_sdk, whatever is installed
     env = dict(
         os.environ,

@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,20 +48,8 @@ def guard(multi_label_bundle: Path, exchange_bundle: Path) -> Guard:
     )
 
 
-def wait_ready(url: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"{url} not ready after {timeout:g} s"
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
-def server(guard: Guard) -> Iterator[str]:
+def server(guard: Guard, wait_ready: Callable[..., None]) -> Iterator[str]:
     settings = ServerSettings(token=TOKEN, categories={"abuse": "harassment"}, max_body_bytes=64_000, max_texts=8)
     with serve_in_thread(create_app(guard, settings)) as url:
         wait_ready(url)
@@ -255,21 +242,17 @@ def test_malformed_json_and_unknown_routes(server: str):
 # `guard serve`, the command
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def test_guard_serve_starts_serves_and_finishes_checks_in_flight_on_sigterm(multi_label_bundle: Path):
-    port = _free_port()
+def test_guard_serve_starts_serves_and_finishes_checks_in_flight_on_sigterm(
+    multi_label_bundle: Path, free_ports: Callable[[int], list[int]], wait_ready: Callable[..., None]
+):
+    port = free_ports(1)[0]
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "guard_sdk.cli", "serve", "--bundle", str(multi_label_bundle)]
     command += ["--port", str(port), "--token-env", "GUARD_TEST_TOKEN", "--threads", "2", "--timeout", "120"]
     env = {**os.environ, "GUARD_TEST_TOKEN": TOKEN}
     with subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process:
         try:
-            wait_ready(url)
+            wait_ready(url, process)
             assert post(url, "/v1/check", {"texts": [INJECTION]}).json()["results"][0]["flagged"]
             assert post(url, "/v1/check", {"texts": [INJECTION]}, headers={}).status_code == 401
 
@@ -316,7 +299,7 @@ def test_guard_serve_refuses_bad_options(multi_label_bundle: Path):
 
 
 @pytest.fixture(scope="module")
-def proxy(guard: Guard, llm_server: Any) -> Iterator[str]:
+def proxy(guard: Guard, llm_server: Any, wait_ready: Callable[..., None]) -> Iterator[str]:
     """A proxy without a token of its own (the caller's key is forwarded), raising on violations."""
     settings = ServerSettings(upstream=llm_server.base_url, upstream_timeout=60)
     with serve_in_thread(create_app(guard, settings)) as url:
@@ -325,7 +308,7 @@ def proxy(guard: Guard, llm_server: Any) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def refusing_proxy(guard: Guard, llm_server: Any) -> Iterator[str]:
+def refusing_proxy(guard: Guard, llm_server: Any, wait_ready: Callable[..., None]) -> Iterator[str]:
     settings = ServerSettings(token=TOKEN, upstream=llm_server.base_url, on_fail="refuse")
     with serve_in_thread(create_app(guard, settings)) as url:
         wait_ready(url)
@@ -399,13 +382,15 @@ def test_proxy_stops_a_stream_whose_output_is_flagged(proxy: str, refusing_proxy
     assert ABUSE not in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).lower()
 
 
-def test_proxy_forwards_upstream_errors_and_answers_502_when_it_is_down(proxy: str, guard: Guard, llm_server: Any):
+def test_proxy_forwards_upstream_errors_and_answers_502_when_it_is_down(
+    proxy: str, guard: Guard, llm_server: Any, free_ports: Callable[[int], list[int]]
+):
     # llama.cpp answers a body it cannot validate with a 500 of its own, forwarded with its body.
     with pytest.raises(openai.InternalServerError) as invalid:
         chat(proxy).chat.completions.create(model=llm_server.model, messages=SAY_IT, max_tokens="many")  # type: ignore[arg-type]
     assert invalid.value.status_code == 500 and "int_parsing" in invalid.value.message
 
-    down = ServerSettings(upstream=f"http://127.0.0.1:{_free_port()}/v1", upstream_timeout=5)
+    down = ServerSettings(upstream=f"http://127.0.0.1:{free_ports(1)[0]}/v1", upstream_timeout=5)
     with serve_in_thread(create_app(guard, down)) as url:
         # The caller's timeout outlasts the upstream's: a hang would raise APITimeoutError, not a 502.
         with pytest.raises(openai.InternalServerError) as unreachable:

@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.request
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,24 +51,6 @@ def _run(args: list[str], *, timeout: float = 120, **options: object) -> subproc
     return subprocess.run(args, check=False, capture_output=True, text=True, timeout=timeout, **options)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ports free a moment ago, all different: held open together while they are picked."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 @pytest.fixture(scope="session")
 def triton_python() -> Path:
     """The server environment's Python, made (or brought up to date) by scripts/setup-triton.sh."""
@@ -92,13 +74,18 @@ class Server:
 
 @pytest.fixture(scope="module")
 def triton_server(
-    triton_python: Path, multi_label_bundle: Path, embedding_bundle: Path, tmp_path_factory: pytest.TempPathFactory
+    triton_python: Path,
+    multi_label_bundle: Path,
+    embedding_bundle: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    free_ports: Callable[[int], list[int]],
 ) -> Iterator[Server]:
     """One server for the module: the multi-label bundle's int8 model and its fp32 copy, the embedding bundle's."""
     with _serve(
         triton_python,
         [multi_label_bundle, embedding_bundle],
         tmp_path_factory.mktemp("triton"),
+        free_ports,
         "--precision",
         "all",
         # Two instances: concurrent requests run at once, and fp32 ones are batched together.
@@ -114,7 +101,10 @@ class _serve:
     """``python -m guard_sdk.triton serve`` in its own process group, until it is ready; stopped on exit, killed if
     it does not stop."""
 
-    def __init__(self, python: Path, bundles: list[Path], work: Path, *options: str) -> None:
+    def __init__(
+        self, python: Path, bundles: list[Path], work: Path, free_ports: Callable[[int], list[int]], *options: str
+    ) -> None:
+        self.free_ports = free_ports
         self.log = work / "server.log"
         self.args = [str(python), "-m", "guard_sdk.triton", "serve", *options]
         for bundle in bundles:
@@ -123,7 +113,7 @@ class _serve:
     def __enter__(self) -> Server:
         # A port free a moment ago can be taken before the server binds it: then again, on other ports.
         for _ in range(3):
-            ports = _free_ports(3)
+            ports = self.free_ports(3)
             if self._start(ports):
                 host = "127.0.0.1"
                 return Server(
@@ -176,6 +166,14 @@ class _serve:
         except ProcessLookupError:
             pass
         self.process.wait(timeout=10)
+
+
+def _served(server: Server, bundle: Path) -> float:
+    """Requests Triton answered for the bundle's models, from its Prometheus metrics."""
+    text = urllib.request.urlopen(server.metrics, timeout=10).read().decode()
+    name = f'model="{bundle.name}-'
+    lines = [line for line in text.splitlines() if line.startswith("nv_inference_request_success") and name in line]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
 
 
 def _same(local: list[CheckResult], remote: list[CheckResult], tolerance: float) -> None:
@@ -254,45 +252,31 @@ def test_concurrent_callers(triton_server: Server, multi_label_bundle: Path) -> 
         thread.join(timeout=60)
     assert all(r is not None for r in got)
     _same(expected, got, 1e-5)  # type: ignore[arg-type]
-    metrics = urllib.request.urlopen(triton_server.metrics, timeout=10).read().decode()
-    name = f'model="{multi_label_bundle.name}-'
-    served = [line for line in metrics.splitlines() if line.startswith("nv_inference_request_success") and name in line]
-    assert served and any(float(line.rsplit(" ", 1)[1]) >= len(texts) for line in served)
+    assert _served(triton_server, multi_label_bundle) >= len(texts)
 
 
 @pytest.mark.slow  # starts a Triton server, or makes its environment
-def test_guard_serve_runs_its_models_on_triton(triton_server: Server, multi_label_bundle: Path) -> None:
+def test_guard_serve_runs_its_models_on_triton(
+    triton_server: Server,
+    multi_label_bundle: Path,
+    free_ports: Callable[[int], list[int]],
+    wait_ready: Callable[..., None],
+) -> None:
     """`guard serve --triton URL`: the HTTP service's checks run on the Triton server and answer what an
     in-process Guard answers."""
     import httpx
 
-    port = _free_port()
+    port = free_ports(1)[0]
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "guard_sdk.cli", "serve", "--bundle", str(multi_label_bundle), "--port", str(port)]
-
-    def served() -> float:
-        text = urllib.request.urlopen(triton_server.metrics, timeout=10).read().decode()
-        name = f'model="{multi_label_bundle.name}-'
-        lines = [line for line in text.splitlines() if line.startswith("nv_inference_request_success") and name in line]
-        return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
-
-    with subprocess.Popen([*command, "--triton", triton_server.http], cwd=ROOT, stderr=subprocess.PIPE) as process:
+    with subprocess.Popen([*command, "--triton", triton_server.http], cwd=ROOT) as process:
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "guard serve --triton was not ready within 120 s"
-                time.sleep(0.2)
-            before = served()
+            wait_ready(url, process)
+            before = _served(triton_server, multi_label_bundle)
             answer = httpx.post(f"{url}/v1/check", json={"texts": TEXTS[:4]}, timeout=60)
             assert answer.status_code == 200, answer.text
             remote = [CheckResult.model_validate(r) for r in answer.json()["results"]]
-            assert served() >= before + 4  # every text ran on Triton
+            assert _served(triton_server, multi_label_bundle) >= before + 4  # every text ran on Triton
         finally:
             process.terminate()
             process.wait(timeout=60)
@@ -352,8 +336,10 @@ def test_server_refuses_windows_over_max_length(triton_server: Server, multi_lab
 
 
 @pytest.mark.slow  # starts a Triton server, or makes its environment
-def test_down_server_fails_fast_and_closed(triton_python: Path, multi_label_bundle: Path, tmp_path: Path) -> None:
-    refused = f"http://127.0.0.1:{_free_port()}"  # free a moment ago: nothing listens there
+def test_down_server_fails_fast_and_closed(
+    triton_python: Path, multi_label_bundle: Path, tmp_path: Path, free_ports: Callable[[int], list[int]]
+) -> None:
+    refused = f"http://127.0.0.1:{free_ports(1)[0]}"  # free a moment ago: nothing listens there
     with pytest.raises(BackendError, match="unreachable"):
         Guard(multi_label_bundle, backend=TritonBackend(refused, timeout=2))
     with socket.socket() as silent:  # accepts connections, never answers
@@ -364,7 +350,7 @@ def test_down_server_fails_fast_and_closed(triton_python: Path, multi_label_bund
             Guard(multi_label_bundle, backend=TritonBackend(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=1))
         assert time.monotonic() - started < 30  # bounded by the timeout, never a hang
     # A server that goes away under a Guard: the check raises BackendError, and guarded calls are blocked.
-    with _serve(triton_python, [multi_label_bundle], tmp_path) as server:
+    with _serve(triton_python, [multi_label_bundle], tmp_path, free_ports) as server:
         guard = Guard(multi_label_bundle, backend=TritonBackend(server.http, timeout=2))
         assert not guard.check(TEXTS[0]).flagged
         server.process.send_signal(signal.SIGTERM)
@@ -382,7 +368,9 @@ def test_down_server_fails_fast_and_closed(triton_python: Path, multi_label_bund
 
 
 @pytest.mark.slow  # starts a Triton server, or makes its environment
-def test_model_repository(triton_python: Path, multi_label_bundle: Path, tmp_path: Path) -> None:
+def test_model_repository(
+    triton_python: Path, multi_label_bundle: Path, tmp_path: Path, free_ports: Callable[[int], list[int]]
+) -> None:
     """The repository for Triton's ONNX Runtime backend: the config parses as Triton's ModelConfig proto, and
     Triton itself reads it (PyTriton's server has no onnxruntime backend, so loading stops at the backend)."""
     bundle = GuardBundle.load(multi_label_bundle)
@@ -414,7 +402,7 @@ def test_model_repository(triton_python: Path, multi_label_bundle: Path, tmp_pat
     package = Path(_run([str(triton_python), "-c", locate]).stdout.strip())
     server = package / "tritonserver"
     env = {**os.environ, "LD_LIBRARY_PATH": str(package.parent / "nvidia_pytriton.libs")}
-    ports = [str(port) for port in _free_ports(3)]
+    ports = [str(port) for port in free_ports(3)]
     done = _run(
         [
             str(server / "bin" / "tritonserver"),
