@@ -4,8 +4,12 @@
 
 Data: ``guard-build data`` on each policy of ``examples/policies/`` (the embedded SmolLM2 unless an endpoint is
 given; ``--cells`` cells, candidates the judge labels otherwise than intended dropped): the seeds, their paraphrases
-and the verified candidates. Held out: ``examples/policies/heldout/<name>.jsonl``, 40 texts per policy written by the
-engineers (20 violating, 20 compliant, many of them look-alikes: on topic but allowed), never given to the builder.
+and the verified candidates. Held out: ``examples/policies/heldout/<name>.jsonl``, written by the engineers by hand,
+independently of every method (no method's output was looked at), and never given to the builder: 40 texts for each
+of the first four policies (graded-homework, prompt-injection, salary-disclosure, visa-advice; 20 violating, 20
+compliant) and 60 for each of the six later ones (candidate-protected-traits, claim-coverage-ruling,
+crypto-investment-advice, housing-steering, kids-romance, prescription-dosing; 30 violating, 30 compliant, at least
+20 of those on-topic look-alikes: same domain and words, but allowed), 520 in all.
 
 Methods, all on the same dataset per policy, all through the ``guard-build`` command line:
 
