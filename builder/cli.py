@@ -304,6 +304,9 @@ def _all(args: argparse.Namespace) -> None:
     work = Path(args.work or f"{args.out}.work")
     policy, _ = _build_data(args, str(work / "data"))
     config = _ALL_TRAINING.build(args, label_descriptions={policy.name: policy.description})
+    if policy.context_kind is not None:
+        # The earlier turns fill up to context_tokens of the window: leave the latest turn at least as many.
+        config = config.model_copy(update={"max_length": max(config.max_length, 2 * config.context_tokens)})
     train(load_jsonl(work / "data" / "dataset.jsonl", [policy.name]), work / "run", config)
     export = _ALL_EXPORT.build(args, name=policy.name, description=policy.description)
     manifest = export_bundle(work / "run", args.out, export)

@@ -45,7 +45,7 @@ from pydantic_core import PydanticCustomError
 from guard_sdk.bundle import ContextKind
 
 from ..errors import PolicyError
-from .dataset import ContextMessage
+from .dataset import ContextMessage, LabeledExample
 
 __all__ = ["MAX_SEED_TURNS", "Policy", "PolicyInput", "Seed", "SeedLabel", "load_policy", "parse_policy"]
 
@@ -138,6 +138,14 @@ class Policy(BaseModel):
     def labeled_seeds(self, label: SeedLabel) -> list[str]:
         """Texts of the seeds with that label (a conversation seed's latest turn)."""
         return [seed.text for seed in self.seeds if seed.label == label]
+
+    def seed_examples(self) -> list[LabeledExample]:
+        """The labeled seeds as training rows (a conversation seed with its ``context``)."""
+        return [
+            LabeledExample(text=seed.text, labels=[self.name] if seed.label == "violates" else [], context=seed.context)
+            for seed in self.seeds
+            if seed.label
+        ]
 
     def rules_text(self) -> str:
         """The policy as the LLM prompts show it."""
