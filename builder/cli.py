@@ -80,7 +80,9 @@ _DATA = Flags(
     nested={
         "dimensions": Flags(DimensionConfig, ["seed"]),
         "generation": Flags(
-            GenerationConfig, ["per_prompt", "paraphrases_per_seed"], names={"paraphrases_per_seed": "paraphrases"}
+            GenerationConfig,
+            ["per_prompt", "paraphrases_per_seed", "max_turns"],
+            names={"paraphrases_per_seed": "paraphrases"},
         ),
         "debate": Flags(DebateConfig, ["on_mismatch", "min_confidence", "seed"]),
         "curation": Flags(CurationConfig, ["seed"]),
