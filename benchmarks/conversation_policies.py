@@ -1,6 +1,6 @@
 """Conversation policies (``input: conversation``) on held-out conversations the builder never sees.
 
-    python -m benchmarks.conversation_policies [--epochs 30] [--threads 2] [--policies a,b]
+    python -m benchmarks.conversation_policies [--epochs 15] [--threads 2] [--policies a,b]
 
 For each conversation policy of ``examples/policies/`` with ``heldout/<name>.jsonl`` (40 conversations written by the
 engineers, 20 violating; in more than half of them the same latest turn appears once violating and once allowed),
@@ -8,8 +8,8 @@ three guards are fine-tuned from MiniLM (``builder.train.classifier``) on the po
 exported to int8 bundles:
 
 - ``conversation``: the seeds as conversation rows: the guard reads (earlier turns, latest turn);
-- ``conversation+swap``: the same, plus each violating seed's latest turn after each allowed seed's earlier turns,
-  labeled allowed (paraphrase-free augmentation: it assumes a violating follow-up is harmless after a conversation
+- ``conversation+swap``: the same, plus each violating seed's latest turn after an allowed seed's earlier turns (in
+  turn), labeled allowed (paraphrase-free augmentation: it assumes a violating follow-up is harmless after a conversation
   that gave it nothing to follow up on);
 - ``latest-turn``: the baseline, the seeds' latest turns alone: a text guard that never sees the earlier turns.
 
@@ -40,8 +40,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "conversation_policies")
     parser.add_argument("--policies", help="comma-separated policy names (default: every conversation policy)")
-    parser.add_argument("--epochs", type=float, default=30.0)
-    parser.add_argument("--context-tokens", type=int, default=64)
+    parser.add_argument("--epochs", type=float, default=15.0)
+    parser.add_argument("--context-tokens", type=int, default=48)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=13)
     return parser.parse_args(argv)
@@ -54,7 +54,11 @@ def training_rows(policy: Policy, method: str) -> list[LabeledExample]:
     if method == "conversation+swap":
         violating = [row for row in rows if row.labels]
         allowed = [row.context for row in rows if not row.labels and row.context]
-        rows += [LabeledExample(text=v.text, labels=[], context=context) for v in violating for context in allowed]
+        rows += [
+            LabeledExample(text=v.text, labels=[], context=allowed[i % len(allowed)])
+            for i, v in enumerate(violating)
+            if allowed
+        ]
     return rows
 
 

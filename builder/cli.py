@@ -204,7 +204,7 @@ def _multitask_data(args: argparse.Namespace) -> LabeledDataset:
         policy_file, sep, data_file = pair.partition("=")
         if not sep:
             raise BuilderError(f"--policy-data takes POLICY.yaml=DATA.jsonl, got {pair!r}")
-        policy = load_policy(policy_file)
+        policy = _message_policy(policy_file, "multitask")
         dataset = load_jsonl(data_file, [policy.name])
         tasks += binary_tasks(
             dataset, {policy.name: policy_instruction(policy)}, per_task=args.per_task, seed=args.seed
@@ -237,7 +237,7 @@ def _instruct(args: argparse.Namespace) -> None:
 
     manifest = instruct_bundle(
         args.bundle,
-        [load_policy(path) for path in args.policy],
+        [_message_policy(path, "instruct") for path in args.policy],
         args.out,
         name=args.name,
         version=args.version,
@@ -281,6 +281,17 @@ def _build_data(args: argparse.Namespace, out: str) -> tuple[Policy, Datasheet]:
         file=sys.stderr,
     )
     return policy, sheet
+
+
+def _message_policy(path: str, command: str) -> Policy:
+    """A policy for a command whose guards read single messages: a conversation policy is refused by name."""
+    policy = load_policy(path)
+    if policy.input != "message":
+        raise BuilderError(
+            f"{path}: guard-build {command} builds guards that read single messages, and this policy judges "
+            f"conversations (input: {policy.input}); use guard-build data/all"
+        )
+    return policy
 
 
 def _add_data(commands: _Commands) -> None:
@@ -421,7 +432,7 @@ def _add_adversarial(commands: _Commands) -> None:
 
 
 def _adversarial(args: argparse.Namespace) -> None:
-    policy = load_policy(args.policy)
+    policy = _message_policy(args.policy, "adversarial")
     config = _ADVERSARIAL.build(args)
     eval_sets = [EvalSet.parse(spec) for spec in args.eval]
     report = run_adversarial(

@@ -217,3 +217,23 @@ def test_a_conversation_policys_seeds_train_a_conversation_guard(tmp_path: Path)
     manifest = GuardBundle.load(tmp_path / "bundle").manifest
     assert (manifest.input.kind, manifest.input.context_tokens) == ("conversation", 32)
     assert [label.name for label in manifest.labels] == ["asks-again"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["instruct", "--bundle", "b", "--policy", "{policy}", "--out", "o"],
+        ["adversarial", "{policy}", "--data", "d.jsonl", "--out", "o"],
+        ["multitask", "--out", "o", "--policy-data", "{policy}=d.jsonl"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_commands_that_read_single_messages_refuse_a_conversation_policy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+):
+    from builder.cli import main
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    assert main([arg.format(policy=path) for arg in argv]) == 2
+    assert f"{path}: guard-build {argv[0]} builds guards that read single messages" in capsys.readouterr().err
