@@ -15,12 +15,14 @@ exported to int8 bundles:
 
 Reported per policy and method: held-out AUPRC on all 40, and on the paired conversations alone (where the latest
 turn cannot decide: a guard that ignores the earlier turns scores both alike). Writes
-``results/conversation_policies/conversation_policies.{json,md}``; runs and bundles go to ``--work``.
+``results/conversation_policies/conversation_policies.{json,md}``; runs and bundles (GBs of checkpoints) are kept only
+with ``--work``.
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +40,7 @@ METHODS = ("conversation", "conversation+swap", "latest-turn")
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "conversation_policies")
+    parser.add_argument("--work", type=Path, help="keep runs and bundles here (default: a temporary folder)")
     parser.add_argument("--policies", help="comma-separated policy names (default: every conversation policy)")
     parser.add_argument("--epochs", type=float, default=15.0)
     parser.add_argument("--context-tokens", type=int, default=48)
@@ -63,13 +65,18 @@ def training_rows(policy: Policy, method: str) -> list[LabeledExample]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="conversation-policies-") as scratch:
+        return _measure(args, args.work or Path(scratch))
+
+
+def _measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     from sklearn.metrics import average_precision_score
 
     from builder.export import ExportConfig, export_bundle
     from builder.train.classifier import TrainConfig, train
     from guard_sdk import Guard
 
-    args = parse_args(argv)
     paths = sorted(p for p in POLICIES.glob("*.yaml") if (POLICIES / "heldout" / f"{p.stem}.jsonl").is_file())
     policies = [policy for policy in map(load_policy, paths) if policy.input == "conversation"]
     if args.policies:
@@ -88,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         paired = [i for i, ex in enumerate(heldout) if len(sides[ex.text]) == 2]
         results[policy.name] = {"heldout": len(heldout), "paired": len(paired), "seeds": len(policy.seed_examples())}
         for index, method in enumerate(METHODS):
-            work = args.work / policy.name / method
+            work = root / policy.name / method
             rows = training_rows(policy, method)
             work.mkdir(parents=True, exist_ok=True)
             write_jsonl(work / "train.jsonl", rows)
