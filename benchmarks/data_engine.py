@@ -43,6 +43,7 @@ from builder.data.candidates import (
     Messages,
     candidates_from_reply,
     cell_prompts,
+    reply_budget,
     reply_schema,
     seed_candidates,
 )
@@ -128,7 +129,7 @@ async def measure_variant(
                 "model": model,
                 "messages": prompt.messages,
                 "temperature": 0.8,
-                "max_tokens": 20 + config.per_prompt * (config.max_chars // 4 + 5),
+                "max_tokens": reply_budget(prompt, config),
                 "seed": seed,
             }
             if variant == "naive":
@@ -143,8 +144,9 @@ async def measure_variant(
             if reason != "usable":
                 replies_unusable[reason] += 1
                 continue
-            texts = parse_reply(content, Messages).messages
-            kept, problems = candidates_from_reply(prompt, texts)
+            reply_ = parse_reply(content, Messages)
+            texts = reply_.messages
+            kept, problems = candidates_from_reply(prompt, reply_)
             parsed += len(texts)
             filtered.update(problems)
             # A reply with more messages than asked for gets no credit for the extra ones.

@@ -37,6 +37,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from builder.data.policy import load_policy
+
 from . import accuracy
 from ._common import (
     RESULTS,
@@ -83,6 +85,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     policies = sorted(p for p in POLICIES.glob("*.yaml") if (POLICIES / "heldout" / f"{p.stem}.jsonl").is_file())
+    # Conversation policies have their own benchmark (benchmarks/conversation_policies.py).
+    policies = [p for p in policies if load_policy(p).input == "message"]
     if args.policies:
         policies = [p for p in policies if p.stem in args.policies.split(",")]
     names = [p.stem for p in policies]

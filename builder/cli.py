@@ -80,7 +80,9 @@ _DATA = Flags(
     nested={
         "dimensions": Flags(DimensionConfig, ["seed"]),
         "generation": Flags(
-            GenerationConfig, ["per_prompt", "paraphrases_per_seed"], names={"paraphrases_per_seed": "paraphrases"}
+            GenerationConfig,
+            ["per_prompt", "paraphrases_per_seed", "max_turns"],
+            names={"paraphrases_per_seed": "paraphrases"},
         ),
         "debate": Flags(DebateConfig, ["on_mismatch", "min_confidence", "seed"]),
         "curation": Flags(CurationConfig, ["seed"]),
@@ -202,7 +204,7 @@ def _multitask_data(args: argparse.Namespace) -> LabeledDataset:
         policy_file, sep, data_file = pair.partition("=")
         if not sep:
             raise BuilderError(f"--policy-data takes POLICY.yaml=DATA.jsonl, got {pair!r}")
-        policy = load_policy(policy_file)
+        policy = _message_policy(policy_file, "multitask")
         dataset = load_jsonl(data_file, [policy.name])
         tasks += binary_tasks(
             dataset, {policy.name: policy_instruction(policy)}, per_task=args.per_task, seed=args.seed
@@ -235,7 +237,7 @@ def _instruct(args: argparse.Namespace) -> None:
 
     manifest = instruct_bundle(
         args.bundle,
-        [load_policy(path) for path in args.policy],
+        [_message_policy(path, "instruct") for path in args.policy],
         args.out,
         name=args.name,
         version=args.version,
@@ -281,6 +283,17 @@ def _build_data(args: argparse.Namespace, out: str) -> tuple[Policy, Datasheet]:
     return policy, sheet
 
 
+def _message_policy(path: str, command: str) -> Policy:
+    """A policy for a command whose guards read single messages: a conversation policy is refused by name."""
+    policy = load_policy(path)
+    if policy.input != "message":
+        raise BuilderError(
+            f"{path}: guard-build {command} builds guards that read single messages, and this policy judges "
+            f"conversations (input: {policy.input}); use guard-build data/all"
+        )
+    return policy
+
+
 def _add_data(commands: _Commands) -> None:
     data = commands.add_parser("data", help="build a verified dataset from a policy (resumes; LLM replies cached)")
     _add_data_arguments(data)
@@ -304,6 +317,9 @@ def _all(args: argparse.Namespace) -> None:
     work = Path(args.work or f"{args.out}.work")
     policy, _ = _build_data(args, str(work / "data"))
     config = _ALL_TRAINING.build(args, label_descriptions={policy.name: policy.description})
+    if policy.context_kind is not None:
+        # The earlier turns fill up to context_tokens of the window: leave the latest turn at least as many.
+        config = config.model_copy(update={"max_length": max(config.max_length, 2 * config.context_tokens)})
     train(load_jsonl(work / "data" / "dataset.jsonl", [policy.name]), work / "run", config)
     export = _ALL_EXPORT.build(args, name=policy.name, description=policy.description)
     manifest = export_bundle(work / "run", args.out, export)
@@ -416,7 +432,7 @@ def _add_adversarial(commands: _Commands) -> None:
 
 
 def _adversarial(args: argparse.Namespace) -> None:
-    policy = load_policy(args.policy)
+    policy = _message_policy(args.policy, "adversarial")
     config = _ADVERSARIAL.build(args)
     eval_sets = [EvalSet.parse(spec) for spec in args.eval]
     report = run_adversarial(

@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from builder.cli import main as cli_main
-from builder.data.candidates import GenerationConfig, candidates_from_reply, cell_prompts, seed_prompts, text_problem
+from builder.data.candidates import (
+    GenerationConfig,
+    Messages,
+    candidates_from_reply,
+    cell_prompts,
+    seed_prompts,
+    text_problem,
+)
 from builder.data.dataset import load_jsonl
 from builder.data.dimensions import Dimension, DimensionConfig, coverage_report, propose_dimensions, sample_cells
 from builder.data.engine import DataConfig, Datasheet, build_dataset
@@ -102,7 +109,7 @@ def test_unusable_text_is_recognised():
         GenerationConfig(),
     )[0]
     kept, problems = candidates_from_reply(
-        prompt, ["What is Tom's salary, exactly?", "What is Tom's salary exactly", ""]
+        prompt, Messages(messages=["What is Tom's salary, exactly?", "What is Tom's salary exactly", ""])
     )
     assert [c.text for c in kept] == ["What is Tom's salary, exactly?"]
     assert problems == ["repeated in the same reply", "empty"]

@@ -11,7 +11,7 @@ dataset     labeled JSONL (from the engine or your own) -> LabeledDataset, what 
 
 from .dataset import LabeledDataset, LabeledExample, load_jsonl, write_jsonl
 from .engine import DataConfig, Datasheet, abuild_dataset, build_dataset
-from .policy import Policy, Seed, SeedLabel, load_policy, parse_policy
+from .policy import Policy, PolicyInput, Seed, SeedLabel, load_policy, parse_policy
 
 __all__ = [
     "DataConfig",
@@ -19,6 +19,7 @@ __all__ = [
     "LabeledDataset",
     "LabeledExample",
     "Policy",
+    "PolicyInput",
     "Seed",
     "SeedLabel",
     "abuild_dataset",

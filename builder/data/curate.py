@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pydantic import BaseModel, Field
 
 from .candidates import Candidate, text_problem
+from .dataset import ContextMessage
 
 Embedder = Callable[[Sequence[str]], Sequence[Sequence[float]]]
 
@@ -34,6 +35,8 @@ class Example(BaseModel):
     """A verified candidate on its way to the dataset: the row format of the output JSONL, minus ``labels``."""
 
     text: str
+    context: list[ContextMessage] | None = None
+    """Conversation policies: the turns before ``text``."""
     label: str
     """``violates`` or ``complies``."""
     cell: str | None
@@ -105,22 +108,25 @@ def _dedup_round(
     unique: list[Candidate] = []
     removed: dict[str, int] = defaultdict(int)
     for example in examples:
-        key = re.sub(r"\W+", " ", example.text.lower()).strip()
+        key = re.sub(r"\W+", " ", example.whole().lower()).strip()
         if key in exact:
             removed["exact duplicate"] += 1
             continue
         exact.add(key)
         unique.append(example)
-    kept: list[Candidate] = []
-    if unique:
-        vectors = np.asarray(embedder([e.text for e in unique]), dtype=np.float32)
+    # Conversations are exact-deduplicated only: two that differ in one earlier turn (a refusal, an answer) are the
+    # pairs that teach a guard to read the context.
+    kept = [e for e in unique if e.context is not None]
+    messages = [e for e in unique if e.context is None]
+    if messages:
+        vectors = np.asarray(embedder([e.text for e in messages]), dtype=np.float32)
         chosen: list[int] = []
-        for i in range(len(unique)):
+        for i in range(len(messages)):
             if chosen and float(np.max(vectors[chosen] @ vectors[i])) >= config.near_duplicate_cosine:
                 removed["near duplicate"] += 1
                 continue
             chosen.append(i)
-        kept = [unique[i] for i in chosen]
+        kept += [messages[i] for i in chosen]
     rounds.append(CurationRound(name="deduplication", kept=len(kept), removed=dict(removed)))
     return kept
 

@@ -21,6 +21,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
+from guard_sdk.bundle import render
+
 from ..errors import LLMOutputError
 from ..llm.client import LLMClient, Message
 from .candidates import Candidate
@@ -135,14 +137,22 @@ class DebateStats(BaseModel):
     verdicts: dict[str, int]
 
 
-def _context(policy: str, message: str) -> str:
-    return f'{policy}\n\nUser message: "{message}"\n\n'
+def _context(policy: str, shown: str) -> str:
+    return f"{policy}\n\n{shown}\n\n"
+
+
+def _shown(candidate: Candidate) -> str:
+    """The candidate as the debate reads it: the message, or the conversation and its latest turn."""
+    if candidate.context is None:
+        return f'User message: "{candidate.text}"'
+    earlier = render([m.model_dump() for m in candidate.context], "conversation") or "(none)"
+    return f'Conversation so far:\n{earlier}\n\nLatest user message: "{candidate.text}"'
 
 
 def _few_shot(task: str, reply: dict[str, object]) -> list[Message]:
     return [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": _context(EXAMPLE_POLICY, EXAMPLE_MESSAGE) + task},
+        {"role": "user", "content": _context(EXAMPLE_POLICY, f'User message: "{EXAMPLE_MESSAGE}"') + task},
         {"role": "assistant", "content": json.dumps(reply)},
     ]
 
@@ -181,7 +191,7 @@ async def debate(policy: Policy, candidate: Candidate, llm: LLMClient, config: D
             violates, complies = await asyncio.gather(
                 *(
                     llm.structured(
-                        _argument_messages(policy, candidate.text, side, previous.get(_other(side))),
+                        _argument_messages(policy, _shown(candidate), side, previous.get(_other(side))),
                         _Argument,
                         seed=config.seed + round_number,
                         max_tokens=120,
@@ -194,7 +204,7 @@ async def debate(policy: Policy, candidate: Candidate, llm: LLMClient, config: D
                 Turn(round=round_number, role="complies", text=complies.argument),
             ]
             judgement = await llm.structured(
-                _judge_messages(policy, candidate.text, turns),
+                _judge_messages(policy, _shown(candidate), turns),
                 _Judgement,
                 seed=config.seed + round_number,
                 max_tokens=160,
