@@ -63,7 +63,6 @@ _WORDS = {
     "iot": "smart home devices",
     "hue": "lights",
     "wemo": "smart plug",
-    "qa": "a question on",
     "uber": "ride-hailing (Uber)",
     "pin": "PIN",
     "atm": "ATM",
@@ -215,7 +214,7 @@ def split_tasks(
     for source in sorted(by_source):
         group = sorted(by_source[source], key=lambda task: task.name)
         random.Random(f"{seed}/{source}").shuffle(group)
-        count = max(2, round(len(group) * heldout_fraction)) if len(group) >= 4 else 0
+        count = max(2, round(len(group) * heldout_fraction)) if len(group) >= 4 and heldout_fraction else 0
         heldout += group[:count]
         training += group[count:]
     return training, heldout
@@ -226,7 +225,7 @@ def _topic(category: str) -> str:
     if category in _DESCRIPTIONS:
         return _DESCRIPTIONS[category]
     words = [w for w in re.split(r"[_\-\s]+", category) if w]
-    if len(words) > 1 and words[0] in {"general", "qa", "iot"} and category.startswith(("general_", "qa_")):
+    if category.startswith(("general_", "qa_")):  # hwu64's prefixes for chit-chat and questions say nothing
         words = words[1:]
     return " ".join(_WORDS.get(w.lower(), w.lower()) for w in words)
 
