@@ -11,6 +11,7 @@ guard-build pack-wheel --pack FOLDER --out DIR                         # the gua
 guard-build pack-answers [--seeds shared/train] [--out FILE]           # the response guard's (request, answer) pairs
 guard-build adversarial policy.yaml --data train.jsonl --out runs/adv [--rounds 3] [--candidates 8]
                                     [--eval NAME=PATH[:SPLIT]] [LLM options as for data]   # bandit-guided hard rounds
+guard-build pretrain --out runs/pretrain [--seeds shared/train]     # an encoder that reads policy lines (zero-shot)
 guard-build merge --task runs/hate --task runs/violence [--donor runs/multitask] --out runs/merged [--method ties]
 
 Each command's options are its config models' fields (``builder._flags``): a field added to a config is an option.
@@ -46,10 +47,12 @@ from .recipes.adversarial import AdversarialConfig, EvalSet, render_report, run_
 from .recipes.pack import PackConfig, build_pack, default_work_dir, pack_datasets
 from .recipes.pack_answers import ANSWER_PAIRS_FILE, AnswerPairsConfig, build_answer_pairs
 from .recipes.pack_wheel import write_pack_wheel
+from .recipes.policy_tasks import load_tasks, split_tasks
 from .train.classifier import TrainConfig, train
 from .train.distill import DistillConfig, distill_encoder, read_texts
 from .train.embedding import EmbeddingGuardConfig
 from .train.merge import MergeConfig, SearchConfig, merge_runs
+from .train.pretrain import PretrainConfig, pretrain_encoder
 from .train.run import RunConfig, TrainingRun
 
 if TYPE_CHECKING:
@@ -97,6 +100,7 @@ _PACK = Flags(
 )
 _ANSWERS = Flags(AnswerPairsConfig, exclude=["max_tokens"])
 _DISTILL = Flags(DistillConfig)
+_PRETRAIN = Flags(PretrainConfig)
 _ADVERSARIAL = Flags(
     AdversarialConfig,
     exclude=["prior"],
@@ -416,6 +420,24 @@ def _distill(args: argparse.Namespace) -> None:
     print(f"train a guard on it with --base-model {Path(args.out) / 'model'}", file=sys.stderr)
 
 
+def _add_pretrain(commands: _Commands) -> None:
+    pretrain = commands.add_parser(
+        "pretrain", help="fine-tune the base encoder on (policy line, text) pairs of the seed sets' categories"
+    )
+    pretrain.add_argument("--out", required=True, help="folder: model/ (a sentence-transformers model), pretrain.json")
+    pretrain.add_argument("--seeds", default=_seeds_default(), help="seed sets folder (as for pack)")
+    add_flags(pretrain, _PRETRAIN)
+    pretrain.set_defaults(handler=_pretrain)
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    config = _PRETRAIN.build(args)
+    training, heldout = split_tasks(load_tasks(Path(args.seeds)), config.heldout_fraction, config.seed)
+    info = pretrain_encoder(training, args.out, config, heldout=[task.name for task in heldout])
+    print(info.model_dump_json(indent=2, exclude={"heldout_tasks"}))
+    print(f"train a guard on it with --base-model {Path(args.out) / 'model'}", file=sys.stderr)
+
+
 def _add_adversarial(commands: _Commands) -> None:
     adversarial = commands.add_parser(
         "adversarial", help="rounds of bandit-chosen hard examples, debate-verified, retraining each round (resumes)"
@@ -470,6 +492,7 @@ _COMMANDS = (
     _add_pack_wheel,
     _add_pack_answers,
     _add_distill,
+    _add_pretrain,
     _add_adversarial,
     _add_merge,
 )

@@ -36,6 +36,8 @@ OPTIONS_BEFORE = {
     "pack-wheel": "--out --pack",
     "pack-answers": "--no-progress --out --seed --seeds --threads --work",
     "distill": "--base-model --epochs --max-texts --num-layers --out --seed --texts --threads",
+    "pretrain": "--base-model --batch-size --epochs --heldout-fraction --max-length --no-progress --out "
+    "--pairs-per-task --seed --seeds --threads",
     "adversarial": "--api-key --base-url --candidates --concurrency --data --discount --embedded --epochs --eval --head "
     "--llm-config --min-confidence --model --no-progress --no-second-round --operators --out --rounds --seed "
     "--structured-output --threads --timeout",
