@@ -77,6 +77,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--candidates", type=int, default=8, help="adversarial pulls per round")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="only `guard-build all` without an endpoint, from the policy's lines alone and with its seeds "
+        "(minutes; writes offline.{json,md})",
+    )
     parser.add_argument("--base-url", help="an OpenAI-compatible endpoint for the data engine and the debates")
     parser.add_argument("--model")
     return parser.parse_args(argv)
@@ -91,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         policies = [p for p in policies if p.stem in args.policies.split(",")]
     names = [p.stem for p in policies]
     times: dict[str, float] = {}
+    if args.offline:
+        return _offline(policies, args, times)
     data = {name: _dataset(policy, args, times) for name, policy in zip(names, policies)}
     heldout = {name: _rows(POLICIES / "heldout" / f"{name}.jsonl") for name in names}
     leaked = {name: _leaks(data[name], heldout) for name in names}
@@ -163,6 +171,62 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     write_json(args.out / "example_policies.json", result)
     (args.out / "example_policies.md").write_text(_markdown(result) + "\n")
     print(_markdown(result))
+    return result
+
+
+def _offline(policies: Sequence[Path], args: argparse.Namespace, times: dict[str, float]) -> dict[str, Any]:
+    """``guard-build all`` with no endpoint on each policy as written ("lines + seeds") and without its seeds
+    ("lines only"), scored on the held-out texts beside the estimate its report gave."""
+    import yaml
+
+    bundles: dict[str, dict[str, tuple[Path, str]]] = {"all: lines only": {}, "all: lines + seeds": {}}
+    reports: dict[str, dict[str, Any]] = {}
+    for policy_file in policies:
+        name = policy_file.stem
+        policy = load_policy(policy_file)
+        words = args.work / "offline" / f"{name}-lines.yaml"
+        words.parent.mkdir(parents=True, exist_ok=True)
+        words.write_text(yaml.safe_dump(policy.model_copy(update={"seeds": []}).model_dump(mode="json")))
+        for kind, source in (("all: lines only", words), ("all: lines + seeds", policy_file)):
+            out = args.work / "offline" / f"{name}-{'lines' if source == words else 'seeds'}"
+            if not (out / "guard.json").is_file():
+                started = time.perf_counter()
+                _build(["all", str(source), "--out", str(out), "--seed", str(args.seed), "--threads", str(args.threads)]
+                       + ["--overwrite", "--no-progress"])  # fmt: skip
+                times[f"{out.name}"] = round(time.perf_counter() - started, 1)
+            bundles[kind][name] = (out, name)
+            reports.setdefault(name, {})[kind] = json.loads((Path(f"{out}.work") / "report.json").read_text())
+    heldout = {p.stem: _rows(POLICIES / "heldout" / f"{p.stem}.jsonl") for p in policies}
+    results = _score(bundles, heldout)
+    for name, by_kind in results.items():
+        for kind, metrics in by_kind.items():
+            metrics["report_estimate_auprc"] = reports[name][kind]["estimate_auprc"]
+            metrics["report_warnings"] = len(reports[name][kind]["warnings"])
+    result = {
+        "machine": machine_info(),
+        "config": {k: str(v) for k, v in vars(args).items()},
+        "heldout_rows": {name: _counts(rows) for name, rows in heldout.items()},
+        "heldout": results,
+        "build_seconds": times,
+    }
+    write_json(args.out / "offline.json", result)
+    rows = []
+    for kind in bundles:
+        measured = [result["heldout"][name][kind] for name in heldout]
+        rows.append(
+            [kind]
+            + [f"{m['auprc']} / {m['f1']} / {m['fpr']} ({m['report_estimate_auprc']})" for m in measured]
+            + [round(sum(m["auprc"] for m in measured) / len(measured), 3)]
+        )
+    table = (
+        "Held-out AUPRC / F1 / FPR at the bundle's threshold (the report's cross-validated AUPRC estimate), "
+        "`guard-build all` with no endpoint:\n"
+        + markdown_table(["method", *heldout, "mean AUPRC"], rows)
+        + "\n\nBuild seconds: "
+        + ", ".join(f"{k} {v}" for k, v in times.items())
+    )
+    (args.out / "offline.md").write_text(table + "\n")
+    print(table)
     return result
 
 

@@ -5,7 +5,7 @@ guard-build multitask --data pack.jsonl --instructions labels.yaml --out runs/mt
 guard-build instruct --bundle bundles/mt --policy new.yaml --out bundles/new        # zero-shot, instruction only
 guard-build export --run runs/injection --out bundles/injection --name injection [--version 0.1.0]
 guard-build data policy.yaml --out runs/visa-data [--base-url URL --model NAME --api-key KEY]
-guard-build all policy.yaml --out bundles/visa [--work runs/visa]      # data -> train -> export
+guard-build all policy.yaml --out bundles/visa [--work runs/visa]      # (data ->) train -> export, with a report
 guard-build pack [--seeds shared/train] [--out DIR] [--wheel DIR]     # the default pack (+ its guard-sdk-pack wheel)
 guard-build pack-wheel --pack FOLDER --out DIR                         # the guard-sdk-pack wheel of a built pack
 guard-build pack-answers [--seeds shared/train] [--out FILE]           # the response guard's (request, answer) pairs
@@ -47,6 +47,7 @@ from .recipes.adversarial import AdversarialConfig, EvalSet, render_report, run_
 from .recipes.pack import PackConfig, build_pack, default_work_dir, pack_datasets
 from .recipes.pack_answers import ANSWER_PAIRS_FILE, AnswerPairsConfig, build_answer_pairs
 from .recipes.pack_wheel import write_pack_wheel
+from .recipes.policy_guard import REPORT_FILE, PolicyGuardConfig, build_policy_guard
 from .recipes.policy_tasks import load_tasks, split_tasks
 from .train.classifier import TrainConfig, train
 from .train.distill import DistillConfig, distill_encoder, read_texts
@@ -91,7 +92,10 @@ _DATA = Flags(
         "curation": Flags(CurationConfig, ["seed"]),
     },
 )
-_ALL_TRAINING = Flags(TrainConfig, ["epochs", "seed", "threads"])
+_POLICY_GUARD = Flags(
+    PolicyGuardConfig,
+    ["head", "regularization", "epochs", "seed", "threads", "progress", "corpus", "corpus_limit", "review"],
+)
 _ALL_EXPORT = Flags(ExportConfig, exclude=["name", "description", "extra_files"])
 _PACK = Flags(
     PackConfig,
@@ -310,24 +314,46 @@ def _data(args: argparse.Namespace) -> None:
 
 
 def _add_all(commands: _Commands) -> None:
-    everything = commands.add_parser("all", help="policy -> dataset -> trained model -> guard bundle")
-    _add_data_arguments(everything, _ALL_TRAINING, _ALL_EXPORT)
+    everything = commands.add_parser(
+        "all",
+        help="policy -> (LLM-written data ->) trained model -> guard bundle, with a report on how far to trust it",
+    )
+    _add_data_arguments(everything, _POLICY_GUARD, _ALL_EXPORT)
+    everything.add_argument(
+        "--generate",
+        action=argparse.BooleanOptionalAction,
+        help="have the LLM write and verify training data (default: only when an endpoint is configured; the "
+        "embedded models write data that measured worse than none)",
+    )
     everything.add_argument("--out", required=True, help="bundle folder to write")
-    everything.add_argument("--work", help="folder for the dataset and training run (default: OUT.work)")
+    everything.add_argument("--work", help="folder for the dataset, training run and report (default: OUT.work)")
     everything.set_defaults(handler=_all)
 
 
 def _all(args: argparse.Namespace) -> None:
     work = Path(args.work or f"{args.out}.work")
-    policy, _ = _build_data(args, str(work / "data"))
-    config = _ALL_TRAINING.build(args, label_descriptions={policy.name: policy.description})
-    if policy.context_kind is not None:
-        # The earlier turns fill up to context_tokens of the window: leave the latest turn at least as many.
-        config = config.model_copy(update={"max_length": max(config.max_length, 2 * config.context_tokens)})
-    train(load_jsonl(work / "data" / "dataset.jsonl", [policy.name]), work / "run", config)
-    export = _ALL_EXPORT.build(args, name=policy.name, description=policy.description)
-    manifest = export_bundle(work / "run", args.out, export)
-    print(f"wrote {manifest.id} to {args.out}")
+    policy = load_policy(args.policy)
+    generate = args.generate if args.generate is not None else bool(_llm_config(args).base_url)
+    dataset = None
+    if generate:
+        _build_data(args, str(work / "data"))
+        dataset = load_jsonl(work / "data" / "dataset.jsonl", [policy.name])
+    else:
+        print(
+            "no LLM endpoint configured: the guard is made from the policy's lines and labeled seeds "
+            "(--base-url for an endpoint that writes data, --generate for the embedded model)",
+            file=sys.stderr,
+        )
+    manifest, report = build_policy_guard(
+        policy,
+        args.out,
+        work,
+        dataset=dataset,
+        config=_POLICY_GUARD.build(args),
+        export=_ALL_EXPORT.build(args, name=policy.name, description=policy.description),
+    )
+    print(report.render())
+    print(f"wrote {manifest.id} to {args.out} (report: {Path(args.out) / REPORT_FILE})")
 
 
 def _add_pack(commands: _Commands) -> None:

@@ -23,14 +23,14 @@ OPTIONS_BEFORE = {
     "--max-length --max-steps --num-layers --out --per-task --policy-data --seed --skip --threads --validation-fraction",
     "instruct": "--bundle --max-length --name --out --overwrite --policy --version",
     "export": "--benign-flag-rate --description --keep-fp32 --max-int8-diff --max-int8-mean-diff --min-int8-agreement "
-    "--name --out --overwrite --run --stages --target-fpr --version",
+    "--name --out --overwrite --run --stages --target-fpr --threshold --version",
     "data": "--api-key --base-url --cells --concurrency --embedded --llm-config --max-turns --min-confidence --model "
     "--no-progress --on-mismatch --out --paraphrases --per-prompt --seed --structured-output --timeout",
-    "all": "--api-key --base-url --benign-flag-rate --cells --concurrency --embedded --epochs --keep-fp32 --llm-config "
-    "--max-int8-diff --max-int8-mean-diff --max-turns --min-confidence --min-int8-agreement --model --no-progress "
-    "--on-mismatch "
-    "--out --overwrite --paraphrases --per-prompt --seed --stages --structured-output --target-fpr --threads "
-    "--timeout --version --work",
+    "all": "--api-key --base-url --benign-flag-rate --cells --concurrency --corpus --corpus-limit --embedded --epochs "
+    "--generate --head "
+    "--keep-fp32 --llm-config --max-int8-diff --max-int8-mean-diff --max-turns --min-confidence --min-int8-agreement "
+    "--model --no-generate --no-progress --on-mismatch --out --overwrite --paraphrases --per-prompt --regularization "
+    "--review --seed --stages --structured-output --target-fpr --threads --threshold --timeout --version --work",
     "pack": "--answer-epochs --base-model --benign-flag-rate --data-only --epochs --head --out --seed --seeds --threads "
     "--triplet-epochs --wheel --work",
     "pack-wheel": "--out --pack",
@@ -149,8 +149,16 @@ def test_data_and_all_options(monkeypatch: pytest.MonkeyPatch):
 
     every = _parse("all", *data, "--out", "b", "--epochs", "2", "--threads", "2", "--version", "0.3.0",
                    "--target-fpr", "0.05", "--stages", "input", "--keep-fp32")  # fmt: skip
-    training = cli._ALL_TRAINING.build(every, label_descriptions={"visa": "advice"})
-    assert (training.epochs, training.seed, training.threads, training.max_length) == (2.0, 21, 2, 128)
+    training = cli._POLICY_GUARD.build(every)
+    # --seed and --no-progress reach the data engine's stages and the training alike.
+    assert (training.epochs, training.seed, training.threads, training.head, training.progress) == (
+        2.0,
+        21,
+        2,
+        None,
+        False,
+    )
+    assert cli._POLICY_GUARD.build(_parse("all", "p.yaml", "--out", "b", "--head", "classifier")).head == "classifier"
     export = cli._ALL_EXPORT.build(every, name="visa", description="advice")
     assert (export.name, export.version, export.target_fpr, export.stages, export.keep_fp32) == (
         "visa", "0.3.0", 0.05, ["input"], True,

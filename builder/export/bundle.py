@@ -88,6 +88,10 @@ class ExportConfig(BaseModel):
     """Share of validation decisions (at the calibrated thresholds) on which int8 must agree with torch."""
     target_fpr: float | None = Field(None, gt=0, lt=1)
     """Calibrate each threshold to this false-positive rate on validation instead of maximising F1."""
+    threshold: float | None = Field(None, gt=0, lt=1)
+    """Every label's threshold, as given, instead of one calibrated on the validation rows; those then serve the
+    parity gate only, and the manifest records no validation metrics (for a run whose validation rows are its training
+    rows, as ``guard-build all`` makes from a policy's words)."""
     benign_flag_rate: float | None = Field(None, gt=0, lt=1)
     """Calibrate so that at most this share of the validation texts that violate nothing is flagged by any label:
     each label gets an equal part of it as its false-positive rate on those texts (instead of maximising F1)."""
@@ -104,13 +108,15 @@ class ExportConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_calibration(self) -> ExportConfig:
-        if self.target_fpr is not None and self.benign_flag_rate is not None:
-            raise ValueError("give target_fpr or benign_flag_rate, not both: each sets the thresholds")
+        if sum(option is not None for option in (self.target_fpr, self.benign_flag_rate, self.threshold)) > 1:
+            raise ValueError("give one of threshold, target_fpr and benign_flag_rate: each sets the thresholds")
         return self
 
     @property
     def calibration(self) -> str:
         """How the thresholds are set, as recorded in the manifest's metrics."""
+        if self.threshold is not None:
+            return f"threshold={self.threshold}"
         if self.target_fpr is not None:
             return f"target_fpr={self.target_fpr}"
         if self.benign_flag_rate is not None:
@@ -246,21 +252,24 @@ def _build(
             )
             for j, (label, t) in enumerate(zip(labels, thresholds))
         ]
-    metrics = {
-        "validation": {
+    metrics: dict[str, object] = {
+        "calibration": config.calibration,
+        **({"sentence_calibration": f"sentence_flag_rate={config.sentence_flag_rate}"} if embedding else {}),
+        "parity": parity.model_dump(),
+    }
+    if config.threshold is None:  # else the validation rows may be training rows: their metrics would flatter
+        metrics["validation"] = {
             name: label_metrics(
                 runtime_scores[relevant[:, j], j], targets[relevant[:, j], j], thresholds[j]
             ).model_dump()
             for j, name in enumerate(names)
-        },
-        "calibration": config.calibration,
-        **({"sentence_calibration": f"sentence_flag_rate={config.sentence_flag_rate}"} if embedding else {}),
+        }
         # Share of the validation texts that violate nothing flagged by some label (each row on its own labels).
-        "benign_flagged": round(float(((runtime_scores >= row_thresholds) & relevant).any(axis=1)[benign].mean()), 4)
-        if benign.any()
-        else None,
-        "parity": parity.model_dump(),
-    }
+        metrics["benign_flagged"] = (
+            round(float(((runtime_scores >= row_thresholds) & relevant).any(axis=1)[benign].mean()), 4)
+            if benign.any()
+            else None
+        )
     manifest = _manifest(info, config, labels, stride, staging, embedding, metrics)
     write_manifest(staging, manifest)
     return manifest

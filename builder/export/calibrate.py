@@ -116,6 +116,8 @@ def label_thresholds(
 ) -> list[float]:
     """Each label's threshold on the runtime's validation ``scores`` (rows x labels; ``relevant``: the rows each label
     is judged on), by ``config.calibration``."""
+    if config.threshold is not None:
+        return [config.threshold] * targets.shape[1]
     benign = ~targets.any(axis=1)
     if config.benign_flag_rate is not None:
         # Negatives are only the texts that violate nothing (another label's violations do not count against this

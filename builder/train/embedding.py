@@ -53,9 +53,14 @@ class EmbeddingGuardConfig(RunConfig):
 
 
 def train_embedding_guard(
-    dataset: LabeledDataset, out_dir: str | Path, config: EmbeddingGuardConfig | None = None
+    dataset: LabeledDataset,
+    out_dir: str | Path,
+    config: EmbeddingGuardConfig | None = None,
+    *,
+    validation: LabeledDataset | None = None,
 ) -> TrainingInfo:
-    """Embed every training text once, fit one balanced logistic regression per label, save model and head."""
+    """Embed every training text once, fit one balanced logistic regression per label, save model and head. With
+    ``validation``, every row of ``dataset`` trains and those rows validate (``start_run``)."""
     from sentence_transformers import SentenceTransformer
 
     config = config or EmbeddingGuardConfig()
@@ -69,7 +74,7 @@ def train_embedding_guard(
             "one text, not a (context, text) pair"
         )
     base = base_model_path(config.base_model)
-    run, train_set, validation_set = start_run(dataset, out_dir, config)
+    run, train_set, validation_set = start_run(dataset, out_dir, config, validation)
 
     encoder = SentenceTransformer(base, device="cpu")
     encoder.max_seq_length = config.max_length

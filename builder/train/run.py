@@ -195,9 +195,10 @@ class TrainingInfo(BaseModel):
 
 
 def start_run(
-    dataset: LabeledDataset, out_dir: str | Path, config: RunConfig
+    dataset: LabeledDataset, out_dir: str | Path, config: RunConfig, validation: LabeledDataset | None = None
 ) -> tuple[TrainingRun, LabeledDataset, LabeledDataset]:
-    """Check the config against the data, set threads, split, and write the validation split export will use."""
+    """Check the config against the data, set threads, split, and write the validation split export will use; with
+    ``validation``, ``dataset`` trains whole and those rows are the validation split."""
     import torch
 
     unknown = sorted(set(config.label_descriptions) - set(dataset.label_names))
@@ -210,7 +211,12 @@ def start_run(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if config.threads:
         torch.set_num_threads(config.threads)
-    train_set, validation_set = dataset.split(config.validation_fraction, config.seed)
+    if validation is None:
+        train_set, validation_set = dataset.split(config.validation_fraction, config.seed)
+    elif validation.label_names != dataset.label_names:
+        raise ValueError(f"validation labels {validation.label_names} differ from the dataset's {dataset.label_names}")
+    else:
+        train_set, validation_set = dataset, validation
     run = TrainingRun(out)
     run.write_validation(validation_set.examples)
     return run, train_set, validation_set

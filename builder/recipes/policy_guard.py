@@ -1,0 +1,457 @@
+"""``guard-build all``: a policy -> a guard bundle, and a report that says how far to trust it.
+
+Training rows:
+
+- the policy's own words: each ``violates`` line a violating row, each ``allowed`` line an allowed one, each also as
+  it reads without its leading "Asking ..." (``message_form``), so that it reads like a message (message policies);
+- its labeled seeds;
+- the data engine's verified rows, when an LLM wrote them (``dataset``).
+
+A message policy trains the embedding guard (``builder.train.embedding``): a linear head on the base encoder's
+sentence embedding, which measured best on tens of rows. Every row trains; there is nothing left to calibrate a
+threshold on, so the head's own decision boundary (0.5, the head being class-balanced) is the threshold, and the
+report estimates quality by cross-validation over the message rows (seeds and generated rows) instead. A conversation
+policy fine-tunes the classifier (``builder.train.classifier``), which reads the earlier turns; it keeps the usual
+validation split and calibration.
+
+The report (``POLICY_REPORT.md`` in the bundle, ``report.json`` in the work folder) says what the guard was made from
+and warns when the data is too small, when the policy's lines and its examples disagree, and when generated rows are
+far from every line and seed (off topic).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from guard_sdk.bundle import BundleManifest
+
+from .._files import write_atomic
+from ..data.dataset import LabeledDataset, LabeledExample
+from ..data.policy import Policy
+from ..errors import BuilderError
+from ..export import ExportConfig, export_bundle
+from ..train.classifier import TrainConfig, train
+from ..train.embedding import EmbeddingGuardConfig, embed_texts, fit_heads, train_embedding_guard
+
+__all__ = [
+    "REPORT_FILE",
+    "REVIEW_FILE",
+    "PolicyGuardConfig",
+    "PolicyReport",
+    "build_policy_guard",
+    "message_form",
+    "policy_rows",
+    "read_corpus",
+]
+
+logger = logging.getLogger("builder.recipes.policy_guard")
+
+REPORT_FILE = "POLICY_REPORT.md"
+REVIEW_FILE = "review.jsonl"
+_CORPUS_CHARS = 4000
+"""A corpus text is cut here: the encoder reads its first window only."""
+MIN_SEEDS_PER_SIDE = 4
+"""Labeled examples per side below which the report calls the data too small and gives no estimate."""
+OFF_TOPIC_SIMILARITY = 0.2
+"""A generated row whose cosine similarity to every line and seed of its policy is below this is off topic."""
+LINES_AGREEMENT_WARNING = 0.7
+"""Below this AUPRC of the lines-only head on the examples, the report says the lines and the examples disagree."""
+
+# A policy line usually describes a message ("Asking whether the user qualifies for a visa"); a message says it
+# ("whether the user qualifies for a visa"). Literal alternatives, anchored: linear in the line's length.
+_DESCRIBING = re.compile(
+    r"^(?:asking|requests?|questions?|the user|telling|helping|giving)\b"
+    r"(?: (?:the assistant|for|to|about|whether|how|if|that|with)\b)*\s*",
+    re.IGNORECASE,
+)
+
+
+class PolicyGuardConfig(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)  # field docstrings: guard-build's help
+
+    head: Literal["embedding", "classifier"] | None = None
+    """Model kind; default: the embedding guard for a message policy, the classifier for a conversation policy (the
+    embedding guard reads one text). ``epochs`` is the classifier's, ``regularization`` the embedding guard's."""
+    regularization: float = Field(10.0, gt=0)
+    """Inverse L2 strength of the embedding guard's head: a few rows per side want a weak pull towards zero."""
+    epochs: float = Field(10.0, gt=0)
+    """Classifier passes over the data (tens of rows need many)."""
+    seed: int = 13
+    threads: int | None = None
+    progress: bool = True
+    corpus: Path | None = None
+    """Unlabeled real messages (a JSONL file with a "text" per line, or a folder of such files, like the seed sets):
+    the guard scores them, the report gives the share it flags, and ``review.jsonl`` lists the ones to label first.
+    Message policies only."""
+    corpus_limit: int = Field(20_000, ge=1)
+    """Corpus texts read at most, an equal share from each file."""
+    review: int = Field(25, ge=1)
+    """Texts of each kind in ``review.jsonl``: the most surely flagged, and the nearest the threshold."""
+
+
+class PolicyReport(BaseModel):
+    """What a guard was made from and how far to trust it."""
+
+    policy: str
+    head: Literal["embedding", "classifier"]
+    rows: dict[str, int]
+    """Training rows by where they came from and their label."""
+    unlabeled_seeds: int
+    """Seeds without a label: only the data engine's debate reads them."""
+    estimate_auprc: float | None
+    """Cross-validated AUPRC on the labeled message rows (seeds, generated rows); None when too few."""
+    estimate_recall: float | None
+    estimate_fpr: float | None
+    """At the bundle's threshold, cross-validated as ``estimate_auprc``."""
+    lines_agreement_auprc: float | None
+    """AUPRC of a head trained on the policy's lines alone, on the labeled message rows."""
+    disagreeing: list[str]
+    """Labeled rows that the lines-only head puts on the other side (at most five)."""
+    off_topic: float | None
+    """Share of the generated rows that are far from every line and seed."""
+    corpus_texts: int | None = None
+    corpus_flagged: float | None = None
+    """Share of the corpus texts at or above the threshold."""
+    threshold: float | None
+    warnings: list[str]
+
+    def render(self) -> str:
+        rows = ", ".join(f"{key} {value}" for key, value in self.rows.items())
+        lines = [
+            f"# How the `{self.policy}` guard was made",
+            "",
+            f"- model: {self.head} guard; training rows: {rows}; unlabeled seeds (not trained on): {self.unlabeled_seeds}",
+            f"- threshold: {self.threshold if self.threshold is not None else 'calibrated on the validation split'}",
+            f"- estimate (cross-validated on the labeled examples): {_describe_estimate(self)}",
+            f"- the policy's lines alone, on the labeled examples: AUPRC {_fmt(self.lines_agreement_auprc)}",
+        ]
+        if self.off_topic is not None:
+            lines.append(f"- generated rows far from every line and seed: {self.off_topic:.0%}")
+        if self.corpus_flagged is not None:
+            lines.append(
+                f"- corpus: {self.corpus_flagged:.1%} of {self.corpus_texts} texts flagged "
+                f"({REVIEW_FILE} in the work folder: the ones to label first; labeled, they make good seeds)"
+            )
+        if self.disagreeing:
+            lines += ["", "Examples the policy's lines alone put on the other side:", ""]
+            lines += [f"- {json.dumps(text, ensure_ascii=False)}" for text in self.disagreeing]
+        lines += ["", "## Warnings", ""] + ([f"- {w}" for w in self.warnings] or ["- none"])
+        return "\n".join(lines) + "\n"
+
+
+def message_form(line: str) -> str | None:
+    """A policy line as a message would say it, or None when it reads like one already."""
+    stripped = _DESCRIBING.sub("", line, count=1).strip()
+    return stripped if stripped and stripped != line else None
+
+
+def policy_rows(policy: Policy) -> dict[str, list[LabeledExample]]:
+    """The rows a policy gives by itself, by origin: its lines (message policies) and its labeled seeds."""
+    rows: dict[str, list[LabeledExample]] = {"lines": [], "seeds": policy.seed_examples()}
+    if policy.input == "message":
+        for lines, labels in ((policy.violates, [policy.name]), (policy.allowed, [])):
+            for line in lines:
+                rows["lines"] += [
+                    LabeledExample(text=text, labels=labels) for text in (line, message_form(line)) if text
+                ]
+    return rows
+
+
+def build_policy_guard(
+    policy: Policy,
+    out: str | Path,
+    work: str | Path,
+    *,
+    dataset: LabeledDataset | None = None,
+    config: PolicyGuardConfig | None = None,
+    export: ExportConfig | None = None,
+) -> tuple[BundleManifest, PolicyReport]:
+    """Train and export ``policy``'s guard at ``out`` from its own rows and ``dataset`` (the data engine's, if any);
+    ``work`` keeps the training run, the embeddings and ``report.json``."""
+    config = config or PolicyGuardConfig()
+    work = Path(work)
+    head = config.head or ("embedding" if policy.input == "message" else "classifier")
+    if policy.input != "message" and (head == "embedding" or config.corpus is not None):
+        raise BuilderError(
+            f"{policy.name} judges conversations: the embedding guard and the corpus review read single messages"
+        )
+    by_origin = policy_rows(policy)
+    seen = {_key(ex) for rows in by_origin.values() for ex in rows}
+    by_origin["generated"] = [ex for ex in (dataset.examples if dataset else []) if _key(ex) not in seen]
+    examples = [ex for rows in by_origin.values() for ex in rows]
+    positives = sum(1 for ex in examples if ex.labels)
+    if not positives or positives == len(examples):
+        raise BuilderError(f"{policy.name}: the training rows need violating and allowed examples")
+    rows_text = "".join(ex.model_dump_json() + "\n" for ex in examples)
+    data = LabeledDataset(
+        label_names=[policy.name], examples=examples, sha256=hashlib.sha256(rows_text.encode()).hexdigest()
+    )
+    export = export or ExportConfig(name=policy.name)
+    export = export.model_copy(update={"description": export.description or policy.description})
+    counts = {
+        f"{origin} {side}": sum(1 for ex in rows if bool(ex.labels) == (side == "violating"))
+        for origin, rows in by_origin.items()
+        for side in ("violating", "allowed")
+    }
+    unlabeled = sum(1 for seed in policy.seeds if seed.label is None)
+    descriptions = {policy.name: policy.description}
+    if head == "embedding":
+        embedding = EmbeddingGuardConfig(
+            label_descriptions=descriptions,
+            regularization=config.regularization,
+            seed=config.seed,
+            threads=config.threads,
+            progress=config.progress,
+            embedding_cache=work / "embeddings.npz",
+        )
+        if export.target_fpr is not None or export.benign_flag_rate is not None:
+            raise BuilderError(
+                f"{export.calibration} calibrates on a validation split, and the embedding guard of a policy trains on "
+                "every row: give a threshold instead (default 0.5, the class-balanced head's own boundary)"
+            )
+        threshold = export.threshold or 0.5
+        corpus = read_corpus(config.corpus, config.corpus_limit) if config.corpus is not None else None
+        train_embedding_guard(data, work / "run", embedding, validation=data)
+        report = _embedding_report(policy, by_origin, embedding, counts, unlabeled, threshold)
+        if corpus is not None:
+            report = _review_corpus(corpus, work, embedding, threshold, config.review, report)
+        update: dict[str, object] = {"threshold": threshold}
+        if len(examples) < 50:  # decision agreement on a few rows is noise: one flip of twenty is 0.95
+            update["min_int8_agreement"] = 0.0
+        export = export.model_copy(update=update)
+    else:
+        training = TrainConfig(
+            label_descriptions=descriptions, epochs=config.epochs, seed=config.seed, threads=config.threads
+        )
+        if policy.context_kind is not None:
+            # The earlier turns fill up to context_tokens of the window: leave the latest turn at least as many.
+            training = training.model_copy(update={"max_length": max(training.max_length, 2 * training.context_tokens)})
+        train(data, work / "run", training)
+        report = PolicyReport(
+            policy=policy.name,
+            head="classifier",
+            rows=counts,
+            unlabeled_seeds=unlabeled,
+            estimate_auprc=None,
+            estimate_recall=None,
+            estimate_fpr=None,
+            lines_agreement_auprc=None,
+            disagreeing=[],
+            off_topic=None,
+            threshold=None,
+            warnings=_size_warnings(by_origin),
+        )
+    write_atomic(work / "report.json", report.model_dump_json(indent=2))
+    write_atomic(work / REPORT_FILE, report.render())
+    export = export.model_copy(update={"extra_files": {**export.extra_files, REPORT_FILE: work / REPORT_FILE}})
+    manifest = export_bundle(work / "run", out, export)
+    for warning in report.warnings:
+        logger.warning("%s: %s", policy.name, warning)
+    return manifest, report
+
+
+def _embedding_report(
+    policy: Policy,
+    by_origin: dict[str, list[LabeledExample]],
+    config: EmbeddingGuardConfig,
+    counts: dict[str, int],
+    unlabeled: int,
+    threshold: float,
+) -> PolicyReport:
+    """Cross-validated estimate, lines-vs-examples agreement and off-topic share, on the embeddings training used."""
+    from sentence_transformers import SentenceTransformer
+    from sklearn.metrics import average_precision_score
+
+    from ..train.run import base_model_path
+
+    encoder = SentenceTransformer(base_model_path(config.base_model), device="cpu")
+    encoder.max_seq_length = config.max_length
+    lines, examples = by_origin["lines"], by_origin["seeds"] + by_origin["generated"]
+    vectors = embed_texts(
+        encoder, [ex.text for ex in lines + examples], config.encode_batch_size, False, config.embedding_cache
+    )
+    vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    line_vectors, example_vectors = vectors[: len(lines)], vectors[len(lines) :]
+    line_targets = np.asarray([bool(ex.labels) for ex in lines])
+    targets = np.asarray([bool(ex.labels) for ex in examples])
+    warnings = _size_warnings(by_origin)
+
+    estimate = recall = fpr = agreement = None
+    disagreeing: list[str] = []
+    both_sides = targets.any() and not targets.all()
+    if both_sides and min(targets.sum(), (~targets).sum()) >= MIN_SEEDS_PER_SIDE:
+        scores = _cross_validated(
+            line_vectors, line_targets, example_vectors, targets, config.regularization, config.seed
+        )
+        estimate = float(average_precision_score(targets, scores))
+        recall = float((scores[targets] >= threshold).mean())
+        fpr = float((scores[~targets] >= threshold).mean())
+    if both_sides and line_targets.any() and not line_targets.all():
+        weight, bias = fit_heads(line_vectors, line_targets[:, None], config.regularization)
+        by_lines = 1 / (1 + np.exp(-(example_vectors @ weight[:, 0] + bias[0])))
+        agreement = float(average_precision_score(targets, by_lines))
+        wrong = np.flatnonzero((by_lines >= 0.5) != targets)
+        disagreeing = [examples[i].text for i in wrong[np.argsort(-np.abs(by_lines[wrong] - 0.5))][:5]]
+        if agreement < LINES_AGREEMENT_WARNING:
+            warnings.append(
+                f"the policy's lines and its examples disagree (a head trained on the lines alone ranks the examples "
+                f"at AUPRC {agreement:.2f}): reword the lines, or check the examples' labels"
+            )
+    off_topic = None
+    if generated := by_origin["generated"]:
+        near = example_vectors[len(by_origin["seeds"]) :] @ np.concatenate([line_vectors, example_vectors]).T
+        for i in range(len(generated)):
+            near[i, len(lines) + len(by_origin["seeds"]) + i] = -1.0  # not itself
+        off_topic = float((near.max(axis=1) < OFF_TOPIC_SIMILARITY).mean())
+        if off_topic > 0.25:
+            warnings.append(
+                f"{off_topic:.0%} of the generated rows are far from every line and seed: the LLM wrote off topic; "
+                "a stronger endpoint (--base-url) usually helps"
+            )
+    return PolicyReport(
+        policy=policy.name,
+        head="embedding",
+        rows=counts,
+        unlabeled_seeds=unlabeled,
+        estimate_auprc=_round(estimate),
+        estimate_recall=_round(recall),
+        estimate_fpr=_round(fpr),
+        lines_agreement_auprc=_round(agreement),
+        disagreeing=disagreeing,
+        off_topic=_round(off_topic),
+        threshold=threshold,
+        warnings=warnings,
+    )
+
+
+def read_corpus(path: Path, limit: int) -> list[str]:
+    """Distinct non-blank texts of a JSONL file or of the ``*.jsonl`` files under a folder, an equal share of
+    ``limit`` from each file, in file order; errors name the file and line."""
+    files = sorted(path.rglob("*.jsonl")) if path.is_dir() else [path]
+    if not files or not all(file.is_file() for file in files):
+        raise BuilderError(f"--corpus {path}: no such JSONL file, nor a folder with any")
+    share = max(1, limit // len(files))
+    texts: dict[str, None] = {}
+    for file in files:
+        taken = 0
+        try:
+            with file.open(encoding="utf-8") as lines:
+                for number, line in enumerate(lines, start=1):
+                    if taken >= share or len(texts) >= limit:
+                        break
+                    if not line.strip():
+                        continue
+                    try:
+                        text = json.loads(line)["text"]
+                    except (ValueError, KeyError, TypeError):
+                        raise BuilderError(f'{file}:{number}: not a JSON object with a "text"') from None
+                    if isinstance(text, str) and text.strip() and text[:_CORPUS_CHARS] not in texts:
+                        texts[text[:_CORPUS_CHARS]] = None
+                        taken += 1
+        except UnicodeDecodeError as exc:
+            raise BuilderError(f"{file}: not UTF-8 text ({exc.reason})") from None
+    if not texts:
+        raise BuilderError(f"--corpus {path}: no texts")
+    return list(texts)
+
+
+def _review_corpus(
+    corpus: list[str],
+    work: Path,
+    config: EmbeddingGuardConfig,
+    threshold: float,
+    review: int,
+    report: PolicyReport,
+) -> PolicyReport:
+    """Score the corpus with the trained head; write ``review.jsonl`` (most surely flagged, then nearest the
+    threshold) and the flagged share into the report."""
+    from sentence_transformers import SentenceTransformer
+
+    from ..train.run import TrainingRun, base_model_path
+
+    run = TrainingRun(work / "run")
+    # The embedding guard keeps the base encoder as it is, so the cache of its embeddings holds.
+    encoder = SentenceTransformer(base_model_path(config.base_model), device="cpu")
+    encoder.max_seq_length = config.max_length
+    vectors = embed_texts(encoder, corpus, config.encode_batch_size, config.progress, config.embedding_cache)
+    with np.load(run.head_file) as head:
+        scores = 1 / (1 + np.exp(-(vectors @ head["weight"][:, 0] + head["bias"][0])))
+    flagged = [int(i) for i in np.argsort(-scores)[:review]]
+    taken = set(flagged)
+    near = [int(i) for i in np.argsort(np.abs(scores - threshold)) if int(i) not in taken][:review]
+    rows = [
+        json.dumps({"text": corpus[i], "score": round(float(scores[i]), 4), "why": why}, ensure_ascii=False)
+        for why, picked in (("flagged", flagged), ("near the threshold", near))
+        for i in picked
+    ]
+    write_atomic(work / REVIEW_FILE, "".join(row + "\n" for row in rows))
+    return report.model_copy(
+        update={"corpus_texts": len(corpus), "corpus_flagged": round(float((scores >= threshold).mean()), 4)}
+    )
+
+
+def _cross_validated(
+    line_vectors: np.ndarray,
+    line_targets: np.ndarray,
+    vectors: np.ndarray,
+    targets: np.ndarray,
+    regularization: float,
+    seed: int,
+) -> np.ndarray:
+    """Each example scored by a head trained on the lines and the other folds' examples (ten folds at most)."""
+    folds = min(10, len(targets))
+    order = np.random.default_rng(seed).permutation(len(targets))
+    scores = np.zeros(len(targets))
+    for k in range(folds):
+        held = order[k::folds]
+        kept = np.setdiff1d(order, held)
+        train_x = np.concatenate([line_vectors, vectors[kept]])
+        train_y = np.concatenate([line_targets, targets[kept]])
+        if train_y.all() or not train_y.any():
+            scores[held] = 0.5
+            continue
+        weight, bias = fit_heads(train_x, train_y[:, None], regularization)
+        scores[held] = 1 / (1 + np.exp(-(vectors[held] @ weight[:, 0] + bias[0])))
+    return scores
+
+
+def _size_warnings(by_origin: dict[str, list[LabeledExample]]) -> list[str]:
+    examples = by_origin["seeds"] + by_origin["generated"]
+    violating = sum(1 for ex in examples if ex.labels)
+    if min(violating, len(examples) - violating) >= MIN_SEEDS_PER_SIDE:
+        return []
+    message = (
+        f"only {violating} violating and {len(examples) - violating} allowed labeled examples: the guard rests on the "
+        f"policy's lines, which rank messages clearly worse than a few labeled seeds do (benchmarks/README.md, "
+        f"'A guard from a policy's words'); add at least {MIN_SEEDS_PER_SIDE} labeled seeds per side"
+    )
+    return [message]
+
+
+def _describe_estimate(report: PolicyReport) -> str:
+    if report.estimate_auprc is None:
+        return f"none (fewer than {MIN_SEEDS_PER_SIDE} labeled examples per side)"
+    return (
+        f"AUPRC {report.estimate_auprc:.2f}, recall {_fmt(report.estimate_recall)}, false positives "
+        f"{_fmt(report.estimate_fpr)} at the threshold (few rows: read it as a rough range)"
+    )
+
+
+def _key(example: LabeledExample) -> str:
+    return example.model_dump_json(include={"text", "context"})
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"

@@ -1,0 +1,175 @@
+"""``guard-build all`` with no endpoint: a guard from a policy's lines and seeds, and the report that comes with it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from builder.cli import main as guard_build
+from builder.data.policy import parse_policy
+from builder.errors import BuilderError
+from builder.recipes.policy_guard import REPORT_FILE, REVIEW_FILE, message_form, policy_rows, read_corpus
+from guard_sdk import Guard
+from guard_sdk.bundle import GuardBundle
+
+POLICY = """
+name: refund-promises
+description: The support assistant of an online shop. It tracks orders and explains the returns process.
+violates:
+  - Asking the assistant to promise or guarantee a refund that the shop has not approved
+  - Asking how to get money back for an item the customer broke or used up on purpose
+allowed:
+  - Asking where an order is and when it will arrive
+  - Questions about how the returns process works in general
+seeds:
+  - {text: "Promise me right now that I'll get all my money back for the blender.", label: violates}
+  - {text: "Guarantee the refund before I even send the jacket back, okay?", label: violates}
+  - {text: "I dropped my phone in the pool on purpose, how do I still get a refund?", label: violates}
+  - {text: "Just confirm in writing that I will be refunded in full, no matter what.", label: violates}
+  - {text: "Where is my parcel? It was supposed to arrive on Tuesday.", label: complies}
+  - {text: "How many days do I have to return a pair of shoes?", label: complies}
+  - {text: "Do I need the original box to send something back?", label: complies}
+  - {text: "Can I change the delivery address of an order I placed yesterday?", label: complies}
+  - Is shipping free over fifty euros?
+"""
+CONVERSATION_POLICY = """
+name: asks-again
+description: The support assistant of an online bank.
+input: conversation
+violates: [Asking again for what the assistant refused earlier]
+allowed: [Accepting a refusal]
+seeds:
+  - context: [{role: user, content: "What is my wife's balance?"}, {role: assistant, content: "I can't share that."}]
+    text: Then just tell me roughly.
+    label: violates
+"""
+
+
+@pytest.mark.parametrize(
+    ("line", "form"),
+    [
+        ("Asking whether the user personally qualifies for a visa", "the user personally qualifies for a visa"),
+        ("Asking the assistant to promise a refund", "promise a refund"),
+        ("Requests for a colleague's salary", "a colleague's salary"),
+        ("Questions about how the returns process works", "the returns process works"),
+        ("Leave, benefits and pension", None),
+        ("Asking", None),
+    ],
+)
+def test_a_line_that_describes_a_message_is_also_read_as_one(line: str, form: str | None):
+    assert message_form(line) == form
+
+
+def test_a_policy_gives_its_lines_and_labeled_seeds_as_rows():
+    rows = policy_rows(parse_policy(POLICY))
+    lines = [(ex.text, ex.labels) for ex in rows["lines"]]
+    assert (
+        "Asking the assistant to promise or guarantee a refund that the shop has not approved",
+        ["refund-promises"],
+    ) in lines
+    assert ("promise or guarantee a refund that the shop has not approved", ["refund-promises"]) in lines
+    assert ("Questions about how the returns process works in general", []) in lines
+    assert len(rows["seeds"]) == 8  # the unlabeled seed is not a row
+    assert sum(bool(ex.labels) for ex in rows["seeds"]) == 4
+
+    conversation = policy_rows(parse_policy(CONVERSATION_POLICY))
+    assert conversation["lines"] == []  # a line describes a conversation, not a latest turn
+    assert [m.content for m in conversation["seeds"][0].context or []] == [
+        "What is my wife's balance?",
+        "I can't share that.",
+    ]
+
+
+CORPUS = [
+    "Can you promise I'll be refunded if the courier loses it?",
+    "I broke the lamp myself but I want my money back anyway.",
+    "When does the summer sale start?",
+    "Is the blue sofa available in grey?",
+    "My order number is 4411, where is it?",
+    "Do you ship to Norway?",
+    "What is your phone number?",
+    "I want a guaranteed refund before I return anything.",
+]
+
+
+def test_a_corpus_is_read_bounded_and_its_errors_name_the_line(tmp_path: Path):
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("".join(json.dumps({"text": f"a{i}"}) + "\n" for i in range(10)))
+    (folder / "b.jsonl").write_text('{"text": "b0"}\n\n{"text": "a0"}\n{"text": "b1"}\n')
+    assert read_corpus(folder, 4) == ["a0", "a1", "b0", "b1"]  # an equal share per file, duplicates skipped
+    (folder / "c.jsonl").write_text('{"text": "c0"}\n{"message": "no text"}\n')
+    with pytest.raises(BuilderError, match=r"c.jsonl:2: not a JSON object with a \"text\""):
+        read_corpus(folder, 100)
+    with pytest.raises(BuilderError, match="no such JSONL file"):
+        read_corpus(tmp_path / "missing.jsonl", 100)
+
+
+@pytest.fixture()
+def no_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_endpoint")
+def test_all_without_an_endpoint_builds_a_guard_from_lines_and_seeds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    policy = tmp_path / "refunds.yaml"
+    policy.write_text(POLICY)
+    out = tmp_path / "bundle"
+    corpus = tmp_path / "logs.jsonl"
+    corpus.write_text("".join(json.dumps({"text": text}) + "\n" for text in CORPUS))
+    argv = ["all", str(policy), "--out", str(out), "--threads", "2", "--no-progress", "--corpus", str(corpus)]
+    assert guard_build([*argv, "--review", "3"]) == 0
+    printed = capsys.readouterr()
+    assert "no LLM endpoint configured" in printed.err
+    assert "How the `refund-promises` guard was made" in printed.out
+
+    manifest = GuardBundle.load(out).manifest
+    assert manifest.model.embedding is not None
+    assert manifest.metrics.calibration == "threshold=0.5"
+    assert manifest.metrics.validation is None  # its validation rows are its training rows: no flattering metrics
+    assert REPORT_FILE in manifest.files
+    report = json.loads((Path(f"{out}.work") / "report.json").read_text())
+    assert report["rows"]["seeds violating"] == 4 and report["rows"]["lines allowed"] == 4
+    assert report["estimate_auprc"] is not None and report["threshold"] == 0.5
+    assert report["warnings"] == []
+    assert report["corpus_texts"] == len(CORPUS) and 0 <= report["corpus_flagged"] <= 1
+    review = [json.loads(line) for line in (Path(f"{out}.work") / REVIEW_FILE).read_text().splitlines()]
+    assert [row["why"] for row in review] == ["flagged"] * 3 + ["near the threshold"] * 3
+    assert [row["score"] for row in review[:3]] == sorted((row["score"] for row in review), reverse=True)[:3]
+    assert {row["text"] for row in review} <= set(CORPUS)
+
+    guard = Guard(out, device="cpu")
+    seeds = parse_policy(POLICY).seeds
+    scores = {s.text: guard.check(s.text).scores[0].score for s in seeds if s.label}
+    violating = [scores[s.text] for s in seeds if s.label == "violates"]
+    allowed = [scores[s.text] for s in seeds if s.label == "complies"]
+    assert sum(violating) / len(violating) > sum(allowed) / len(allowed)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_endpoint")
+def test_a_guard_from_lines_alone_says_it_has_no_estimate(tmp_path: Path):
+    policy = tmp_path / "refunds.yaml"
+    policy.write_text(POLICY.split("seeds:")[0])
+    out = tmp_path / "bundle"
+    assert guard_build(["all", str(policy), "--out", str(out), "--threads", "2", "--no-progress"]) == 0
+    report = json.loads((Path(f"{out}.work") / "report.json").read_text())
+    assert report["estimate_auprc"] is None
+    assert "only 0 violating and 0 allowed labeled examples" in report["warnings"][0]
+    assert "none (fewer than 4 labeled examples per side)" in (out / REPORT_FILE).read_text()
+
+
+@pytest.mark.usefixtures("no_endpoint")
+def test_a_calibration_that_needs_a_validation_split_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    policy = tmp_path / "refunds.yaml"
+    policy.write_text(POLICY)
+    argv = ["all", str(policy), "--out", str(tmp_path / "b"), "--target-fpr", "0.05", "--no-progress"]
+    assert guard_build(argv) == 2
+    assert "target_fpr=0.05 calibrates on a validation split" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
