@@ -37,6 +37,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from builder.data.policy import load_policy
 
 from . import accuracy
@@ -90,15 +92,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    policies = sorted(p for p in POLICIES.glob("*.yaml") if (POLICIES / "heldout" / f"{p.stem}.jsonl").is_file())
-    # Conversation policies have their own benchmark (benchmarks/conversation_policies.py).
-    policies = [p for p in policies if load_policy(p).input == "message"]
+    every = sorted(p for p in POLICIES.glob("*.yaml") if (POLICIES / "heldout" / f"{p.stem}.jsonl").is_file())
     if args.policies:
-        policies = [p for p in policies if p.stem in args.policies.split(",")]
-    names = [p.stem for p in policies]
+        every = [p for p in every if p.stem in args.policies.split(",")]
     times: dict[str, float] = {}
     if args.offline:
-        return _offline(policies, args, times)
+        return _offline(every, args, times)
+    # Every method but `guard-build all` reads single messages (conversation policies: --offline, and
+    # benchmarks/conversation_policies.py).
+    policies = [p for p in every if load_policy(p).input == "message"]
+    names = [p.stem for p in policies]
     data = {name: _dataset(policy, args, times) for name, policy in zip(names, policies)}
     heldout = {name: _rows(POLICIES / "heldout" / f"{name}.jsonl") for name in names}
     leaked = {name: _leaks(data[name], heldout) for name in names}
@@ -174,34 +177,32 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return result
 
 
-def _offline(policies: Sequence[Path], args: argparse.Namespace, times: dict[str, float]) -> dict[str, Any]:
-    """``guard-build all`` with no endpoint on each policy as written ("lines + seeds") and without its seeds
-    ("lines only"), scored on the held-out texts beside the estimate its report gave."""
-    import yaml
-
-    bundles: dict[str, dict[str, tuple[Path, str]]] = {"all: lines only": {}, "all: lines + seeds": {}}
-    reports: dict[str, dict[str, Any]] = {}
-    for policy_file in policies:
-        name = policy_file.stem
-        policy = load_policy(policy_file)
-        words = args.work / "offline" / f"{name}-lines.yaml"
-        words.parent.mkdir(parents=True, exist_ok=True)
-        words.write_text(yaml.safe_dump(policy.model_copy(update={"seeds": []}).model_dump(mode="json")))
-        for kind, source in (("all: lines only", words), ("all: lines + seeds", policy_file)):
-            out = args.work / "offline" / f"{name}-{'lines' if source == words else 'seeds'}"
-            if not (out / "guard.json").is_file():
-                started = time.perf_counter()
-                _build(["all", str(source), "--out", str(out), "--seed", str(args.seed), "--threads", str(args.threads)]
-                       + ["--overwrite", "--no-progress"])  # fmt: skip
-                times[f"{out.name}"] = round(time.perf_counter() - started, 1)
-            bundles[kind][name] = (out, name)
-            reports.setdefault(name, {})[kind] = json.loads((Path(f"{out}.work") / "report.json").read_text())
-    heldout = {p.stem: _rows(POLICIES / "heldout" / f"{p.stem}.jsonl") for p in policies}
-    results = _score(bundles, heldout)
+def _offline(policy_files: Sequence[Path], args: argparse.Namespace, times: dict[str, float]) -> dict[str, Any]:
+    """``guard-build all`` with no endpoint on each policy as written ("lines + seeds") and, for a message policy,
+    without its seeds ("lines only"), scored on the held-out texts (conversations with their earlier turns) beside
+    the estimate its report gave."""
+    policies = {path.stem: load_policy(path) for path in policy_files}
+    messages = {name: path for name, path in zip(policies, policy_files) if policies[name].input == "message"}
+    bundles: dict[str, dict[str, tuple[Path, str]]] = {LINES: {}, SEEDED: {}}
+    for name, path in zip(policies, policy_files):
+        if name in messages:
+            lines_only = args.work / "offline" / f"{name}-lines.yaml"
+            lines_only.parent.mkdir(parents=True, exist_ok=True)
+            lines_only.write_text(
+                yaml.safe_dump(policies[name].model_copy(update={"seeds": []}).model_dump(mode="json"))
+            )
+            bundles[LINES][name] = (_build_all(lines_only, args.work / "offline" / f"{name}-lines", args, times), name)
+        bundles[SEEDED][name] = (_build_all(path, args.work / "offline" / f"{name}-seeds", args, times), name)
+    heldout = {name: _rows(POLICIES / "heldout" / f"{name}.jsonl") for name in policies}
+    results = _score({kind: {n: b for n, b in by.items() if n in messages} for kind, by in bundles.items()},
+                     {name: rows for name, rows in heldout.items() if name in messages})  # fmt: skip
+    for name in sorted(policies.keys() - messages.keys()):
+        results[name] = {SEEDED: _score_conversations(bundles[SEEDED][name][0], name, heldout[name])}
     for name, by_kind in results.items():
         for kind, metrics in by_kind.items():
-            metrics["report_estimate_auprc"] = reports[name][kind]["estimate_auprc"]
-            metrics["report_warnings"] = len(reports[name][kind]["warnings"])
+            report = json.loads((Path(f"{bundles[kind][name][0]}.work") / "report.json").read_text())
+            metrics["report_estimate_auprc"] = report["estimate_auprc"]
+            metrics["report_warnings"] = len(report["warnings"])
     result = {
         "machine": machine_info(),
         "config": {k: str(v) for k, v in vars(args).items()},
@@ -210,24 +211,66 @@ def _offline(policies: Sequence[Path], args: argparse.Namespace, times: dict[str
         "build_seconds": times,
     }
     write_json(args.out / "offline.json", result)
+    (args.out / "offline.md").write_text(_offline_markdown(result) + "\n")
+    print(_offline_markdown(result))
+    return result
+
+
+LINES, SEEDED = "all: lines only", "all: lines + seeds"
+
+
+def _build_all(policy: Path, out: Path, args: argparse.Namespace, times: dict[str, float]) -> Path:
+    if not (out / "guard.json").is_file():
+        started = time.perf_counter()
+        _build(["all", str(policy), "--out", str(out), "--seed", str(args.seed), "--threads", str(args.threads)]
+               + ["--overwrite", "--no-progress"])  # fmt: skip
+        times[out.name] = round(time.perf_counter() - started, 1)
+    return out
+
+
+def _score_conversations(bundle: Path, name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A conversation guard on its held-out conversations, each latest turn read after its earlier turns; ``paired``:
+    the conversations whose latest turn is violating in one and allowed in another (only the earlier turns decide)."""
+    from guard_sdk import Guard
+
+    checked = Guard(bundle, device="cpu").check_batch([r["text"] for r in rows], contexts=[r["context"] for r in rows])
+    scores = [next(s for s in result.scores if s.label == name) for result in checked]
+    truth = [bool(r["labels"]) for r in rows]
+    metrics = accuracy.metrics(truth, [s.score for s in scores], [s.flagged for s in scores])
+    sides: dict[str, set[bool]] = {}
+    for row, flag in zip(rows, truth, strict=True):
+        sides.setdefault(row["text"], set()).add(flag)
+    paired = [i for i, row in enumerate(rows) if len(sides[row["text"]]) == 2]
+    in_pairs = accuracy.metrics(
+        [truth[i] for i in paired], [scores[i].score for i in paired], [scores[i].flagged for i in paired]
+    )
+    return {**{k: metrics[k] for k in ("auprc", "f1", "precision", "recall", "fpr")}, "auprc_paired": in_pairs["auprc"]}
+
+
+def _offline_markdown(result: dict[str, Any]) -> str:
+    heldout = result["heldout"]
     rows = []
-    for kind in bundles:
-        measured = [result["heldout"][name][kind] for name in heldout]
+    for kind in (LINES, SEEDED):
+        measured = {name: by_kind[kind] for name, by_kind in heldout.items() if kind in by_kind}
         rows.append(
             [kind]
-            + [f"{m['auprc']} / {m['f1']} / {m['fpr']} ({m['report_estimate_auprc']})" for m in measured]
-            + [round(sum(m["auprc"] for m in measured) / len(measured), 3)]
+            + [_offline_cell(measured.get(name)) for name in heldout]
+            + [round(sum(m["auprc"] for m in measured.values()) / len(measured), 3) if measured else None]
         )
-    table = (
-        "Held-out AUPRC / F1 / FPR at the bundle's threshold (the report's cross-validated AUPRC estimate), "
-        "`guard-build all` with no endpoint:\n"
+    return (
+        "Held-out AUPRC / F1 / FPR at the bundle's threshold (the report's cross-validated AUPRC estimate; "
+        "conversation policies: [AUPRC on the paired conversations]), `guard-build all` with no endpoint:\n"
         + markdown_table(["method", *heldout, "mean AUPRC"], rows)
         + "\n\nBuild seconds: "
-        + ", ".join(f"{k} {v}" for k, v in times.items())
+        + ", ".join(f"{k} {v}" for k, v in result["build_seconds"].items())
     )
-    (args.out / "offline.md").write_text(table + "\n")
-    print(table)
-    return result
+
+
+def _offline_cell(m: dict[str, Any] | None) -> str:
+    if m is None:
+        return "–"
+    paired = f" [{m['auprc_paired']}]" if "auprc_paired" in m else ""
+    return f"{m['auprc']} / {m['f1']} / {m['fpr']} ({m['report_estimate_auprc']}){paired}"
 
 
 def _build(argv: list[str]) -> None:

@@ -94,7 +94,19 @@ _DATA = Flags(
 )
 _POLICY_GUARD = Flags(
     PolicyGuardConfig,
-    ["head", "regularization", "epochs", "seed", "threads", "progress", "corpus", "corpus_limit", "review"],
+    [
+        "head",
+        "regularization",
+        "epochs",
+        "learning_rate",
+        "context_tokens",
+        "seed",
+        "threads",
+        "progress",
+        "corpus",
+        "corpus_limit",
+        "review",
+    ],
 )
 _ALL_EXPORT = Flags(ExportConfig, exclude=["name", "description", "extra_files"])
 _PACK = Flags(

@@ -173,3 +173,18 @@ def test_a_calibration_that_needs_a_validation_split_is_refused(tmp_path: Path, 
     assert guard_build(argv) == 2
     assert "target_fpr=0.05 calibrates on a validation split" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_endpoint")
+def test_all_without_an_endpoint_builds_a_conversation_guard_from_its_seed_conversations(tmp_path: Path):
+    out = tmp_path / "bundle"
+    policy = Path(__file__).parents[1] / "examples" / "policies" / "asks-again.yaml"
+    argv = ["all", str(policy), "--out", str(out), "--threads", "2", "--epochs", "2", "--no-progress"]
+    assert guard_build(argv) == 0
+    manifest = GuardBundle.load(out).manifest
+    assert (manifest.input.kind, manifest.input.context_tokens, manifest.stages) == ("conversation", 48, ["input"])
+    assert manifest.model.embedding is None and manifest.metrics.validation is not None
+    report = json.loads((Path(f"{out}.work") / "report.json").read_text())
+    assert report["head"] == "classifier" and report["rows"]["lines violating"] == 0
+    assert "on the validation split, in the bundle's manifest" in (out / REPORT_FILE).read_text()
