@@ -1,6 +1,7 @@
 """Every ``guard-build`` method on the example policies, measured on held-out texts the builder never sees.
 
     python -m benchmarks.example_policies [--threads 1] [--adversarial-rounds 1] [--base-url URL --model M]
+    python -m benchmarks.example_policies --offline [--threads 2]      # guard-build all with no endpoint: minutes
 
 Data: ``guard-build data`` on each policy of ``examples/policies/`` (the embedded SmolLM2 unless an endpoint is
 given; ``--cells`` cells, candidates the judge labels otherwise than intended dropped): the seeds, their paraphrases
@@ -20,7 +21,11 @@ Methods, all on the same dataset per policy, all through the ``guard-build`` com
   instructions alone, no policy data; ``pack-tuned``: the same model after a short fine-tune on the policies' data;
 - ``merged``: the ``classifier`` runs merged by TIES into one multi-label bundle (coefficients searched);
 - ``adversarial-0`` / ``adversarial-N``: ``guard-build adversarial`` (embedding head) before and after N rounds,
-  measured by its own report on the held-out texts (torch, its calibrated threshold).
+  measured by its own report on the held-out texts (torch, its calibrated threshold);
+- ``all: lines only`` / ``all: lines + seeds``: ``guard-build all`` with no endpoint (no LLM), on the policy without
+  its seeds and as written, beside the estimate its report gave. ``--offline`` runs only these, on every policy with
+  held-out texts, conversation policies too (their held-out conversations read with their earlier turns; ``paired``:
+  the conversations whose latest turn is violating in one and allowed in another).
 
 Reported per policy and method: held-out AUPRC, and F1 / recall / FPR at the bundle's calibrated threshold; the FPR
 on the *other* policies' violating held-out texts (a visa guard must not flag salary questions); build seconds; check
@@ -157,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     bundles["merged"] = _by_label(_export(run, "merged", args, times), names)
 
     results = _score(bundles, heldout)
+    for name, by_kind in _all_without_endpoint(policies, args, times).items():
+        results[name].update(by_kind)
     adversarial = _adversarial(policies, data, args, times) if args.adversarial_rounds else {}
     for kind, by_policy in adversarial.items():
         for name, metrics in by_policy.items():
@@ -178,6 +185,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def _offline(policy_files: Sequence[Path], args: argparse.Namespace, times: dict[str, float]) -> dict[str, Any]:
+    """The ``guard-build all`` methods alone (``--offline``): ``offline.{json,md}``."""
+    heldout = {path.stem: _rows(POLICIES / "heldout" / f"{path.stem}.jsonl") for path in policy_files}
+    result = {
+        "machine": machine_info(),
+        "config": {k: str(v) for k, v in vars(args).items()},
+        "heldout_rows": {name: _counts(rows) for name, rows in heldout.items()},
+        "heldout": _all_without_endpoint(policy_files, args, times),
+        "build_seconds": times,
+    }
+    write_json(args.out / "offline.json", result)
+    (args.out / "offline.md").write_text(_offline_markdown(result) + "\n")
+    print(_offline_markdown(result))
+    return result
+
+
+def _all_without_endpoint(
+    policy_files: Sequence[Path], args: argparse.Namespace, times: dict[str, float]
+) -> dict[str, dict[str, Any]]:
     """``guard-build all`` with no endpoint on each policy as written ("lines + seeds") and, for a message policy,
     without its seeds ("lines only"), scored on the held-out texts (conversations with their earlier turns) beside
     the estimate its report gave."""
@@ -203,17 +228,7 @@ def _offline(policy_files: Sequence[Path], args: argparse.Namespace, times: dict
             report = json.loads((Path(f"{bundles[kind][name][0]}.work") / "report.json").read_text())
             metrics["report_estimate_auprc"] = report["estimate_auprc"]
             metrics["report_warnings"] = len(report["warnings"])
-    result = {
-        "machine": machine_info(),
-        "config": {k: str(v) for k, v in vars(args).items()},
-        "heldout_rows": {name: _counts(rows) for name, rows in heldout.items()},
-        "heldout": results,
-        "build_seconds": times,
-    }
-    write_json(args.out / "offline.json", result)
-    (args.out / "offline.md").write_text(_offline_markdown(result) + "\n")
-    print(_offline_markdown(result))
-    return result
+    return results
 
 
 LINES, SEEDED = "all: lines only", "all: lines + seeds"
