@@ -1,4 +1,5 @@
-"""``guard-build all`` with no endpoint: a guard from a policy's lines and seeds, and the report that comes with it."""
+"""``guard-build all``: a guard from a policy's lines and seeds, the report that comes with it, and (with an endpoint) the
+corpus texts nearest the policy debated into training rows."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from builder.cli import main as guard_build
+from builder.data.engine import Datasheet
 from builder.data.policy import parse_policy
 from builder.errors import BuilderError
-from builder.recipes.policy_guard import REPORT_FILE, REVIEW_FILE, message_form, policy_rows, read_corpus
+from builder.recipes.policy_guard import REPORT_FILE, REVIEW_FILE, message_form, policy_rows, read_corpus, retrieve
+from builder.train.embedding import EmbeddingGuardConfig
 from guard_sdk import Guard
 from guard_sdk.bundle import GuardBundle
 
@@ -107,6 +110,31 @@ def test_a_corpus_is_read_bounded_and_its_errors_name_the_line(tmp_path: Path):
         read_corpus(tmp_path / "missing.jsonl", 100)
 
 
+NEAR_VIOLATING = [
+    "Promise me right now that I will get all my money back for the toaster.",
+    "I dropped my tablet in the bath on purpose, how do I still get a refund?",
+]
+NEAR_ALLOWED = [
+    "Where is my parcel?\nIt was supposed to arrive on Monday.",
+    "Do I need the original box to return a lamp?",
+]
+OFF_TOPIC = ["What is the capital of Australia?", "Write me a short poem about autumn leaves."]
+
+
+def test_retrieval_takes_the_texts_nearest_each_side_of_the_policy(tmp_path: Path):
+    policy = parse_policy(POLICY)
+    config = EmbeddingGuardConfig(progress=False, embedding_cache=tmp_path / "embeddings.npz")
+    corpus = [OFF_TOPIC[0], NEAR_ALLOWED[0], NEAR_VIOLATING[0], OFF_TOPIC[1], NEAR_ALLOWED[1], NEAR_VIOLATING[1]]
+    one_line = [" ".join(text.split()) for text in NEAR_ALLOWED]
+    picked = retrieve(policy, corpus, 4, config)
+    assert set(picked[:2]) == set(NEAR_VIOLATING) and set(picked[2:]) == set(one_line)
+    first, second = retrieve(policy, corpus, 2, config)
+    assert first in NEAR_VIOLATING and second in one_line
+    assert len(retrieve(policy, corpus, 100, config)) == len(corpus)  # a side short of texts leaves its share
+    assert retrieve(policy, corpus, 0, config) == []
+    assert (tmp_path / "embeddings.npz").is_file()
+
+
 @pytest.fixture()
 def no_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_MODEL"):
@@ -173,3 +201,49 @@ def test_a_calibration_that_needs_a_validation_split_is_refused(tmp_path: Path, 
     assert guard_build(argv) == 2
     assert "target_fpr=0.05 calibrates on a validation split" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_with_an_endpoint_the_corpus_nearest_texts_are_debated_into_training_rows(
+    llm_server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    policy = tmp_path / "refunds.yaml"
+    # No seeds (fewer requests): the two retrieved texts and one generated message per kind are debated.
+    policy.write_text(POLICY.split("seeds:")[0] + "dimensions: {persona: [shopper, reseller]}\n")
+    corpus = tmp_path / "logs.jsonl"
+    corpus.write_text("".join(json.dumps({"text": text}) + "\n" for text in NEAR_VIOLATING + NEAR_ALLOWED + OFF_TOPIC))
+    out, work = tmp_path / "bundle", tmp_path / "work"
+    llm = [
+        *("--base-url", llm_server.base_url, "--model", llm_server.model),
+        *("--structured-output", "schema", "--concurrency", "1"),  # the reply schema caps the messages asked for
+    ]
+    tiny = ["--cells", "1", "--per-prompt", "1", "--paraphrases", "0", "--min-confidence", "0", "--no-progress"]
+    retrieval = ["--corpus", str(corpus), "--retrieve", "2"]
+    argv = ["all", str(policy), "--out", str(out), "--work", str(work), "--generate", "--threads", "2"]
+    assert guard_build([*argv, *llm, *tiny, *retrieval]) == 0
+    assert "retrieved 2 texts" in capsys.readouterr().err
+
+    data = work / "data"
+    rows = [json.loads(line) for line in (data / "dataset.jsonl").read_text().splitlines()]
+    from_corpus = [row for row in rows if row["kind"] == "retrieved"]
+    sheet = Datasheet.model_validate_json((data / "datasheet.json").read_text())
+    assert sheet.counts["retrieved"] == 2
+    transcripts = [json.loads(line) for line in (data / "transcripts.jsonl").read_text().splitlines()]
+    debated = [v for v in transcripts if v["candidate_id"].startswith("retrieved-")]
+    assert len(debated) == 2 and all(v["transcript"] for v in debated), "both retrieved texts were debated"
+    # No confidence floor, and balance drops generated rows before real ones: each usable debate gives a row.
+    assert len(from_corpus) == sheet.counts["retrieved_verified"] == sum(v["label"] is not None for v in debated) > 0
+    one_line = {" ".join(text.split()) for text in NEAR_VIOLATING + NEAR_ALLOWED}
+    for row in from_corpus:
+        assert row["text"] in one_line and row["cell"] is None
+        assert row["labels"] == (["refund-promises"] if row["verdict"] == "violates" else [])
+    report = json.loads((work / "report.json").read_text())
+    assert report["rows"]["corpus violating"] + report["rows"]["corpus allowed"] == len(from_corpus)
+    assert "corpus violating" in (out / REPORT_FILE).read_text()
+
+    # guard-build data with the same corpus and options finds the finished run: not one new request.
+    before = (data / "dataset.jsonl").read_bytes()
+    assert guard_build(["data", str(policy), "--out", str(data), *llm, *tiny, *retrieval]) == 0
+    again = Datasheet.model_validate_json((data / "datasheet.json").read_text())
+    assert again.llm_invocations[-1].requests == 0 and len(again.llm_invocations) == 2
+    assert (data / "dataset.jsonl").read_bytes() == before
