@@ -9,10 +9,24 @@ from pathlib import Path
 import pytest
 
 from builder.cli import main as guard_build
-from builder.data.engine import Datasheet
+from builder.data.candidates import GenerationConfig
+from builder.data.dataset import load_jsonl
+from builder.data.dimensions import DimensionConfig
+from builder.data.engine import DataConfig, build_dataset
 from builder.data.policy import parse_policy
+from builder.data.verify import DebateConfig
 from builder.errors import BuilderError
-from builder.recipes.policy_guard import REPORT_FILE, REVIEW_FILE, message_form, policy_rows, read_corpus, retrieve
+from builder.llm.client import LLMConfig
+from builder.recipes.policy_guard import (
+    REPORT_FILE,
+    REVIEW_FILE,
+    PolicyGuardConfig,
+    build_policy_guard,
+    message_form,
+    policy_rows,
+    read_corpus,
+    retrieve,
+)
 from builder.train.embedding import EmbeddingGuardConfig
 from guard_sdk import Guard
 from guard_sdk.bundle import GuardBundle
@@ -204,46 +218,48 @@ def test_a_calibration_that_needs_a_validation_split_is_refused(tmp_path: Path, 
 
 
 @pytest.mark.slow
-def test_with_an_endpoint_the_corpus_nearest_texts_are_debated_into_training_rows(
-    llm_server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-):
-    policy = tmp_path / "refunds.yaml"
-    # No seeds (fewer requests): the two retrieved texts and one generated message per kind are debated.
-    policy.write_text(POLICY.split("seeds:")[0] + "dimensions: {persona: [shopper, reseller]}\n")
-    corpus = tmp_path / "logs.jsonl"
-    corpus.write_text("".join(json.dumps({"text": text}) + "\n" for text in NEAR_VIOLATING + NEAR_ALLOWED + OFF_TOPIC))
-    out, work = tmp_path / "bundle", tmp_path / "work"
-    llm = [
-        *("--base-url", llm_server.base_url, "--model", llm_server.model),
-        *("--structured-output", "schema", "--concurrency", "1"),  # the reply schema caps the messages asked for
-    ]
-    tiny = ["--cells", "1", "--per-prompt", "1", "--paraphrases", "0", "--min-confidence", "0", "--no-progress"]
-    retrieval = ["--corpus", str(corpus), "--retrieve", "2"]
-    argv = ["all", str(policy), "--out", str(out), "--work", str(work), "--generate", "--threads", "2"]
-    assert guard_build([*argv, *llm, *tiny, *retrieval]) == 0
-    assert "retrieved 2 texts" in capsys.readouterr().err
+def test_with_an_endpoint_the_corpus_nearest_texts_are_debated_into_training_rows(llm_server, tmp_path: Path):
+    # No seeds, one generated message, one debate round each: a dozen requests, most of them the two retrieved texts.
+    policy = parse_policy(POLICY.split("seeds:")[0] + "dimensions: {persona: [shopper, reseller], tone: [calm, rude]}")
+    config = DataConfig(
+        cells=1,
+        dimensions=DimensionConfig(max_dimensions=2, values_per_dimension=2),
+        generation=GenerationConfig(per_prompt=1, kinds=["violating"], paraphrases_per_seed=0),
+        debate=DebateConfig(extra_round=False, min_confidence=0.0),  # the machinery under test, not a judge
+        progress=False,
+    )
+    llm = LLMConfig(base_url=llm_server.base_url, model=llm_server.model, structured_output="schema", max_concurrency=1)
+    embedding = EmbeddingGuardConfig(progress=False, embedding_cache=tmp_path / "work" / "embeddings.npz")
+    retrieved = retrieve(policy, NEAR_VIOLATING + NEAR_ALLOWED + OFF_TOPIC, 2, embedding)
+    data = tmp_path / "work" / "data"
+    sheet = build_dataset(policy, data, llm_config=llm, config=config, retrieved=retrieved)
 
-    data = work / "data"
-    rows = [json.loads(line) for line in (data / "dataset.jsonl").read_text().splitlines()]
-    from_corpus = [row for row in rows if row["kind"] == "retrieved"]
-    sheet = Datasheet.model_validate_json((data / "datasheet.json").read_text())
     assert sheet.counts["retrieved"] == 2
     transcripts = [json.loads(line) for line in (data / "transcripts.jsonl").read_text().splitlines()]
     debated = [v for v in transcripts if v["candidate_id"].startswith("retrieved-")]
-    assert len(debated) == 2 and all(v["transcript"] for v in debated), "both retrieved texts were debated"
+    assert len(debated) == 2 and all(v["transcript"] and v["intended"] is None for v in debated)
+    rows = [json.loads(line) for line in (data / "dataset.jsonl").read_text().splitlines()]
+    from_corpus = [row for row in rows if row["kind"] == "retrieved"]
     # No confidence floor, and balance drops generated rows before real ones: each usable debate gives a row.
     assert len(from_corpus) == sheet.counts["retrieved_verified"] == sum(v["label"] is not None for v in debated) > 0
-    one_line = {" ".join(text.split()) for text in NEAR_VIOLATING + NEAR_ALLOWED}
     for row in from_corpus:
-        assert row["text"] in one_line and row["cell"] is None
+        assert row["text"] in retrieved and row["cell"] is None
         assert row["labels"] == (["refund-promises"] if row["verdict"] == "violates" else [])
-    report = json.loads((work / "report.json").read_text())
-    assert report["rows"]["corpus violating"] + report["rows"]["corpus allowed"] == len(from_corpus)
+    assert "Retrieved from a corpus: 2 real texts" in (data / "datasheet.md").read_text()
+
+    dataset = load_jsonl(data / "dataset.jsonl", [policy.name])
+    out = tmp_path / "bundle"
+    guard = PolicyGuardConfig(threads=2, progress=False)
+    _, report = build_policy_guard(policy, out, tmp_path / "work", dataset=dataset, retrieved=retrieved, config=guard)
+    assert report.rows["corpus violating"] + report.rows["corpus allowed"] == len(from_corpus)
     assert "corpus violating" in (out / REPORT_FILE).read_text()
 
-    # guard-build data with the same corpus and options finds the finished run: not one new request.
+    # A rerun finds the finished run: not one new request, the same rows.
     before = (data / "dataset.jsonl").read_bytes()
-    assert guard_build(["data", str(policy), "--out", str(data), *llm, *tiny, *retrieval]) == 0
-    again = Datasheet.model_validate_json((data / "datasheet.json").read_text())
+    again = build_dataset(policy, data, llm_config=llm, config=config, retrieved=retrieved)
     assert again.llm_invocations[-1].requests == 0 and len(again.llm_invocations) == 2
     assert (data / "dataset.jsonl").read_bytes() == before
+    # Another corpus is another run (its checkpoints start over); the replies it shares are cached.
+    other = build_dataset(policy, data, llm_config=llm, config=config, retrieved=retrieved[:1])
+    assert other.counts["retrieved"] == 1 and len(other.llm_invocations) == 1
+    assert other.llm_invocations[0].requests == 0 and other.llm_invocations[0].cache_hits > 0

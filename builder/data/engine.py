@@ -4,7 +4,6 @@
     datasheet = build_dataset(policy, out, llm_config=LLMConfig.resolve(base_url=..., model=...))
     datasheet = build_dataset(policy, out, retrieved=texts)  # real messages debated beside the generated ones
 
-
 The output folder holds, when a run is complete:
 
 - ``dataset.jsonl``: ``{"text", "labels": [policy name] or [], "cell", "kind", "prompt_id", "candidate_id",
@@ -16,8 +15,8 @@ The output folder holds, when a run is complete:
 Those three are written last, each through a temporary file and a rename: a file there is complete. While a run
 works, ``stages/`` holds its checkpoints (dimensions, cells, one journal line per finished generation prompt and
 per finished debate, the LLM usage of each invocation) and ``cache/`` every LLM reply. A run killed at any point
-continues from there; a run of the same policy and settings sends no request at all. Changing the policy or settings discards the checkpoints but
-not the cache, so unchanged prompts stay free.
+continues from there; a run of the same policy, settings and retrieved texts sends no request at all. Changing one
+of them discards the checkpoints but not the cache, so unchanged prompts stay free.
 """
 
 from __future__ import annotations
