@@ -4,7 +4,7 @@ guard-build train --data train.jsonl --out runs/injection [--labels injection] [
 guard-build multitask --data pack.jsonl --instructions labels.yaml --out runs/mt   # one model, many policies
 guard-build instruct --bundle bundles/mt --policy new.yaml --out bundles/new        # zero-shot, instruction only
 guard-build export --run runs/injection --out bundles/injection --name injection [--version 0.1.0]
-guard-build data policy.yaml --out runs/visa-data [--base-url URL --model NAME --api-key KEY]
+guard-build data policy.yaml --out runs/visa-data [--base-url URL --model NAME --api-key KEY] [--corpus FILE]
 guard-build all policy.yaml --out bundles/visa [--work runs/visa]      # (data ->) train -> export, with a report
 guard-build pack [--seeds shared/train] [--out DIR] [--wheel DIR]     # the default pack (+ its guard-sdk-pack wheel)
 guard-build pack-wheel --pack FOLDER --out DIR                         # the guard-sdk-pack wheel of a built pack
@@ -47,7 +47,7 @@ from .recipes.adversarial import AdversarialConfig, EvalSet, render_report, run_
 from .recipes.pack import PackConfig, build_pack, default_work_dir, pack_datasets
 from .recipes.pack_answers import ANSWER_PAIRS_FILE, AnswerPairsConfig, build_answer_pairs
 from .recipes.pack_wheel import write_pack_wheel
-from .recipes.policy_guard import REPORT_FILE, PolicyGuardConfig, build_policy_guard
+from .recipes.policy_guard import REPORT_FILE, PolicyGuardConfig, build_policy_guard, read_corpus, retrieve
 from .recipes.policy_tasks import load_tasks, split_tasks
 from .train.classifier import TrainConfig, train
 from .train.distill import DistillConfig, distill_encoder, read_texts
@@ -105,8 +105,15 @@ _POLICY_GUARD = Flags(
         "progress",
         "corpus",
         "corpus_limit",
+        "retrieve",
         "review",
     ],
+)
+# guard-build data: the corpus texts it debates.
+_RETRIEVAL = Flags(
+    PolicyGuardConfig,
+    ["corpus", "corpus_limit", "retrieve"],
+    help={"corpus": 'unlabeled real messages (a JSONL file with a "text" per line, or a folder of such files)'},
 )
 _ALL_EXPORT = Flags(ExportConfig, exclude=["name", "description", "extra_files"])
 _PACK = Flags(
@@ -289,10 +296,12 @@ def _add_data_arguments(parser: argparse.ArgumentParser, *more: Flags[Any]) -> N
     add_flags(parser, _DATA, *more)
 
 
-def _build_data(args: argparse.Namespace, out: str) -> tuple[Policy, Datasheet]:
+def _build_data(args: argparse.Namespace, out: str, retrieved: Sequence[str] = ()) -> tuple[Policy, Datasheet]:
     policy = load_policy(args.policy)
     llm_config = _llm_config(args)
-    sheet = build_dataset(policy, out, llm_config=llm_config, config=_DATA.build(args), embedded=args.embedded)
+    sheet = build_dataset(
+        policy, out, llm_config=llm_config, config=_DATA.build(args), embedded=args.embedded, retrieved=retrieved
+    )
     now = sheet.llm_invocations[-1]
     print(
         f"wrote {sheet.counts['final']} examples {sheet.counts['by_label']} to {Path(out) / 'dataset.jsonl'} "
@@ -301,6 +310,16 @@ def _build_data(args: argparse.Namespace, out: str) -> tuple[Policy, Datasheet]:
         file=sys.stderr,
     )
     return policy, sheet
+
+
+def _retrieved(policy: Policy, config: PolicyGuardConfig, embeddings: Path) -> list[str]:
+    """The corpus texts nearest the policy, for the data engine to debate (none without a corpus)."""
+    if config.corpus is None:
+        return []
+    embedding = EmbeddingGuardConfig(progress=config.progress, embedding_cache=embeddings)
+    texts = retrieve(policy, read_corpus(config.corpus, config.corpus_limit), config.retrieve, embedding)
+    print(f"retrieved {len(texts)} texts from {config.corpus} for the debate", file=sys.stderr)
+    return texts
 
 
 def _message_policy(path: str, command: str) -> Policy:
@@ -316,13 +335,14 @@ def _message_policy(path: str, command: str) -> Policy:
 
 def _add_data(commands: _Commands) -> None:
     data = commands.add_parser("data", help="build a verified dataset from a policy (resumes; LLM replies cached)")
-    _add_data_arguments(data)
+    _add_data_arguments(data, _RETRIEVAL)
     data.add_argument("--out", required=True, help="folder: dataset.jsonl, datasheet.md/json, transcripts, cache")
     data.set_defaults(handler=_data)
 
 
 def _data(args: argparse.Namespace) -> None:
-    _build_data(args, args.out)
+    retrieved = _retrieved(load_policy(args.policy), _RETRIEVAL.build(args), Path(args.out) / "embeddings.npz")
+    _build_data(args, args.out, retrieved)
 
 
 def _add_all(commands: _Commands) -> None:
@@ -346,14 +366,19 @@ def _all(args: argparse.Namespace) -> None:
     work = Path(args.work or f"{args.out}.work")
     policy = load_policy(args.policy)
     generate = args.generate if args.generate is not None else bool(_llm_config(args).base_url)
+    config = _POLICY_GUARD.build(args)
     dataset = None
+    retrieved: list[str] = []
     if generate:
-        _build_data(args, str(work / "data"))
+        # The guard's embedding cache: the review and the training read the same texts' embeddings.
+        retrieved = _retrieved(policy, config, work / "embeddings.npz")
+        _build_data(args, str(work / "data"), retrieved)
         dataset = load_jsonl(work / "data" / "dataset.jsonl", [policy.name])
     else:
         print(
-            "no LLM endpoint configured: the guard is made from the policy's lines and labeled seeds "
-            "(--base-url for an endpoint that writes data, --generate for the embedded model)",
+            "no LLM endpoint configured: the guard is made from the policy's lines and labeled seeds, and --corpus "
+            "texts are only scored for review (--base-url for an endpoint that writes data and debates the corpus's "
+            "nearest texts, --generate for the embedded model)",
             file=sys.stderr,
         )
     manifest, report = build_policy_guard(
@@ -361,7 +386,8 @@ def _all(args: argparse.Namespace) -> None:
         args.out,
         work,
         dataset=dataset,
-        config=_POLICY_GUARD.build(args),
+        retrieved=retrieved,
+        config=config,
         export=_ALL_EXPORT.build(args, name=policy.name, description=policy.description),
     )
     print(report.render())

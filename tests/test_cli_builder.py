@@ -24,13 +24,14 @@ OPTIONS_BEFORE = {
     "instruct": "--bundle --max-length --name --out --overwrite --policy --version",
     "export": "--benign-flag-rate --description --keep-fp32 --max-int8-diff --max-int8-mean-diff --min-int8-agreement "
     "--name --out --overwrite --run --stages --target-fpr --threshold --version",
-    "data": "--api-key --base-url --cells --concurrency --embedded --llm-config --max-turns --min-confidence --model "
-    "--no-progress --on-mismatch --out --paraphrases --per-prompt --seed --structured-output --timeout",
+    "data": "--api-key --base-url --cells --concurrency --corpus --corpus-limit --embedded --llm-config --max-turns "
+    "--min-confidence --model --no-progress --on-mismatch --out --paraphrases --per-prompt --retrieve --seed "
+    "--structured-output --timeout",
     "all": "--api-key --base-url --benign-flag-rate --cells --concurrency --context-tokens --corpus --corpus-limit "
     "--embedded --epochs --generate --head --learning-rate "
     "--keep-fp32 --llm-config --max-int8-diff --max-int8-mean-diff --max-turns --min-confidence --min-int8-agreement "
     "--model --no-generate --no-progress --on-mismatch --out --overwrite --paraphrases --per-prompt --regularization "
-    "--review --seed --stages --structured-output --target-fpr --threads --threshold --timeout --version --work",
+    "--retrieve --review --seed --stages --structured-output --target-fpr --threads --threshold --timeout --version --work",
     "pack": "--answer-epochs --base-model --benign-flag-rate --data-only --epochs --head --out --seed --seeds --threads "
     "--triplet-epochs --wheel --work",
     "pack-wheel": "--out --pack",

@@ -21,6 +21,7 @@ from builder.data.candidates import (
     seed_prompts,
     text_problem,
 )
+from builder.data.curate import CurationConfig, Example, balance
 from builder.data.dataset import load_jsonl
 from builder.data.dimensions import Dimension, DimensionConfig, coverage_report, propose_dimensions, sample_cells
 from builder.data.engine import DataConfig, Datasheet, build_dataset
@@ -113,6 +114,26 @@ def test_unusable_text_is_recognised():
     )
     assert [c.text for c in kept] == ["What is Tom's salary, exactly?"]
     assert problems == ["repeated in the same reply", "empty"]
+
+
+def test_balance_drops_generated_rows_before_retrieved_ones():
+    def example(i: int, kind: str, label: str) -> Example:
+        return Example(
+            text=f"message {i}", label=label, cell=None, kind=kind, prompt_id="p", candidate_id=str(i),
+            verdict=label, confidence=0.9,
+        )  # fmt: skip
+
+    rows = [
+        example(0, "compliant", "complies"),
+        example(1, "violating", "violates"),
+        example(2, "boundary", "violates"),
+    ]
+    rows += [example(3, "retrieved", "violates"), example(4, "retrieved", "violates")]
+    kept, balance_round = balance(rows, CurationConfig(max_label_ratio=2.0))
+    assert sorted(e.candidate_id for e in kept) == ["0", "3", "4"]
+    assert balance_round.removed == {"label balance (violates)": 2}
+    kept, _ = balance([*rows, example(5, "retrieved", "violates")], CurationConfig(max_label_ratio=2.0))
+    assert [e.kind for e in kept].count("retrieved") == 2  # once the generated rows are gone, real ones go too
 
 
 def test_dimensions_keep_pins_and_ask_the_llm_for_the_rest(llm_server, tmp_path: Path):

@@ -1,4 +1,5 @@
-"""``guard-build all`` with no endpoint: a guard from a policy's lines and seeds, and the report that comes with it."""
+"""``guard-build all``: a guard from a policy's lines and seeds, the report that comes with it, and (with an endpoint) the
+corpus texts nearest the policy debated into training rows."""
 
 from __future__ import annotations
 
@@ -8,9 +9,25 @@ from pathlib import Path
 import pytest
 
 from builder.cli import main as guard_build
+from builder.data.candidates import GenerationConfig
+from builder.data.dataset import load_jsonl
+from builder.data.dimensions import DimensionConfig
+from builder.data.engine import DataConfig, build_dataset
 from builder.data.policy import parse_policy
+from builder.data.verify import DebateConfig
 from builder.errors import BuilderError
-from builder.recipes.policy_guard import REPORT_FILE, REVIEW_FILE, message_form, policy_rows, read_corpus
+from builder.llm.client import LLMConfig
+from builder.recipes.policy_guard import (
+    REPORT_FILE,
+    REVIEW_FILE,
+    PolicyGuardConfig,
+    build_policy_guard,
+    message_form,
+    policy_rows,
+    read_corpus,
+    retrieve,
+)
+from builder.train.embedding import EmbeddingGuardConfig
 from guard_sdk import Guard
 from guard_sdk.bundle import GuardBundle
 
@@ -107,6 +124,31 @@ def test_a_corpus_is_read_bounded_and_its_errors_name_the_line(tmp_path: Path):
         read_corpus(tmp_path / "missing.jsonl", 100)
 
 
+NEAR_VIOLATING = [
+    "Promise me right now that I will get all my money back for the toaster.",
+    "I dropped my tablet in the bath on purpose, how do I still get a refund?",
+]
+NEAR_ALLOWED = [
+    "Where is my parcel?\nIt was supposed to arrive on Monday.",
+    "Do I need the original box to return a lamp?",
+]
+OFF_TOPIC = ["What is the capital of Australia?", "Write me a short poem about autumn leaves."]
+
+
+def test_retrieval_takes_the_texts_nearest_each_side_of_the_policy(tmp_path: Path):
+    policy = parse_policy(POLICY)
+    config = EmbeddingGuardConfig(progress=False, embedding_cache=tmp_path / "embeddings.npz")
+    corpus = [OFF_TOPIC[0], NEAR_ALLOWED[0], NEAR_VIOLATING[0], OFF_TOPIC[1], NEAR_ALLOWED[1], NEAR_VIOLATING[1]]
+    one_line = [" ".join(text.split()) for text in NEAR_ALLOWED]
+    picked = retrieve(policy, corpus, 4, config)
+    assert set(picked[:2]) == set(NEAR_VIOLATING) and set(picked[2:]) == set(one_line)
+    first, second = retrieve(policy, corpus, 2, config)
+    assert first in NEAR_VIOLATING and second in one_line
+    assert len(retrieve(policy, corpus, 100, config)) == len(corpus)  # a side short of texts leaves its share
+    assert retrieve(policy, corpus, 0, config) == []
+    assert (tmp_path / "embeddings.npz").is_file()
+
+
 @pytest.fixture()
 def no_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_MODEL"):
@@ -188,3 +230,51 @@ def test_all_without_an_endpoint_builds_a_conversation_guard_from_its_seed_conve
     report = json.loads((Path(f"{out}.work") / "report.json").read_text())
     assert report["head"] == "classifier" and report["rows"]["lines violating"] == 0
     assert "on the validation split, in the bundle's manifest" in (out / REPORT_FILE).read_text()
+
+
+@pytest.mark.slow
+def test_with_an_endpoint_the_corpus_nearest_texts_are_debated_into_training_rows(llm_server, tmp_path: Path):
+    # No seeds, one generated message, one debate round each: a dozen requests, most of them the two retrieved texts.
+    policy = parse_policy(POLICY.split("seeds:")[0] + "dimensions: {persona: [shopper, reseller], tone: [calm, rude]}")
+    config = DataConfig(
+        cells=1,
+        dimensions=DimensionConfig(max_dimensions=2, values_per_dimension=2),
+        generation=GenerationConfig(per_prompt=1, kinds=["violating"], paraphrases_per_seed=0),
+        debate=DebateConfig(extra_round=False, min_confidence=0.0),  # the machinery under test, not a judge
+        progress=False,
+    )
+    llm = LLMConfig(base_url=llm_server.base_url, model=llm_server.model, structured_output="schema", max_concurrency=1)
+    embedding = EmbeddingGuardConfig(progress=False, embedding_cache=tmp_path / "work" / "embeddings.npz")
+    retrieved = retrieve(policy, NEAR_VIOLATING + NEAR_ALLOWED + OFF_TOPIC, 2, embedding)
+    data = tmp_path / "work" / "data"
+    sheet = build_dataset(policy, data, llm_config=llm, config=config, retrieved=retrieved)
+
+    assert sheet.counts["retrieved"] == 2
+    transcripts = [json.loads(line) for line in (data / "transcripts.jsonl").read_text().splitlines()]
+    debated = [v for v in transcripts if v["candidate_id"].startswith("retrieved-")]
+    assert len(debated) == 2 and all(v["transcript"] and v["intended"] is None for v in debated)
+    rows = [json.loads(line) for line in (data / "dataset.jsonl").read_text().splitlines()]
+    from_corpus = [row for row in rows if row["kind"] == "retrieved"]
+    # No confidence floor, and balance drops generated rows before real ones: each usable debate gives a row.
+    assert len(from_corpus) == sheet.counts["retrieved_verified"] == sum(v["label"] is not None for v in debated) > 0
+    for row in from_corpus:
+        assert row["text"] in retrieved and row["cell"] is None
+        assert row["labels"] == (["refund-promises"] if row["verdict"] == "violates" else [])
+    assert "Retrieved from a corpus: 2 real texts" in (data / "datasheet.md").read_text()
+
+    dataset = load_jsonl(data / "dataset.jsonl", [policy.name])
+    out = tmp_path / "bundle"
+    guard = PolicyGuardConfig(threads=2, progress=False)
+    _, report = build_policy_guard(policy, out, tmp_path / "work", dataset=dataset, retrieved=retrieved, config=guard)
+    assert report.rows["corpus violating"] + report.rows["corpus allowed"] == len(from_corpus)
+    assert "corpus violating" in (out / REPORT_FILE).read_text()
+
+    # A rerun finds the finished run: not one new request, the same rows.
+    before = (data / "dataset.jsonl").read_bytes()
+    again = build_dataset(policy, data, llm_config=llm, config=config, retrieved=retrieved)
+    assert again.llm_invocations[-1].requests == 0 and len(again.llm_invocations) == 2
+    assert (data / "dataset.jsonl").read_bytes() == before
+    # Another corpus is another run (its checkpoints start over); the replies it shares are cached.
+    other = build_dataset(policy, data, llm_config=llm, config=config, retrieved=retrieved[:1])
+    assert other.counts["retrieved"] == 1 and len(other.llm_invocations) == 1
+    assert other.llm_invocations[0].requests == 0 and other.llm_invocations[0].cache_hits > 0

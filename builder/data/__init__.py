@@ -2,7 +2,7 @@
 
 policy      policy YAML -> Policy
 dimensions  Policy -> dimensions and the cells that cover them pairwise
-candidates  cells -> generated candidate messages (violating, complying, boundary)
+candidates  cells -> generated candidate messages (violating, complying, boundary); seeds and retrieved real texts
 curate      candidates -> filtered, de-duplicated, balanced examples
 verify      candidates -> debate-verified labels, with transcripts
 engine      all of the above, checkpointed and resumable -> dataset.jsonl + datasheet

@@ -39,12 +39,14 @@ __all__ = [
     "cell_prompts",
     "reply_budget",
     "reply_schema",
+    "retrieved_candidates",
     "seed_candidates",
     "seed_prompts",
     "text_problem",
 ]
 
-CandidateKind = Literal["violating", "compliant", "boundary", "paraphrase", "seed"]
+CandidateKind = Literal["violating", "compliant", "boundary", "paraphrase", "seed", "retrieved"]
+"""``retrieved``: a real text from a corpus, handed in (``retrieved_candidates``) and labeled by the debate alone."""
 
 SYSTEM = (
     "You write realistic test messages that users send to an AI assistant, to test the assistant's content "
@@ -345,6 +347,20 @@ def seed_candidates(policy: Policy) -> list[Candidate]:
                 cell_id=None,
                 prompt_id="seeds",
                 context=seed.context,
+            ),
+        )
+    return list(candidates.values())
+
+
+def retrieved_candidates(texts: Sequence[str]) -> list[Candidate]:
+    """Real texts (each once) as candidates without an intended label: the debate alone labels them."""
+    candidates: dict[str, Candidate] = {}
+    for text in texts:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+        candidates.setdefault(
+            digest,
+            Candidate(
+                id=f"retrieved-{digest}", text=text, kind="retrieved", intended=None, cell_id=None, prompt_id="corpus"
             ),
         )
     return list(candidates.values())

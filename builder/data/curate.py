@@ -154,11 +154,15 @@ def _balance_round(examples: list[Example], config: CurationConfig, rounds: list
             limit = max(1, int(smaller * config.max_label_ratio))
             for label, group in by_label.items():
                 # Seeds are the author's own examples: never dropped for balance, even if that leaves it inexact.
-                droppable = [e for e in group if e.kind != "seed"]
-                excess = min(len(group) - limit, len(droppable))
+                # Real (retrieved) texts go only after every generated one: real text beats weak generated text.
+                generated = [e for e in group if e.kind not in ("seed", "retrieved")]
+                real = [e for e in group if e.kind == "retrieved"]
+                excess = min(len(group) - limit, len(generated) + len(real))
                 if excess > 0:
                     removed[f"label balance ({label})"] += excess
-                    drop = set(map(id, rng.sample(droppable, excess)))
+                    dropped = rng.sample(generated, min(excess, len(generated)))
+                    dropped += rng.sample(real, excess - len(dropped))
+                    drop = set(map(id, dropped))
                     kept = [e for e in kept if id(e) not in drop]
     rounds.append(CurationRound(name="balance", kept=len(kept), removed=dict(removed)))
     return kept

@@ -2,6 +2,7 @@
 
     datasheet = build_dataset(load_policy("policy.yaml"), "runs/visa-data")            # embedded LLM
     datasheet = build_dataset(policy, out, llm_config=LLMConfig.resolve(base_url=..., model=...))
+    datasheet = build_dataset(policy, out, retrieved=texts)  # real messages debated beside the generated ones
 
 The output folder holds, when a run is complete:
 
@@ -14,8 +15,8 @@ The output folder holds, when a run is complete:
 Those three are written last, each through a temporary file and a rename: a file there is complete. While a run
 works, ``stages/`` holds its checkpoints (dimensions, cells, one journal line per finished generation prompt and
 per finished debate, the LLM usage of each invocation) and ``cache/`` every LLM reply. A run killed at any point
-continues from there; a run of the same policy and settings sends no request at all. Changing the policy or settings discards the checkpoints but
-not the cache, so unchanged prompts stay free.
+continues from there; a run of the same policy, settings and retrieved texts sends no request at all. Changing one
+of them discards the checkpoints but not the cache, so unchanged prompts stay free.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from .candidates import (
     cell_prompts,
     reply_budget,
     reply_schema,
+    retrieved_candidates,
     seed_candidates,
     seed_prompts,
 )
@@ -120,29 +122,48 @@ def build_dataset(
     llm_config: LLMConfig | None = None,
     config: DataConfig | None = None,
     embedded: EmbeddedModel = "smollm2",
+    retrieved: Sequence[str] = (),
 ) -> Datasheet:
     """Run (or resume) the data engine; starts and stops the embedded LLM when no endpoint is configured."""
     with llm_endpoint(llm_config, embedded) as resolved:
         llm = LLMClient(resolved, cache_dir=Path(out_dir) / "cache")
-        return llm.run(abuild_dataset(policy, out_dir, llm, config))
+        return llm.run(abuild_dataset(policy, out_dir, llm, config, retrieved=retrieved))
 
 
 async def abuild_dataset(
-    policy: Policy, out_dir: str | Path, llm: LLMClient, config: DataConfig | None = None
+    policy: Policy,
+    out_dir: str | Path,
+    llm: LLMClient,
+    config: DataConfig | None = None,
+    *,
+    retrieved: Sequence[str] = (),
 ) -> Datasheet:
+    """``retrieved``: real messages (e.g. a corpus's nearest to the policy) debated as candidates of kind
+    ``retrieved``, neither paraphrased nor generated from; message policies only."""
     config = config or DataConfig()
-    inputs = {
+    if retrieved and policy.input != "message":
+        raise BuilderError(f"{policy.name} judges conversations: retrieved candidates are single messages")
+    inputs: dict[str, Any] = {
         "policy": policy.model_dump(mode="json"),
         "config": config.model_dump(mode="json"),
         "model": llm.config.model or "",
     }
+    if retrieved:  # a changed corpus restarts the run; without one, a run's fingerprint is what it was
+        inputs["retrieved"] = list(retrieved)
     run = RunFolder(Path(out_dir), fingerprint(inputs), outputs=OUTPUTS)
     ResponseCache(run.out / "cache").sweep()  # its temporary files, left by a killed run
     with run.usage(llm) as usage:
-        return await _build(policy, run, llm, config, usage)
+        return await _build(policy, run, llm, config, usage, retrieved_candidates(retrieved))
 
 
-async def _build(policy: Policy, run: RunFolder, llm: LLMClient, config: DataConfig, usage: UsageLog) -> Datasheet:
+async def _build(
+    policy: Policy,
+    run: RunFolder,
+    llm: LLMClient,
+    config: DataConfig,
+    usage: UsageLog,
+    retrieved: list[Candidate],
+) -> Datasheet:
     throughput: dict[str, StageThroughput] = {}
 
     dimensions = await run.stage(
@@ -186,8 +207,8 @@ async def _build(policy: Policy, run: RunFolder, llm: LLMClient, config: DataCon
     generated = [Candidate.model_validate(c) for entry in entries for c in entry["candidates"]]
     problems = [problem for entry in entries for problem in entry["problems"]]
     failed_prompts = sum(1 for entry in entries if entry["error"])
-    # Seeds first: of a group of near-duplicates the first stays, and the user's own examples should.
-    candidates, rounds = filter_and_dedup([*seed_candidates(policy), *generated], config.curation)
+    # Seeds first: of a group of near-duplicates the first stays, and the user's own examples should; real texts next.
+    candidates, rounds = filter_and_dedup([*seed_candidates(policy), *retrieved, *generated], config.curation)
 
     # Verification: one journal line (with the transcript) per finished debate.
     verification = run.journal("verification")
@@ -235,6 +256,8 @@ async def _build(policy: Policy, run: RunFolder, llm: LLMClient, config: DataCon
             "failed_prompts": failed_prompts,
             "seeds": len(seed_candidates(policy)),
             "generated": len(generated),
+            "retrieved": len(retrieved),
+            "retrieved_verified": sum(1 for e in examples if e.kind == "retrieved"),
             "after_dedup": len(candidates),
             "verified": len(examples),
             "final": len(final),
@@ -353,6 +376,16 @@ def render_datasheet(sheet: Datasheet) -> str:
         *(f"| {k} | {counts[k]} |" for k in ("seeds", "generated", "after_dedup", "verified", "final")),
         "",
         f"Final by label: {counts['by_label']}; by kind: {counts['by_kind']}.",
+        *(
+            [
+                (
+                    f"Retrieved from a corpus: {counts['retrieved']} real texts, of which "
+                    f"{counts['retrieved_verified']} survived curation and the debate (labeled by the debate)."
+                )
+            ]
+            if counts.get("retrieved")
+            else []
+        ),
         (
             f"Unusable generated texts: {sheet.unusable['unusable']} of {sheet.unusable['texts']} "
             f"({pct(sheet.unusable['share'])}); failed prompts: {sheet.unusable['failed_prompts']}."

@@ -5,7 +5,9 @@ Training rows:
 - the policy's own words: each ``violates`` line a violating row, each ``allowed`` line an allowed one, each also as
   it reads without its leading "Asking ..." (``message_form``), so that it reads like a message (message policies);
 - its labeled seeds;
-- the data engine's verified rows, when an LLM wrote them (``dataset``).
+- the data engine's verified rows, when an LLM wrote them (``dataset``), among them real corpus texts that the
+  debate labeled: with an endpoint, ``retrieve`` picks the corpus texts nearest the policy's two sides for the engine
+  to debate (the zero-shot model's own labels on them made guards worse: benchmarks/README.md).
 
 A message policy trains the embedding guard (``builder.train.embedding``): a linear head on the base encoder's
 sentence embedding, which measured best on tens of rows. Every row trains; there is nothing left to calibrate a
@@ -25,6 +27,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -51,6 +54,7 @@ __all__ = [
     "message_form",
     "policy_rows",
     "read_corpus",
+    "retrieve",
 ]
 
 logger = logging.getLogger("builder.recipes.policy_guard")
@@ -96,10 +100,14 @@ class PolicyGuardConfig(BaseModel):
     progress: bool = True
     corpus: Path | None = None
     """Unlabeled real messages (a JSONL file with a "text" per line, or a folder of such files, like the seed sets):
-    the guard scores them, the report gives the share it flags, and ``review.jsonl`` lists the ones to label first.
+    with an LLM that writes data, the --retrieve nearest the policy are debated into training rows; in any case the
+    guard scores them, the report gives the share it flags, and ``review.jsonl`` lists the ones to label first.
     Message policies only."""
     corpus_limit: int = Field(20_000, ge=1)
     """Corpus texts read at most, an equal share from each file."""
+    retrieve: int = Field(100, ge=0)
+    """Corpus texts the data engine debates (with an LLM): half nearest the policy's violating side, half nearest
+    its allowed side."""
     review: int = Field(25, ge=1)
     """Texts of each kind in ``review.jsonl``: the most surely flagged, and the nearest the threshold."""
 
@@ -114,7 +122,7 @@ class PolicyReport(BaseModel):
     unlabeled_seeds: int
     """Seeds without a label: only the data engine's debate reads them."""
     estimate_auprc: float | None
-    """Cross-validated AUPRC on the labeled message rows (seeds, generated rows); None when too few."""
+    """Cross-validated AUPRC on the labeled message rows (seeds, corpus and generated rows); None when too few."""
     estimate_recall: float | None
     estimate_fpr: float | None
     """At the bundle's threshold, cross-validated as ``estimate_auprc``."""
@@ -184,11 +192,13 @@ def build_policy_guard(
     work: str | Path,
     *,
     dataset: LabeledDataset | None = None,
+    retrieved: Collection[str] = (),
     config: PolicyGuardConfig | None = None,
     export: ExportConfig | None = None,
 ) -> tuple[BundleManifest, PolicyReport]:
-    """Train and export ``policy``'s guard at ``out`` from its own rows and ``dataset`` (the data engine's, if any);
-    ``work`` keeps the training run, the embeddings and ``report.json``."""
+    """Train and export ``policy``'s guard at ``out`` from its own rows and ``dataset`` (the data engine's, if any;
+    its rows whose text is in ``retrieved`` count as the corpus's); ``work`` keeps the training run, the embeddings
+    and ``report.json``."""
     config = config or PolicyGuardConfig()
     work = Path(work)
     head = config.head or ("embedding" if policy.input == "message" else "classifier")
@@ -198,7 +208,10 @@ def build_policy_guard(
         )
     by_origin = policy_rows(policy)
     seen = {_key(ex) for rows in by_origin.values() for ex in rows}
-    by_origin["generated"] = [ex for ex in (dataset.examples if dataset else []) if _key(ex) not in seen]
+    engine_rows = [ex for ex in (dataset.examples if dataset else []) if _key(ex) not in seen]
+    retrieved = set(retrieved)
+    by_origin["corpus"] = [ex for ex in engine_rows if ex.context is None and ex.text in retrieved]
+    by_origin["generated"] = [ex for ex in engine_rows if not (ex.context is None and ex.text in retrieved)]
     examples = [ex for rows in by_origin.values() for ex in rows]
     positives = sum(1 for ex in examples if ex.labels)
     if not positives or positives == len(examples):
@@ -213,6 +226,7 @@ def build_policy_guard(
         f"{origin} {side}": sum(1 for ex in rows if bool(ex.labels) == (side == "violating"))
         for origin, rows in by_origin.items()
         for side in ("violating", "allowed")
+        if origin != "corpus" or retrieved
     }
     unlabeled = sum(1 for seed in policy.seeds if seed.label is None)
     descriptions = {policy.name: policy.description}
@@ -291,7 +305,7 @@ def _embedding_report(
 
     encoder = SentenceTransformer(base_model_path(config.base_model), device="cpu")
     encoder.max_seq_length = config.max_length
-    lines, examples = by_origin["lines"], by_origin["seeds"] + by_origin["generated"]
+    lines, examples = by_origin["lines"], _labeled(by_origin)
     vectors = embed_texts(
         encoder, [ex.text for ex in lines + examples], config.encode_batch_size, False, config.embedding_cache
     )
@@ -329,9 +343,10 @@ def _embedding_report(
             )
     off_topic = None
     if generated := by_origin["generated"]:
-        near = example_vectors[len(by_origin["seeds"]) :] @ np.concatenate([line_vectors, example_vectors]).T
+        before = len(examples) - len(generated)  # generated rows come last
+        near = example_vectors[before:] @ np.concatenate([line_vectors, example_vectors]).T
         for i in range(len(generated)):
-            near[i, len(lines) + len(by_origin["seeds"]) + i] = -1.0  # not itself
+            near[i, len(lines) + before + i] = -1.0  # not itself
         off_topic = float((near.max(axis=1) < OFF_TOPIC_SIMILARITY).mean())
         if off_topic > 0.25:
             warnings.append(
@@ -383,6 +398,46 @@ def read_corpus(path: Path, limit: int) -> list[str]:
     if not texts:
         raise BuilderError(f"--corpus {path}: no texts")
     return list(texts)
+
+
+def retrieve(policy: Policy, corpus: Sequence[str], count: int, config: EmbeddingGuardConfig) -> list[str]:
+    """The ``count`` corpus texts nearest the policy by the base encoder's cosine similarity: half of them nearest
+    its violating side (its ``violates`` lines and violating seeds), half nearest its allowed side, each text on the
+    side it is nearer to (a side short of texts leaves its share to the other). Whitespace runs become one space:
+    a candidate is one message on one line."""
+    from sentence_transformers import SentenceTransformer
+
+    from ..train.run import base_model_path
+
+    if policy.input != "message":
+        raise BuilderError(f"{policy.name} judges conversations: a corpus holds single messages")
+    if not count or not corpus:
+        return []
+    rows = policy_rows(policy)
+    anchors = rows["lines"] + rows["seeds"]
+    encoder = SentenceTransformer(base_model_path(config.base_model), device="cpu")
+    encoder.max_seq_length = config.max_length
+    vectors = embed_texts(
+        encoder,
+        [ex.text for ex in anchors] + list(corpus),
+        config.encode_batch_size,
+        config.progress,
+        config.embedding_cache,
+    )
+    vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    similarity = vectors[len(anchors) :] @ vectors[: len(anchors)].T
+    violating = np.asarray([bool(ex.labels) for ex in anchors])
+    to_violating = similarity[:, violating].max(axis=1)  # a policy has lines on both sides
+    to_allowed = similarity[:, ~violating].max(axis=1)
+    nearer = to_violating >= to_allowed
+    # Stable sorts: ties keep corpus order, so a corpus retrieves the same texts every time.
+    by_violating = [int(i) for i in np.argsort(-to_violating, kind="stable") if nearer[i]]
+    by_allowed = [int(i) for i in np.argsort(-to_allowed, kind="stable") if not nearer[i]]
+    half = min(count // 2, len(by_violating))
+    picked = by_violating[:half] + by_allowed[: count - half]
+    picked += by_violating[half : half + count - len(picked)]
+    # The corpus's own texts were embedded (the review reads the same cache); candidates get one line each.
+    return list(dict.fromkeys(" ".join(corpus[i].split()) for i in picked))
 
 
 def _review_corpus(
@@ -444,7 +499,7 @@ def _cross_validated(
 
 
 def _size_warnings(by_origin: dict[str, list[LabeledExample]]) -> list[str]:
-    examples = by_origin["seeds"] + by_origin["generated"]
+    examples = _labeled(by_origin)
     violating = sum(1 for ex in examples if ex.labels)
     if min(violating, len(examples) - violating) >= MIN_SEEDS_PER_SIDE:
         return []
@@ -454,6 +509,11 @@ def _size_warnings(by_origin: dict[str, list[LabeledExample]]) -> list[str]:
         f"'A guard from a policy's words'); add at least {MIN_SEEDS_PER_SIDE} labeled seeds per side"
     )
     return [message]
+
+
+def _labeled(by_origin: dict[str, list[LabeledExample]]) -> list[LabeledExample]:
+    """The labeled message rows (not the policy's lines), generated ones last."""
+    return by_origin["seeds"] + by_origin["corpus"] + by_origin["generated"]
 
 
 def _describe_estimate(report: PolicyReport) -> str:
