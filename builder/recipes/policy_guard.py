@@ -29,7 +29,7 @@ import logging
 import re
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -44,6 +44,9 @@ from ..export import ExportConfig, export_bundle
 from ..train.classifier import TrainConfig, train
 from ..train.embedding import EmbeddingGuardConfig, embed_texts, fit_heads, train_embedding_guard
 from ..train.run import TrainingRun, base_model_path
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 __all__ = [
     "REPORT_FILE",
@@ -277,7 +280,12 @@ def build_policy_guard(
             disagreeing=[],
             off_topic=None,
             threshold=None,
-            warnings=_size_warnings(by_origin),
+            warnings=_size_warnings(by_origin)
+            + (
+                ["--corpus: the classifier's guard does not score the corpus (no review.jsonl)"]
+                if config.corpus
+                else []
+            ),
         )
     if TrainingRun(work / "run").info().validation_examples < 50:
         # Decision agreement on a few rows is noise (one flip of twenty is 0.95); the drift gates stay.
@@ -300,11 +308,9 @@ def _embedding_report(
     threshold: float,
 ) -> PolicyReport:
     """Cross-validated estimate, lines-vs-examples agreement and off-topic share, on the embeddings training used."""
-    from sentence_transformers import SentenceTransformer
     from sklearn.metrics import average_precision_score
 
-    encoder = SentenceTransformer(base_model_path(config.base_model), device="cpu")
-    encoder.max_seq_length = config.max_length
+    encoder = _base_encoder(config)
     lines, examples = by_origin["lines"], _labeled(by_origin)
     vectors = embed_texts(
         encoder, [ex.text for ex in lines + examples], config.encode_batch_size, False, config.embedding_cache
@@ -327,8 +333,9 @@ def _embedding_report(
         fpr = float((scores[~targets] >= threshold).mean())
         if estimate < ESTIMATE_WARNING:
             warnings.append(
-                f"cross-validated on its own labeled examples the guard reaches AUPRC {estimate:.2f} "
-                f"({targets.mean():.2f} is chance): do not rely on it; check the examples' labels and add labeled seeds"
+                f"cross-validated on its {len(targets)} labeled examples the guard ranks them at AUPRC {estimate:.2f} "
+                f"({targets.mean():.2f} is chance): on so few examples that is a rough range, but no evidence that the "
+                "guard works; check the examples' labels and add labeled examples (review.jsonl helps find them)"
             )
     if both_sides and line_targets.any() and not line_targets.all():
         weight, bias = fit_heads(line_vectors, line_targets[:, None], config.regularization)
@@ -405,9 +412,6 @@ def retrieve(policy: Policy, corpus: Sequence[str], count: int, config: Embeddin
     its violating side (its ``violates`` lines and violating seeds), half nearest its allowed side, each text on the
     side it is nearer to (a side short of texts leaves its share to the other). Whitespace runs become one space:
     a candidate is one message on one line."""
-    from sentence_transformers import SentenceTransformer
-
-    from ..train.run import base_model_path
 
     if policy.input != "message":
         raise BuilderError(f"{policy.name} judges conversations: a corpus holds single messages")
@@ -415,8 +419,7 @@ def retrieve(policy: Policy, corpus: Sequence[str], count: int, config: Embeddin
         return []
     rows = policy_rows(policy)
     anchors = rows["lines"] + rows["seeds"]
-    encoder = SentenceTransformer(base_model_path(config.base_model), device="cpu")
-    encoder.max_seq_length = config.max_length
+    encoder = _base_encoder(config)
     vectors = embed_texts(
         encoder,
         [ex.text for ex in anchors] + list(corpus),
@@ -450,12 +453,8 @@ def _review_corpus(
 ) -> PolicyReport:
     """Score the corpus with the trained head; write ``review.jsonl`` (most surely flagged, then nearest the
     threshold) and the flagged share into the report."""
-    from sentence_transformers import SentenceTransformer
-
     run = TrainingRun(work / "run")
-    # The embedding guard keeps the base encoder as it is, so the cache of its embeddings holds.
-    encoder = SentenceTransformer(base_model_path(config.base_model), device="cpu")
-    encoder.max_seq_length = config.max_length
+    encoder = _base_encoder(config)  # the embedding guard keeps it as it is: the cache of its embeddings holds
     vectors = embed_texts(encoder, corpus, config.encode_batch_size, config.progress, config.embedding_cache)
     with np.load(run.head_file) as head:
         scores = 1 / (1 + np.exp(-(vectors @ head["weight"][:, 0] + head["bias"][0])))
@@ -471,6 +470,14 @@ def _review_corpus(
     return report.model_copy(
         update={"corpus_texts": len(corpus), "corpus_flagged": round(float((scores >= threshold).mean()), 4)}
     )
+
+
+def _base_encoder(config: EmbeddingGuardConfig) -> SentenceTransformer:
+    from sentence_transformers import SentenceTransformer
+
+    encoder = SentenceTransformer(base_model_path(config.base_model), device="cpu")
+    encoder.max_seq_length = config.max_length
+    return encoder
 
 
 def _cross_validated(
@@ -519,9 +526,10 @@ def _labeled(by_origin: dict[str, list[LabeledExample]]) -> list[LabeledExample]
 def _describe_estimate(report: PolicyReport) -> str:
     if report.estimate_auprc is None:
         return f"none (fewer than {MIN_SEEDS_PER_SIDE} labeled examples per side)"
+    examples = sum(value for key, value in report.rows.items() if not key.startswith("lines "))
     return (
         f"AUPRC {report.estimate_auprc:.2f}, recall {_fmt(report.estimate_recall)}, false positives "
-        f"{_fmt(report.estimate_fpr)} at the threshold (few rows: read it as a rough range)"
+        f"{_fmt(report.estimate_fpr)} at the threshold, on {examples} examples (tens of examples: a rough range)"
     )
 
 
