@@ -44,6 +44,7 @@ __all__ = [
     "EnforceOptions",
     "Enforcer",
     "InputMode",
+    "MediaMode",
     "OnFail",
     "Piece",
     "SourcedResult",
@@ -55,6 +56,7 @@ logger = logging.getLogger("guard_sdk")
 Action = Literal["allow", "monitor", "refuse", "raise"]
 OnFail = Literal["raise", "refuse", "monitor"] | Callable[[GuardViolation], "str | None"]
 InputMode = Literal["parallel", "sequential"]
+MediaMode = Literal["allow", "refuse"]
 DEFAULT_REFUSAL = "Sorry, I can't help with that."
 
 
@@ -136,6 +138,7 @@ class WrapOptions(EnforceOptions, total=False):
 
     input_mode: InputMode
     check_system: bool
+    media: MediaMode
 
 
 class Enforcer:

@@ -517,6 +517,46 @@ def test_extra_query_is_checked_as_input(guard: Guard, llm_server: Any, kind: st
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
+def test_default_query_is_checked_with_every_request(guard: Guard, llm_server: Any, kind: str):
+    """The client's default_query is sent with every request, as extra_query is, and checked the same way."""
+    traffic = Traffic()
+
+    def plain(**options: Any) -> Any:
+        # One HTTP client per client that sends: each async call runs in an event loop of its own.
+        client = traffic.async_client(llm_server) if kind == "async" else traffic.client(llm_server)
+        return client.with_options(**options)
+
+    ask: dict[str, Any] = {"model": llm_server.model, "messages": SAY_IT, **ASK}
+
+    client = guard.wrap(plain(default_query={"q": INJECTION}), input_mode="sequential")
+    with pytest.raises(GuardViolation) as blocked:
+        _completed(client.chat.completions.create(**ask))
+    assert [r.source for r in blocked.value.violations] == ["default_query.q"]
+    replaced = _completed(client.chat.completions.create(**ask, extra_query={"q": BENIGN}))
+    assert traffic.requests == 1, "extra_query replaced the default, and what is sent is checked"
+    assert [r.source for r in replaced.guard_results if r.stage == "input"] == ["messages[0].content", "extra_query.q"]
+
+    clean = guard.wrap(plain(default_query={"api-version": "2024-10-21"}), input_mode="sequential")
+    response = _completed(clean.chat.completions.create(**ask))
+    assert [(r.source, r.status) for r in response.guard_results if r.stage == "input"] == [
+        ("messages[0].content", "checked"),
+        ("default_query.api-version", "checked"),
+    ]
+    for derived in (clean.with_options(default_query={"q": INJECTION}), clean.copy(set_default_query={"q": INJECTION})):
+        with pytest.raises(GuardViolation) as blocked:
+            _completed(derived.chat.completions.create(**ask))
+        assert [r.source for r in blocked.value.violations] == ["default_query.q"]
+    assert traffic.requests == 2
+
+    with pytest.raises(InputTypeError, match=r"default_query.q is a bytes"):
+        guard.wrap(plain(default_query={"q": INJECTION.encode()}))
+    with pytest.raises(InputTypeError, match=r"default_query.q is a bytes"):
+        clean.with_options(default_query={"q": INJECTION.encode()})
+    with pytest.raises(UnsupportedClientError, match=r"default_headers\['X-Stainless-Raw-Response'\]"):
+        guard.wrap(plain(default_headers={"X-Stainless-Raw-Response": "true"}))
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
 @pytest.mark.parametrize("method", ["with_options", "copy"])
 def test_with_options_returns_a_client_guarded_as_the_original(guard: Guard, llm_server: Any, kind: str, method: str):
     traffic = Traffic()

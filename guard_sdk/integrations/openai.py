@@ -11,13 +11,15 @@ through unchecked. ``client.unguarded`` is the original client, for an explicit 
 What is checked (every field of the openai client's types, and why: ``OPENAI_FIELDS.md`` next to this module):
 - input: every string of every message (content, names, tool-call names and arguments, refusals, fields the types do
   not know) except system and developer messages, and the other texts of the request body as sent, ``extra_body``
-  merged in (``prediction``, prompt variables, unknown fields), and every string of ``extra_query`` (headers are the
-  app's transport settings; the client's raw-response control headers are refused); chat history comes back from
-  the caller, so it is untrusted. The app's own text (system and developer messages, Responses ``instructions``, tool
+  merged in (``prediction``, prompt variables, unknown fields), and every string of the query as sent (the client's
+  ``default_query`` with ``extra_query`` over it; headers are the app's transport settings, the client's raw-response
+  control headers are refused); keys that are not short names are texts too; chat history comes back from the
+  caller, so it is untrusted. The app's own text (system and developer messages, Responses ``instructions``, tool
   and response-format definitions) is checked with ``check_system=True``. Each text of a message carries the
   conversation before it as its context (at most ``MAX_CONTEXT_TURNS`` turns), which a guard that reads
   conversations judges it in. The text parts of one message are checked as one text, so a violation split across
-  parts is seen whole; image, audio and file data get a ``skipped_non_text`` result.
+  parts is seen whole; image, audio and file parts get a ``skipped_non_text`` result, or with ``media="refuse"``
+  raise ``InputError`` before anything is sent.
   Identifiers and enumerations are not checked while they are single ASCII tokens.
 - output: every string of each choice's message or delta (content, refusal, ``reasoning_content``/``reasoning``,
   tool-call names and arguments, audio transcripts, annotations) and of each Responses output item; streams in
@@ -41,6 +43,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 import openai
@@ -52,7 +55,7 @@ from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from openai.types.responses import Response, ResponseOutputMessage, ResponseOutputText
 
-from .._enforce import Decision, Enforcer, InputMode, Piece, SourcedResult
+from .._enforce import Decision, Enforcer, InputMode, MediaMode, Piece, SourcedResult
 from .._errors import InputError, InputTypeError, UnsupportedClientError
 from .._streaming import StreamGuard
 
@@ -295,8 +298,11 @@ _TRANSPORT = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"}
 _CONTROL_HEADERS = frozenset({"x-stainless-raw-response", "____stainless_override_cast_to"})
 
 
-def chat_request_pieces(kwargs: Mapping[str, Any], *, check_system: bool) -> list[Piece]:
-    """The texts of a ``chat.completions.create`` request checked as input, and its non-text parts (as skipped)."""
+def chat_request_pieces(
+    kwargs: Mapping[str, Any], *, check_system: bool, default_query: Mapping[str, object] | None = None
+) -> list[Piece]:
+    """The texts of a ``chat.completions.create`` request checked as input, and its non-text parts (as skipped).
+    ``default_query``: the client's own query parameters, sent with it where ``extra_query`` does not replace them."""
     body, extra = _body(kwargs)
     where = "extra_body.messages" if "messages" in extra else "messages"
     messages = body.get("messages")
@@ -307,12 +313,15 @@ def chat_request_pieces(kwargs: Mapping[str, Any], *, check_system: bool) -> lis
     return (
         message_pieces(messages, where, check_system=check_system)
         + _field_pieces(body, extra, _CHAT_FIELDS, check_system=check_system)
-        + _query_pieces(kwargs)
+        + _query_pieces(kwargs, default_query)
     )
 
 
-def responses_request_pieces(kwargs: Mapping[str, Any], *, check_system: bool) -> list[Piece]:
-    """The texts of a ``responses.create`` request checked as input, and its non-text parts (as skipped)."""
+def responses_request_pieces(
+    kwargs: Mapping[str, Any], *, check_system: bool, default_query: Mapping[str, object] | None = None
+) -> list[Piece]:
+    """The texts of a ``responses.create`` request checked as input, and its non-text parts (as skipped), as
+    ``chat_request_pieces``."""
     body, extra = _body(kwargs)
     if body.get("background"):
         raise UnsupportedClientError(
@@ -332,7 +341,11 @@ def responses_request_pieces(kwargs: Mapping[str, Any], *, check_system: bool) -
         pieces = _in_conversation(items, where, functools.partial(_item_pieces, check_system=check_system))
     else:
         raise InputTypeError(f"{where} must be a str or a list of input items, got {type(items).__name__}")
-    return pieces + _field_pieces(body, extra, _RESPONSES_FIELDS, check_system=check_system) + _query_pieces(kwargs)
+    return (
+        pieces
+        + _field_pieces(body, extra, _RESPONSES_FIELDS, check_system=check_system)
+        + _query_pieces(kwargs, default_query)
+    )
 
 
 def message_pieces(messages: Iterable[Any], where: str, *, check_system: bool) -> list[Piece]:
@@ -509,14 +522,16 @@ def refuse_control_headers(headers: object, where: str) -> None:
             )
 
 
-def _query_pieces(kwargs: Mapping[str, Any]) -> list[Piece]:
-    """``extra_query``: every string of it is input, as in an unknown body field (a server may read ``?prompt=``)."""
+def _query_pieces(kwargs: Mapping[str, Any], default_query: Mapping[str, object] | None) -> list[Piece]:
+    """The query as sent: the client's ``default_query`` with ``extra_query`` merged over it, as the openai client
+    merges them. Every string of it is input, as in an unknown body field (a server may read ``?prompt=``)."""
     query = kwargs.get("extra_query")
     if query is None or isinstance(query, (NotGiven, Omit)):
-        return []
+        query = {}
     if not isinstance(query, Mapping):
         raise InputTypeError(f"extra_query must be a dict, got {type(query).__name__}")
-    return _query_walk(query, "extra_query")
+    defaults = {key: value for key, value in (default_query or {}).items() if key not in query}
+    return _query_walk(defaults, "default_query") + _query_walk(query, "extra_query")
 
 
 def _query_walk(value: object, where: str, depth: int = 0, key: object = None) -> list[Piece]:
@@ -529,7 +544,12 @@ def _query_walk(value: object, where: str, depth: int = 0, key: object = None) -
     if isinstance(value, str):
         return [] if _is_token(key, value) else [Piece(where, value)]
     if isinstance(value, Mapping):
-        return [piece for name, item in value.items() for piece in _query_walk(item, _at(where, name), depth + 1, name)]
+        return [
+            piece
+            for name, item in value.items()
+            for at in [_at(where, name)]
+            for piece in (*_key_pieces(name, at), *_query_walk(item, at, depth + 1, name))
+        ]
     if isinstance(value, (list, tuple)):
         return [piece for k, item in enumerate(value) for piece in _query_walk(item, f"{where}[{k}]", depth + 1)]
     if value is None or isinstance(value, (int, float, NotGiven, Omit)):
@@ -549,9 +569,10 @@ def _field_pieces(
         rule = rules.get(key, "text")
         if key in ("messages", "input") or rule == "none":
             continue
-        where = f"extra_body.{key}" if key in extra else key
+        # Keys of extra_body, or given to create() as **kwargs, are sent as the body's field names.
+        where = _at("extra_body", key) if key in extra else _at("", key).removeprefix(".")
         if rule == "text":
-            pieces += _walk(value, where)
+            pieces += _key_pieces(key, where) + _walk(value, where)
         elif check_system:
             pieces += _joined(value, where)
     return pieces
@@ -593,21 +614,31 @@ def _walk(value: object, where: str, depth: int = 0, media: bool = False) -> lis
         at = _at(where, key)
         if key in _UNWALKED or _is_token(key, item) or isinstance(item, (NotGiven, Omit)):
             continue
+        pieces += _key_pieces(key, at)
         if media and key in _MEDIA_FIELDS and isinstance(item, str):
             pieces.append(Piece(at, None))
         else:
             pieces += _walk(item, at, depth + 1, media=key in _MEDIA_OBJECTS)
-    if kind in _MEDIA_TYPES and any(piece.text is None for piece in pieces):
-        # One not-text result per media part, named after the part (e.g. "messages[0].content[1] (image_url)").
+    if kind in _MEDIA_TYPES:
+        # One not-text result per media part, named after the part (e.g. "messages[0].content[1] (image_url)"),
+        # also when it names the media by a file id: the guard reads none of it.
         pieces = [piece for piece in pieces if piece.text is not None] + [Piece(f"{where} ({kind})", None)]
     return pieces
 
 
 def _at(where: str, key: object) -> str:
     """The source of a field: ``where.key``, or ``where['key']`` (bounded) for a key that is not a short name."""
-    return (
-        f"{where}.{key}" if isinstance(key, str) and key.isidentifier() and len(key) <= 64 else f"{where}[{key!r:.40}]"
-    )
+    return f"{where}.{key}" if _is_name(key) else f"{where}[{key!r:.40}]"
+
+
+def _key_pieces(key: object, at: str) -> list[Piece]:
+    """A key is sent as written (a JSON field name, a query parameter name): one that is not a short name is text,
+    named ``<at> (key)``. Numbers are not text; other objects are refused, as their ``str()`` would be sent."""
+    if isinstance(key, str):
+        return [] if _is_name(key) else [Piece(f"{at} (key)", key)]
+    if key is None or isinstance(key, (int, float)):
+        return []
+    raise InputTypeError(f"{at} is a key of type {type(key).__name__}; a key is a str or a number")
 
 
 def _index(item: object, position: int) -> object:
@@ -617,14 +648,17 @@ def _index(item: object, position: int) -> object:
 
 
 def _is_token(key: object, value: object) -> bool:
-    return (
-        isinstance(value, str)
-        and isinstance(key, str)
-        and (key in _TOKEN_KEYS or key.endswith("_id"))
-        and value.isascii()
-        and value.isprintable()
-        and " " not in value
-    )
+    """An identifier or enumeration: the value of an identifier key, one printable ASCII token."""
+    return isinstance(key, str) and (key in _TOKEN_KEYS or key.endswith("_id")) and _one_token(value)
+
+
+def _is_name(key: object) -> bool:
+    """A key that is a name, not a text: one printable ASCII token of at most 64 characters."""
+    return isinstance(key, str) and len(key) <= 64 and _one_token(key)
+
+
+def _one_token(value: object) -> bool:
+    return isinstance(value, str) and value.isascii() and value.isprintable() and " " not in value
 
 
 def _fields(value: object, where: str) -> Mapping[str, Any]:
@@ -804,12 +838,36 @@ class _Forwarding:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    """How a guarded client guards: the options of ``wrap`` that its copies (``with_options``) keep."""
+
+    enforcer: Enforcer
+    input_mode: InputMode
+    check_system: bool
+    media: MediaMode
+
+
 class _Endpoint(_Forwarding):
-    def __init__(self, wrapped: Any, enforcer: Enforcer, input_mode: InputMode, check_system: bool) -> None:
+    def __init__(self, wrapped: Any, client: OpenAI | AsyncOpenAI, settings: _Settings) -> None:
         super().__init__(wrapped)
-        self._enforcer = enforcer
-        self._input_mode = input_mode
-        self._check_system = check_system
+        self._client = client
+        self._enforcer = settings.enforcer
+        self._input_mode = settings.input_mode
+        self._check_system = settings.check_system
+        self._media = settings.media
+
+    def _pieces(self, request_pieces: Callable[..., list[Piece]], kwargs: Mapping[str, Any]) -> list[Piece]:
+        """A request's input pieces (the client's ``default_query`` included); media refused under
+        ``media="refuse"``, before anything is sent."""
+        pieces = request_pieces(kwargs, check_system=self._check_system, default_query=self._client.default_query)
+        unread = next((piece.source for piece in pieces if piece.text is None), None)
+        if self._media == "refuse" and unread is not None:
+            raise InputError(
+                f"{unread} is media the guard cannot read (image, audio or file), and this client was wrapped with "
+                "media='refuse'; send text, or use client.unguarded to opt out knowingly"
+            )
+        return pieces
 
 
 class _Completions(_Endpoint):
@@ -822,7 +880,7 @@ class _Completions(_Endpoint):
             raise InputTypeError(f"messages must be a list of messages, got {type(messages).__name__}")
         # A one-shot iterable is read once here, and the same list goes to the server.
         kwargs = {**kwargs, "messages": list(messages)}
-        pieces = chat_request_pieces(kwargs, check_system=self._check_system)
+        pieces = self._pieces(chat_request_pieces, kwargs)
         body, extra = _body(kwargs)
         context = request_context(body["messages"], "extra_body.messages" if "messages" in extra else "messages")
         return kwargs, pieces, context
@@ -930,7 +988,7 @@ class _Responses(_Endpoint):
             )
         if isinstance(kwargs.get("input"), (list, tuple)):
             kwargs = {**kwargs, "input": list(kwargs["input"])}
-        pieces = responses_request_pieces(kwargs, check_system=self._check_system)
+        pieces = self._pieces(responses_request_pieces, kwargs)
         body, extra = _body(kwargs)
         items = body.get("input")
         context: Context | None = items if isinstance(items, str) else None
@@ -980,18 +1038,19 @@ class GuardedChat(_Forwarding, Generic[C]):
 class _GuardedClient(_Forwarding):
     _kind = "client"
 
-    def __init__(self, client: Any, enforcer: Enforcer, input_mode: InputMode, check_system: bool) -> None:
+    def __init__(self, client: OpenAI | AsyncOpenAI, settings: _Settings) -> None:
+        # The client's own headers are its configuration, but for the control headers; its default_query is sent
+        # with every request and checked with it, and a value the client would send as its str() is refused now.
+        refuse_control_headers(client.default_headers, "default_headers")
+        _query_walk(client.default_query, "default_query")
         super().__init__(client)
-        self.enforcer = enforcer
-        self._input_mode = input_mode
-        self._check_system = check_system
+        self.enforcer = settings.enforcer
+        self._settings = settings
 
     def with_options(self, **options: Any) -> Self:
         """``client.with_options(timeout=..., max_retries=...)`` (alias ``copy``): the wrapped client's copy with
-        these options, guarded as this client is (same guard, enforcer options, input mode and ``check_system``)."""
-        for name in ("default_headers", "set_default_headers"):
-            refuse_control_headers(options.get(name), name)
-        return type(self)(self._wrapped.with_options(**options), self.enforcer, self._input_mode, self._check_system)
+        these options, guarded as this client is (same guard and options of ``wrap``)."""
+        return type(self)(self._wrapped.with_options(**options), self._settings)
 
     copy = with_options
 
@@ -999,23 +1058,23 @@ class _GuardedClient(_Forwarding):
 class GuardedOpenAI(_GuardedClient):
     """An ``openai.OpenAI`` whose ``chat.completions.create`` is guarded; see the module docstring."""
 
-    def __init__(self, client: OpenAI, enforcer: Enforcer, input_mode: InputMode, check_system: bool) -> None:
-        super().__init__(client, enforcer, input_mode, check_system)
+    def __init__(self, client: OpenAI, settings: _Settings) -> None:
+        super().__init__(client, settings)
         self.unguarded = client
-        completions = GuardedCompletions(client.chat.completions, enforcer, input_mode, check_system)
+        completions = GuardedCompletions(client.chat.completions, client, settings)
         self.chat: GuardedChat[GuardedCompletions] = GuardedChat(client.chat, completions)
-        self.responses = GuardedResponses(client.responses, enforcer, input_mode, check_system)
+        self.responses = GuardedResponses(client.responses, client, settings)
 
 
 class GuardedAsyncOpenAI(_GuardedClient):
     """An ``openai.AsyncOpenAI`` whose ``chat.completions.create`` is guarded; see the module docstring."""
 
-    def __init__(self, client: AsyncOpenAI, enforcer: Enforcer, input_mode: InputMode, check_system: bool) -> None:
-        super().__init__(client, enforcer, input_mode, check_system)
+    def __init__(self, client: AsyncOpenAI, settings: _Settings) -> None:
+        super().__init__(client, settings)
         self.unguarded = client
-        completions = GuardedAsyncCompletions(client.chat.completions, enforcer, input_mode, check_system)
+        completions = GuardedAsyncCompletions(client.chat.completions, client, settings)
         self.chat: GuardedChat[GuardedAsyncCompletions] = GuardedChat(client.chat, completions)
-        self.responses = GuardedAsyncResponses(client.responses, enforcer, input_mode, check_system)
+        self.responses = GuardedAsyncResponses(client.responses, client, settings)
 
 
 @overload
@@ -1025,6 +1084,7 @@ def wrap(
     *,
     input_mode: InputMode = ...,
     check_system: bool = ...,
+    media: MediaMode = ...,
     **options: Unpack[EnforceOptions],
 ) -> GuardedOpenAI: ...
 @overload
@@ -1034,6 +1094,7 @@ def wrap(
     *,
     input_mode: InputMode = ...,
     check_system: bool = ...,
+    media: MediaMode = ...,
     **options: Unpack[EnforceOptions],
 ) -> GuardedAsyncOpenAI: ...
 def wrap(
@@ -1042,6 +1103,7 @@ def wrap(
     *,
     input_mode: InputMode = "parallel",
     check_system: bool = False,
+    media: MediaMode = "allow",
     **options: Unpack[EnforceOptions],
 ) -> GuardedOpenAI | GuardedAsyncOpenAI:
     """Guard an OpenAI client (``guard.wrap(client, ...)`` calls this).
@@ -1051,15 +1113,20 @@ def wrap(
             blocked; ``"sequential"`` sends it only after the input passed.
         check_system: also check the app's own text: system and developer messages, Responses ``instructions``, tool
             and response-format definitions (by default they are trusted, as the app wrote them).
+        media: what to do with a request carrying images, audio or files, which the guard cannot read:
+            ``"allow"`` sends them unchecked (a ``skipped_non_text`` result each), ``"refuse"`` raises ``InputError``
+            naming the part before anything is sent.
         options: what to do on a violation, timeouts, stream windows, decision hook: see ``guard_sdk.Enforcer``.
     """
     if input_mode not in ("parallel", "sequential"):
         raise ValueError(f"input_mode must be 'parallel' or 'sequential', got {input_mode!r}")
-    enforcer = Enforcer(guard, **options)
+    if media not in ("allow", "refuse"):
+        raise ValueError(f"media must be 'allow' or 'refuse', got {media!r}")
+    settings = _Settings(Enforcer(guard, **options), input_mode, check_system, media)
     if isinstance(client, OpenAI):
-        return GuardedOpenAI(client, enforcer, input_mode, check_system)
+        return GuardedOpenAI(client, settings)
     if isinstance(client, AsyncOpenAI):
-        return GuardedAsyncOpenAI(client, enforcer, input_mode, check_system)
+        return GuardedAsyncOpenAI(client, settings)
     raise UnsupportedClientError(
         f"guard.wrap() guards openai.OpenAI and openai.AsyncOpenAI clients (openai {openai.__version__}), "
         f"got {type(client).__module__}.{type(client).__qualname__}"

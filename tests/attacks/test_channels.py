@@ -13,6 +13,7 @@ Outputs llama.cpp cannot produce (reasoning_content, refusal, tool calls, audio,
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import socket
@@ -222,9 +223,16 @@ class Traffic:
     def _count(self, request: Any) -> None:
         self.requests += 1
 
+    async def _acount(self, request: Any) -> None:
+        self.requests += 1
+
     def client(self, server: Any) -> openai.OpenAI:
         http = openai.DefaultHttpxClient(event_hooks={"request": [self._count]})
         return openai.OpenAI(base_url=server.base_url, api_key="local", http_client=http)
+
+    def async_client(self, server: Any) -> openai.AsyncOpenAI:
+        http = openai.DefaultAsyncHttpxClient(event_hooks={"request": [self._acount]})
+        return openai.AsyncOpenAI(base_url=server.base_url, api_key="local", http_client=http)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -494,6 +502,43 @@ def test_extra_body_is_bounded_and_cannot_switch_streaming(guard: Guard, scripte
     with pytest.raises(InputTypeError, match="extra_body must be a dict"):
         client.chat.completions.create(model=MODEL, messages=messages, extra_body=[INJECTION])
     assert scripted.requests == []
+
+
+def test_keys_that_are_not_names_are_checked(guard: Guard, llm_server: Any):
+    """A key is sent as written (a JSON field name, a query parameter name): one that is not a name is a text."""
+    traffic = Traffic()
+    client = guard.wrap(traffic.client(llm_server), input_mode="sequential")
+    messages = [{"role": "user", "content": BENIGN}]
+    key = f"[{INJECTION!r:.40}] (key)"
+    for arguments, source in [
+        ({"extra_body": {INJECTION: 1}}, "extra_body" + key),
+        ({"extra_body": {"documents": [{INJECTION: "pool"}]}}, "extra_body.documents[0]" + key),
+        ({"extra_query": {INJECTION: "1"}}, "extra_query" + key),
+        ({"extra_query": {"filter": {INJECTION: "1"}}}, "extra_query.filter" + key),
+        ({"messages": [{"role": "user", "content": BENIGN, INJECTION: True}]}, "messages[0]" + key),
+    ]:
+        with pytest.raises(GuardViolation) as blocked:
+            client.chat.completions.create(**{"model": llm_server.model, "messages": messages, **ASK, **arguments})
+        assert [r.source for r in blocked.value.violations] == [source]
+    with pytest.raises(InputTypeError, match=re.escape("extra_body.documents[(1, 2)] is a key of type tuple")):
+        client.chat.completions.create(
+            model=llm_server.model, messages=messages, extra_body={"documents": {(1, 2): BENIGN}}, **ASK
+        )
+    assert traffic.requests == 0
+    reply = client.chat.completions.create(
+        model=llm_server.model,
+        messages=messages,
+        extra_body={"pool hours": "9", "top_k": 1},
+        extra_query={"api-version": "2024-10-21"},
+        **ASK,
+    )
+    assert traffic.requests == 1
+    assert [(r.source, r.status) for r in reply.guard_results if r.stage == "input"] == [
+        ("messages[0].content", "checked"),
+        ("extra_body['pool hours'] (key)", "checked"),
+        ("extra_body['pool hours']", "checked"),
+        ("extra_query.api-version", "checked"),
+    ], "names (top_k, api-version) are not texts; their values are"
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
@@ -1195,6 +1240,48 @@ def test_media_is_reported_as_not_text(guard: Guard, scripted: Scripted):
         ("output[0].revised_prompt", "checked"),
         ("output[0] (image_generation_call)", "skipped_non_text"),
     ]
+
+
+MEDIA_PARTS: list[tuple[str, dict[str, Any]]] = [
+    ("image_url", {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}}),
+    ("input_audio", {"type": "input_audio", "input_audio": {"data": "UklGRiQAAABXQVZF", "format": "wav"}}),
+    ("file", {"type": "file", "file": {"file_id": "file-7Yc2", "filename": "pool-rules.pdf"}}),
+]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_media_is_refused_with_media_refuse(guard: Guard, llm_server: Any, scripted: Scripted, kind: str):
+    """With media="refuse", a request carrying media the guard cannot read raises before anything is sent, even
+    while the input is checked in parallel with the request."""
+    traffic = Traffic()
+    client = guard.wrap(
+        traffic.async_client(llm_server) if kind == "async" else traffic.client(llm_server), media="refuse"
+    )
+    for part_type, part in MEDIA_PARTS:
+        messages = [{"role": "user", "content": [{"type": "text", "text": BENIGN}, part]}]
+        for each in (client, client.with_options(timeout=30)):  # a copy keeps the option
+            create = functools.partial(each.chat.completions.create, model=llm_server.model, messages=messages, **ASK)
+            with pytest.raises(InputError, match=re.escape(f"messages[0].content[1] ({part_type}) is media the guard")):
+                run(create)
+    assert traffic.requests == 0
+    text_only = [{"role": "user", "content": BENIGN}]  # (this llama.cpp chat template reads str content only)
+    reply = run(lambda: client.chat.completions.create(model=llm_server.model, messages=text_only, **ASK))
+    assert traffic.requests == 1 and reply.choices[0].message.content
+
+    responses = wrap(guard, scripted, kind, media="refuse")
+    image = {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo=", "detail": "auto"}
+    with pytest.raises(InputError, match=re.escape("input[0].content[1] (input_image) is media")):
+        run(
+            lambda: responses.responses.create(
+                model=MODEL, input=[{"role": "user", "content": [{"type": "input_text", "text": BENIGN}, image]}]
+            )
+        )
+    variables = {"guest": BENIGN, "rules": {"type": "input_file", "file_id": "file-7Yc2"}}
+    with pytest.raises(InputError, match=re.escape("prompt.variables.rules (input_file) is media")):
+        run(lambda: responses.responses.create(model=MODEL, prompt={"id": "pmpt_1", "variables": variables}))
+    assert scripted.requests == []
+    with pytest.raises(ValueError, match="media must be 'allow' or 'refuse'"):
+        guard.wrap(scripted.client(), media="block")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -95,6 +95,8 @@ def sync_client(guard: Guard) -> None:
     assert_type(client.responses.create(model="m", input="hi"), GuardedResponse)
     guard.wrap(openai.OpenAI(api_key="-"), on_fail="ignore")  # type: ignore[call-overload]
     guard.wrap(openai.OpenAI(api_key="-"), input_mode="later")  # type: ignore[call-overload]
+    assert_type(guard.wrap(openai.OpenAI(api_key="-"), media="refuse"), GuardedOpenAI)
+    guard.wrap(openai.OpenAI(api_key="-"), media="block")  # type: ignore[call-overload]
 
 
 async def async_client(guard: Guard) -> None:
