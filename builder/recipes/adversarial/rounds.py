@@ -22,6 +22,7 @@ from ...data.candidates import (
     Candidate,
     GenerationConfig,
     GenerationPrompt,
+    Messages,
     candidates_from_reply,
     reply_schema,
 )
@@ -110,7 +111,10 @@ async def _generate(prompt: GenerationPrompt, llm: LLMClient, config: Adversaria
         reply = await llm.structured(prompt.messages, schema, seed=seed, max_tokens=20 + config.max_chars // 4 + 5)
     except LLMOutputError as exc:
         return Mutation(text=None, intended=intended, problem=f"unusable LLM reply: {exc}")
-    candidates, problems = candidates_from_reply(prompt, reply.messages[:1])
+    if not isinstance(reply, Messages):  # adversarial rounds refuse conversation policies: never a conversation
+        return Mutation(text=None, intended=intended, problem="the reply holds conversations, not a message")
+    # The first message is the mutation.
+    candidates, problems = candidates_from_reply(prompt, Messages(messages=reply.messages[:1]))
     if not candidates:
         return Mutation(text=None, intended=intended, problem=problems[0] if problems else "no message")
     return Mutation(text=candidates[0].text, intended=intended)
