@@ -121,8 +121,9 @@ def test_benign_flag_rate_bounds_the_benign_texts_flagged(
     max_f1 = Guard(multi_label_bundle)
     assert sum(benign_flagged([max_f1.check(text) for text in texts])) > sum(per_label)
 
-    with pytest.raises(ValueError, match="not both"):
-        ExportConfig(name="demo", benign_flag_rate=rate, target_fpr=0.1)
+    for other in ({"target_fpr": 0.1}, {"threshold": 0.5}):
+        with pytest.raises(ValueError, match="give one of threshold, target_fpr and benign_flag_rate"):
+            ExportConfig(name="demo", benign_flag_rate=rate, **other)
 
 
 def _op_types(model: Path) -> set[str]:
