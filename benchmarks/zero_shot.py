@@ -110,7 +110,7 @@ def example_policies(encode: _Encoder) -> dict[str, dict[str, float]]:
 
 def main() -> None:
     from builder.recipes.policy_tasks import load_tasks
-    from builder.train.pretrain import INFO_FILE, PretrainInfo
+    from builder.recipes.pretrain import INFO_FILE, PretrainInfo
     from builder.train.run import base_model_path
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

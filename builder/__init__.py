@@ -5,7 +5,8 @@
     train/     LabeledDataset -> a training run: fine-tuned classifier, embedding guard, multi-task model, merged
                runs, or a distilled encoder to train them on
     export/    training run -> ONNX fp32 -> int8 -> parity gate -> calibrated thresholds -> guard bundle
-    recipes/   the whole flow for a purpose: the default pack (and its wheel), adversarial rounds
+    recipes/   the whole flow for a purpose: a policy's guard with its report (guard-build all), the default pack (and
+               its wheel), adversarial rounds, an encoder pretrained on policy tasks
     llm/       the LLM every data step talks to: any OpenAI-compatible endpoint, or the embedded llama.cpp server
     checkpoint the run folders, journals and LLM usage logs that let a killed run continue
 

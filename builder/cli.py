@@ -49,11 +49,11 @@ from .recipes.pack_answers import ANSWER_PAIRS_FILE, AnswerPairsConfig, build_an
 from .recipes.pack_wheel import write_pack_wheel
 from .recipes.policy_guard import REPORT_FILE, PolicyGuardConfig, build_policy_guard, read_corpus, retrieve
 from .recipes.policy_tasks import load_tasks, split_tasks
+from .recipes.pretrain import PretrainConfig, pretrain_encoder
 from .train.classifier import TrainConfig, train
 from .train.distill import DistillConfig, distill_encoder, read_texts
 from .train.embedding import EmbeddingGuardConfig
 from .train.merge import MergeConfig, SearchConfig, merge_runs
-from .train.pretrain import PretrainConfig, pretrain_encoder
 from .train.run import RunConfig, TrainingRun
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ import pytest
 
 from builder.errors import BuilderError
 from builder.recipes.policy_tasks import load_tasks, split_tasks
-from builder.train.pretrain import training_batches
+from builder.recipes.pretrain import training_batches
 
 INTENTS = ["translate", "book_flight", "pto_balance", "weather", "timer", "oos"]
 FUNCTIONALITIES = ["slur_h", "threat_dir_h", "profanity_nh", "derog_dehum_h"]
@@ -82,7 +82,7 @@ def test_pretrain_writes_a_model_that_base_model_accepts(tmp_path: Path):
     from sentence_transformers import SentenceTransformer
 
     from builder.cli import main
-    from builder.train.pretrain import pretrain_encoder
+    from builder.recipes.pretrain import pretrain_encoder
     from builder.train.run import base_model_path
 
     seeds, out = _seed_sets(tmp_path / "seeds"), tmp_path / "pretrain"

@@ -29,9 +29,9 @@ from guard_sdk import normalize
 
 from .._files import write_atomic
 from ..errors import BuilderError
-from ..recipes.policy_tasks import PolicyTask
-from .embedding import train_sentence_model
-from .run import TrainingRun, base_model_path
+from ..train.embedding import train_sentence_model
+from ..train.run import TrainingRun, base_model_path
+from .policy_tasks import PolicyTask
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PretrainConfig", "PretrainInfo", "pretrain_encoder", "training_batches"]
 
-logger = logging.getLogger("builder.train.pretrain")
+logger = logging.getLogger("builder.recipes.pretrain")
 
 INFO_FILE = "pretrain.json"
 
