@@ -95,7 +95,7 @@ class PolicyGuardConfig(BaseModel):
     epochs: float = Field(15.0, gt=0)
     """Classifier passes over the data (tens of rows need many)."""
     learning_rate: float = Field(1e-4, gt=0)
-    """The classifier's (tens of rows make a step or two per pass)."""
+    """The classifier's learning rate (tens of rows make a step or two per pass)."""
     context_tokens: int = Field(48, ge=8)
     """Conversation policies: the earlier turns' last tokens the guard reads (its window is twice this)."""
     seed: int = 13
