@@ -46,14 +46,10 @@ def embed(texts: Sequence[str], data: Path) -> np.ndarray:
 
 @functools.cache
 def _encoder() -> Any:
-    from sentence_transformers import SentenceTransformer
-
     from builder.recipes.pack import PackConfig
-    from builder.train.run import base_model_path
+    from builder.train.run import sentence_encoder
 
-    encoder = SentenceTransformer(base_model_path(None), device="cpu")
-    encoder.max_seq_length = PackConfig(seed_sets=TRAIN_DIR).max_length
-    return encoder
+    return sentence_encoder(None, PackConfig(seed_sets=TRAIN_DIR).max_length)
 
 
 def fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ from guard_sdk.bundle import (
     sentence_spans,
 )
 
+from ..train.embedding import head_scores
 from .onnx import TOKEN_OUTPUT
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def sentence_scores(bundle: Path, texts: list[str], max_length: int) -> np.ndarr
         }
         (tokens,) = session.run([TOKEN_OUTPUT], {i.name: feeds[i.name] for i in session.get_inputs()})
         pooled, _ = pool_sentences(tokens[0], encoding.offsets, (0, len(text)), spans)
-        rows.append(1.0 / (1.0 + np.exp(-(pooled @ params["weight"] + params["bias"]))))
+        rows.append(head_scores(pooled, params["weight"], params["bias"]))
     return np.concatenate(rows)
 
 

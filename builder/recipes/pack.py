@@ -42,7 +42,7 @@ from guard_sdk import PACK_GUARDS, PACK_VERSION, default_pack_dir
 
 from ..data.dataset import LabeledExample, load_jsonl, write_jsonl
 from ..errors import BuilderError
-from ..train.run import DEFAULT_BASE_MODEL_NAME, ModelKind, RunConfig, TrainingRun, base_model_path
+from ..train.run import DEFAULT_BASE_MODEL_NAME, ModelKind, RunConfig, TrainingRun, base_model_path, sentence_encoder
 
 __all__ = [
     "CONTENT_SAFETY_LABELS",
@@ -365,9 +365,8 @@ def _pseudo_label(
     examples: list[LabeledExample], labels: list[str], config: PackConfig, cache: Path
 ) -> list[LabeledExample]:
     """``examples`` with each ``PSEUDO_LABELED`` row labelled by a guard trained on the other rows, or left out."""
-    from sentence_transformers import SentenceTransformer
 
-    from ..train.embedding import embed_texts, fit_heads
+    from ..train.embedding import embed_texts, fit_heads, head_scores
 
     for ex in examples:  # a text also found with real labels (``_dedup`` merged them) keeps those
         if _UNLABELED in ex.labels and len(ex.labels) > 1:
@@ -376,12 +375,11 @@ def _pseudo_label(
     unlabeled = [ex for ex in examples if ex.labels == [_UNLABELED]]
     if not unlabeled:
         return known
-    encoder = SentenceTransformer(base_model_path(config.base_model), device="cpu")
-    encoder.max_seq_length = config.max_length
+    encoder = sentence_encoder(config.base_model, config.max_length)
     vectors = embed_texts(encoder, [ex.text for ex in known + unlabeled], 64, True, cache)
     targets = np.asarray([[label in ex.labels for label in labels] for ex in known], dtype=bool)
     weight, bias = fit_heads(vectors[: len(known)], targets)
-    scores = 1.0 / (1.0 + np.exp(-(vectors[len(known) :] @ weight + bias)))
+    scores = head_scores(vectors[len(known) :], weight, bias)
     kept: Counter[tuple[str, bool]] = Counter()
     for ex, row in zip(unlabeled, scores):
         ex.labels = [label for label, value in zip(labels, row) if value >= PSEUDO_LABEL_MIN]

@@ -42,8 +42,8 @@ from ..data.policy import Policy
 from ..errors import BuilderError
 from ..export import ExportConfig, export_bundle
 from ..train.classifier import TrainConfig, train
-from ..train.embedding import EmbeddingGuardConfig, embed_texts, fit_heads, train_embedding_guard
-from ..train.run import TrainingRun, base_model_path
+from ..train.embedding import EmbeddingGuardConfig, embed_texts, fit_heads, head_scores, train_embedding_guard
+from ..train.run import TrainingRun, sentence_encoder
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -250,9 +250,11 @@ def build_policy_guard(
         threshold = export.threshold or 0.5
         corpus = read_corpus(config.corpus, config.corpus_limit) if config.corpus is not None else None
         train_embedding_guard(data, work / "run", embedding, validation=data)
-        report = _embedding_report(policy, by_origin, embedding, counts, unlabeled, threshold)
+        # The embedding guard keeps the base encoder as it is: the report and the review embed with it (and its cache).
+        encoder = sentence_encoder(embedding.base_model, embedding.max_length)
+        report = _embedding_report(policy, by_origin, encoder, embedding, counts, unlabeled, threshold)
         if corpus is not None:
-            report = _review_corpus(corpus, work, embedding, threshold, config.review, report)
+            report = _review_corpus(corpus, work, encoder, embedding, threshold, config.review, report)
         export = export.model_copy(update={"threshold": threshold})
     else:
         training = TrainConfig(
@@ -302,6 +304,7 @@ def build_policy_guard(
 def _embedding_report(
     policy: Policy,
     by_origin: dict[str, list[LabeledExample]],
+    encoder: SentenceTransformer,
     config: EmbeddingGuardConfig,
     counts: dict[str, int],
     unlabeled: int,
@@ -310,7 +313,6 @@ def _embedding_report(
     """Cross-validated estimate, lines-vs-examples agreement and off-topic share, on the embeddings training used."""
     from sklearn.metrics import average_precision_score
 
-    encoder = _base_encoder(config)
     lines, examples = by_origin["lines"], _labeled(by_origin)
     vectors = embed_texts(
         encoder, [ex.text for ex in lines + examples], config.encode_batch_size, False, config.embedding_cache
@@ -339,7 +341,7 @@ def _embedding_report(
             )
     if both_sides and line_targets.any() and not line_targets.all():
         weight, bias = fit_heads(line_vectors, line_targets[:, None], config.regularization)
-        by_lines = 1 / (1 + np.exp(-(example_vectors @ weight[:, 0] + bias[0])))
+        by_lines = head_scores(example_vectors, weight, bias)[:, 0]
         agreement = float(average_precision_score(targets, by_lines))
         wrong = np.flatnonzero((by_lines >= 0.5) != targets)
         disagreeing = [examples[i].text for i in wrong[np.argsort(-np.abs(by_lines[wrong] - 0.5))][:5]]
@@ -419,9 +421,8 @@ def retrieve(policy: Policy, corpus: Sequence[str], count: int, config: Embeddin
         return []
     rows = policy_rows(policy)
     anchors = rows["lines"] + rows["seeds"]
-    encoder = _base_encoder(config)
     vectors = embed_texts(
-        encoder,
+        sentence_encoder(config.base_model, config.max_length),
         [ex.text for ex in anchors] + list(corpus),
         config.encode_batch_size,
         config.progress,
@@ -446,6 +447,7 @@ def retrieve(policy: Policy, corpus: Sequence[str], count: int, config: Embeddin
 def _review_corpus(
     corpus: list[str],
     work: Path,
+    encoder: SentenceTransformer,
     config: EmbeddingGuardConfig,
     threshold: float,
     review: int,
@@ -453,11 +455,9 @@ def _review_corpus(
 ) -> PolicyReport:
     """Score the corpus with the trained head; write ``review.jsonl`` (most surely flagged, then nearest the
     threshold) and the flagged share into the report."""
-    run = TrainingRun(work / "run")
-    encoder = _base_encoder(config)  # the embedding guard keeps it as it is: the cache of its embeddings holds
     vectors = embed_texts(encoder, corpus, config.encode_batch_size, config.progress, config.embedding_cache)
-    with np.load(run.head_file) as head:
-        scores = 1 / (1 + np.exp(-(vectors @ head["weight"][:, 0] + head["bias"][0])))
+    with np.load(TrainingRun(work / "run").head_file) as head:
+        scores = head_scores(vectors, head["weight"], head["bias"])[:, 0]
     flagged = [int(i) for i in np.argsort(-scores)[:review]]
     taken = set(flagged)
     near = [int(i) for i in np.argsort(np.abs(scores - threshold)) if int(i) not in taken][:review]
@@ -470,14 +470,6 @@ def _review_corpus(
     return report.model_copy(
         update={"corpus_texts": len(corpus), "corpus_flagged": round(float((scores >= threshold).mean()), 4)}
     )
-
-
-def _base_encoder(config: EmbeddingGuardConfig) -> SentenceTransformer:
-    from sentence_transformers import SentenceTransformer
-
-    encoder = SentenceTransformer(base_model_path(config.base_model), device="cpu")
-    encoder.max_seq_length = config.max_length
-    return encoder
 
 
 def _cross_validated(
@@ -501,7 +493,7 @@ def _cross_validated(
             scores[held] = 0.5
             continue
         weight, bias = fit_heads(train_x, train_y[:, None], regularization)
-        scores[held] = 1 / (1 + np.exp(-(vectors[held] @ weight[:, 0] + bias[0])))
+        scores[held] = head_scores(vectors[held], weight, bias)[:, 0]
     return scores
 
 

@@ -30,7 +30,7 @@ from guard_sdk import normalize
 from .._files import write_atomic
 from ..errors import BuilderError
 from ..train.embedding import train_sentence_model
-from ..train.run import TrainingRun, base_model_path
+from ..train.run import TrainingRun, base_model_path, sentence_encoder
 from .policy_tasks import PolicyTask
 
 if TYPE_CHECKING:
@@ -109,7 +109,6 @@ def pretrain_encoder(
     """Fine-tune the encoder on the tasks' (line, text) pairs; writes ``out_dir/model``; resumes a killed run."""
     import torch
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesSymmetricRankingLoss
 
     config = config or PretrainConfig()
@@ -126,8 +125,7 @@ def pretrain_encoder(
     data = Dataset.from_dict({"text": [text for text, _ in pairs], "line": [line for _, line in pairs]})
 
     base = base_model_path(config.base_model)
-    model = SentenceTransformer(base, device="cpu")
-    model.max_seq_length = config.max_length
+    model = sentence_encoder(base, config.max_length)
     started = time.perf_counter()
     train_sentence_model(
         model, data, MultipleNegativesSymmetricRankingLoss(model), out / "checkpoints", epochs=config.epochs,

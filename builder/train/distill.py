@@ -30,7 +30,7 @@ from guard_sdk import normalize
 from .._files import write_atomic
 from ..errors import BuilderError, DatasetError
 from .embedding import train_sentence_model
-from .run import TrainingRun, base_model_path
+from .run import TrainingRun, base_model_path, sentence_encoder
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -107,7 +107,6 @@ def distill_encoder(texts: Sequence[str], out_dir: str | Path, config: DistillCo
     """Train a ``num_layers`` student to reproduce the teacher's sentence embedding of ``texts``; resumes."""
     import torch
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import MSELoss
 
     config = config or DistillConfig()
@@ -125,10 +124,8 @@ def distill_encoder(texts: Sequence[str], out_dir: str | Path, config: DistillCo
     held_out, train_texts = unique[:held], unique[held:][: config.max_texts]
 
     base = base_model_path(config.base_model)
-    teacher = SentenceTransformer(base, device="cpu")
-    teacher.max_seq_length = config.max_length
-    student = SentenceTransformer(base, device="cpu")
-    student.max_seq_length = config.max_length
+    teacher = sentence_encoder(base, config.max_length)
+    student = sentence_encoder(base, config.max_length)
     bert = student[0].auto_model
     kept = student_layers(bert.config.num_hidden_layers, config.num_layers)
     bert.encoder.layer = torch.nn.ModuleList([bert.encoder.layer[i] for i in kept])

@@ -23,7 +23,7 @@ from guard_sdk import normalize
 
 from ..data.dataset import LabeledDataset
 from ..errors import BuilderError
-from .run import RunConfig, TrainingInfo, base_model_path, start_run
+from .run import RunConfig, TrainingInfo, sentence_encoder, start_run
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -61,7 +61,6 @@ def train_embedding_guard(
 ) -> TrainingInfo:
     """Embed every training text once, fit one balanced logistic regression per label, save model and head. With
     ``validation``, every row of ``dataset`` trains and those rows validate (``start_run``)."""
-    from sentence_transformers import SentenceTransformer
 
     config = config or EmbeddingGuardConfig()
     if dataset.instructions() is not None:
@@ -73,11 +72,9 @@ def train_embedding_guard(
             "exchange data or conversation data (rows with a context) needs head=classifier: the embedding guard reads "
             "one text, not a (context, text) pair"
         )
-    base = base_model_path(config.base_model)
     run, train_set, validation_set = start_run(dataset, out_dir, config, validation)
 
-    encoder = SentenceTransformer(base, device="cpu")
-    encoder.max_seq_length = config.max_length
+    encoder = sentence_encoder(config.base_model, config.max_length)
     started = time.perf_counter()
     if config.triplet_epochs:
         _fine_tune_with_triplets(encoder, train_set, run.folder / "triplet", config)
@@ -150,6 +147,11 @@ def fit_heads(
         head.fit(embeddings, targets[:, j])
         weight[:, j], bias[j] = head.coef_[0], head.intercept_[0]
     return weight, bias
+
+
+def head_scores(embeddings: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """The head's probabilities, one column per label, as the runtime applies it to sentence embeddings."""
+    return 1.0 / (1.0 + np.exp(-(embeddings @ weight + bias)))
 
 
 def _fine_tune_with_triplets(

@@ -25,6 +25,7 @@ from ..data.dataset import LabeledDataset, LabeledExample, load_jsonl, write_jso
 from ..errors import BuilderError
 
 if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
     from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "TrainingRun",
     "base_model_path",
     "default_base_model",
+    "sentence_encoder",
     "start_run",
     "tokenize",
 ]
@@ -122,6 +124,15 @@ def base_model_path(base_model: str | None) -> str:
     if looks_like_path and not Path(base_model).expanduser().is_dir():
         raise BuilderError(f"base model {base_model!r} is not a folder (give a local model folder)")
     return base_model
+
+
+def sentence_encoder(base_model: str | None, max_length: int) -> SentenceTransformer:
+    """``base_model`` (``base_model_path``) as a sentence-transformers encoder on the CPU reading ``max_length`` tokens."""
+    from sentence_transformers import SentenceTransformer
+
+    encoder = SentenceTransformer(base_model_path(base_model), device="cpu")
+    encoder.max_seq_length = max_length
+    return encoder
 
 
 class RunConfig(BaseModel):
