@@ -22,6 +22,7 @@ from builder.recipes.policy_guard import (
     REVIEW_FILE,
     PolicyGuardConfig,
     build_policy_guard,
+    list_forms,
     message_form,
     policy_rows,
     read_corpus,
@@ -77,6 +78,37 @@ seeds:
 )
 def test_a_line_that_describes_a_message_is_also_read_as_one(line: str, form: str | None):
     assert message_form(line) == form
+
+
+@pytest.mark.parametrize(
+    ("line", "forms"),
+    [
+        (
+            "Asking for the salary, bonus, raise or equity of another employee",
+            [
+                "Asking for the salary of another employee",
+                "Asking for the bonus of another employee",
+                "Asking for the raise of another employee",
+                "Asking for the equity of another employee",
+            ],
+        ),
+        (
+            "Guessing a candidate's age, religion, family status, or disability",
+            [
+                "Guessing a candidate's age",
+                "Guessing a candidate's religion",
+                "Guessing a candidate's family status",
+                "Guessing a candidate's disability",
+            ],
+        ),
+        ("Refills, transfers, delivery and payment", ["Refills", "transfers", "delivery", "payment"]),
+        ("Leave, benefits and pension", []),  # one comma: a list or a clause, it cannot tell
+        ("Asking to promise or guarantee a refund", []),
+        ("Asking whether a long clause, then another long clause, or a third one applies", []),
+    ],
+)
+def test_a_line_that_lists_things_is_also_read_once_per_thing(line: str, forms: list[str]):
+    assert list_forms(line) == forms
 
 
 def test_a_policy_gives_its_lines_and_labeled_seeds_as_rows():

@@ -3,7 +3,9 @@
 Training rows:
 
 - the policy's own words: each ``violates`` line a violating row, each ``allowed`` line an allowed one, each also as
-  it reads without its leading "Asking ..." (``message_form``), so that it reads like a message (message policies);
+  it reads without its leading "Asking ..." (``message_form``), so that it reads like a message, and once per item
+  of a list it names (``list_forms``), so that a message naming one item is as near to a row as one naming them
+  all (message policies);
 - its labeled seeds;
 - the data engine's verified rows, when an LLM wrote them (``dataset``), among them real corpus texts that the
   debate labeled: with an endpoint, ``retrieve`` picks the corpus texts nearest the policy's two sides for the engine
@@ -54,6 +56,7 @@ __all__ = [
     "PolicyGuardConfig",
     "PolicyReport",
     "build_policy_guard",
+    "list_forms",
     "message_form",
     "policy_rows",
     "read_corpus",
@@ -177,15 +180,69 @@ def message_form(line: str) -> str | None:
     return stripped if stripped and stripped != line else None
 
 
+_LIST_ITEM_WORDS = 3
+"""A comma-separated part of more words reads as a clause, not as a thing listed."""
+_LIST_FORMS = 12
+"""At most this many forms of one line: a longer list's later items add little and weigh the line over the others."""
+
+
+def list_forms(line: str) -> list[str]:
+    """``line`` once per item of the longest list it names, or [] when it names none.
+
+    A list is "A, B, C or D" or "A, B, or C": short parts between commas (one to three words, no "or"/"and"), the
+    first item ending the part before them and the last following the closing "or"/"and"; the first and last items
+    are as many words as the median part between commas. With fewer commas a list cannot be told from a clause. "Asking about a candidate's age, religion, family status or disability" gives "Asking about a
+    candidate's age", "... religion", "... family status" and "... disability".
+    """
+    parts = line.split(", ")
+    best: tuple[int, int] | None = None
+    start = 1
+    while start < len(parts) - 1:
+        end = start
+        while end < len(parts) - 1 and _list_item(parts[end]):
+            end += 1
+        if end > start and (best is None or end - start > best[1] - best[0]):
+            best = (start, end)
+        start = max(end, start + 1)
+    if best is None:
+        return []
+    start, end = best
+    middle = parts[start:end]
+    width = sorted(len(item.split()) for item in middle)[(len(middle) - 1) // 2]
+    first = parts[start - 1].split()
+    head = parts[: start - 1] + ([" ".join(first[:-width])] if len(first) > width else [])
+    closing = parts[end].split()
+    if closing[0] in ("or", "and"):  # "..., C, or D": the closing part is the last item
+        last, rest = closing[1:], []
+        if len(last) > _LIST_ITEM_WORDS + 2:
+            last, rest = last[:width], last[width:]
+        items = [" ".join(first[-width:]), *middle, " ".join(last)]
+    else:
+        joint = next((n for n, word in enumerate(closing) if word in ("or", "and")), None)
+        if joint is None or not 0 < joint <= _LIST_ITEM_WORDS:
+            return []
+        last, rest = closing[joint + 1 : joint + 1 + width], closing[joint + 1 + width :]
+        items = [" ".join(first[-width:]), *middle, " ".join(closing[:joint]), " ".join(last)]
+    prefix = ", ".join(head)
+    suffix = ", ".join(([" ".join(rest)] if rest else []) + parts[end + 1 :])
+    return [" ".join(piece for piece in (prefix, item, suffix) if piece) for item in items if item][:_LIST_FORMS]
+
+
+def _list_item(part: str) -> bool:
+    words = part.split()
+    return 0 < len(words) <= _LIST_ITEM_WORDS and not {"or", "and"} & set(words)
+
+
 def policy_rows(policy: Policy) -> dict[str, list[LabeledExample]]:
     """The rows a policy gives by itself, by origin: its lines (message policies) and its labeled seeds."""
     rows: dict[str, list[LabeledExample]] = {"lines": [], "seeds": policy.seed_examples()}
     if policy.input == "message":
         for lines, labels in ((policy.violates, [policy.name]), (policy.allowed, [])):
             for line in lines:
-                rows["lines"] += [
-                    LabeledExample(text=text, labels=labels) for text in (line, message_form(line)) if text
-                ]
+                for form in (line, *list_forms(line)):
+                    rows["lines"] += [
+                        LabeledExample(text=text, labels=labels) for text in (form, message_form(form)) if text
+                    ]
     return rows
 
 
