@@ -95,10 +95,12 @@ def _cpu_flags() -> list[str]:
 
 def corpus(limit_per_set: int = 300, seed: int = 0) -> list[str]:
     """Varied real texts: a sample of every training seed set (chat, code, maths, dialogues, injections, hate)."""
+    from builder.data.dataset import read_texts
+
     rng = random.Random(seed)
     texts: list[str] = []
     for data in sorted(TRAIN_DIR.glob("*/data.jsonl")):
-        rows = [json.loads(line)["text"] for line in data.read_text(encoding="utf-8").split("\n") if line.strip()]
+        rows = read_texts(data)
         texts.extend(rng.sample(rows, min(limit_per_set, len(rows))))
     if not texts:
         raise FileNotFoundError(f"no training texts under {TRAIN_DIR}; the benchmarks cut their inputs from them")

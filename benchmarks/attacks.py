@@ -91,7 +91,9 @@ DOCUMENT_SOURCES = ["sep_probe_injections", "tasktracker_injections", "gsm8k_que
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from builder.data.dataset import iter_text_rows
+
+    return list(iter_text_rows(path))
 
 
 def _benign_sets(rng: random.Random, per_set: int) -> dict[str, list[str]]:

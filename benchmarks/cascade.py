@@ -12,7 +12,6 @@ loses, and the resulting mean latency (first-stage time + share forwarded × ful
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    from builder.data.dataset import read_texts
     from guard_sdk import Guard
 
     first, full = (
@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     if first.labels != full.labels:
         raise SystemExit(f"the stages must have the same labels: {first.labels} vs {full.labels}")
-    validation = [json.loads(line)["text"] for line in args.validation.read_text().split("\n") if line.strip()]
+    validation = read_texts(args.validation)
     v_first, _ = scores_and_flags(first, validation)
     _, v_full_flags = scores_and_flags(full, validation)
     needed = [s for s, f in zip(v_first, v_full_flags) if f]

@@ -38,8 +38,9 @@ TOKENS = (16, 64, 256, 512)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    from builder.data.dataset import read_texts
     from builder.recipes.pack import PACK_GUARDS, PackConfig, build_pack, pack_datasets
-    from builder.train.distill import DistillConfig, distill_encoder, read_texts
+    from builder.train.distill import DistillConfig, distill_encoder
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "distill")

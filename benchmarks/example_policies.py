@@ -356,7 +356,9 @@ def _pack_multitask() -> tuple[Path | None, Path | None]:
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from builder.data.dataset import iter_text_rows
+
+    return list(iter_text_rows(path))
 
 
 def _leaks(dataset: Path, heldout: dict[str, list[dict[str, Any]]]) -> list[str]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -87,7 +86,9 @@ def auprc(truth: np.ndarray, scores: np.ndarray) -> float:
 
 
 def load_rows(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    from builder.data.dataset import iter_text_rows
+
+    return list(iter_text_rows(path))
 
 
 def run_guard(data: Path, guard: str, rate: float, seed: int) -> dict[str, Any]:

@@ -81,9 +81,10 @@ def added_latency(bundle: Path, rounds: int, threads: int) -> dict[str, Any]:
 
 
 def throughput(bundle: Path, callers: int, per_caller: int, threads: int) -> dict[str, Any]:
+    from builder.data.dataset import read_texts
     from guard_sdk import BatchingOptions, ExecutionOptions, Guard
 
-    rows = [json.loads(line)["text"] for line in DEMO_DATA.read_text().splitlines()]
+    rows = read_texts(DEMO_DATA)
     texts = [rows[i % len(rows)] for i in range(callers * per_caller)]
     out: dict[str, Any] = {}
     # Small calls of similar-length windows waste little on padding.

@@ -35,7 +35,7 @@ from guard_sdk import GuardError, default_pack_dir
 from ._flags import Flags, add_flags
 from .data.candidates import GenerationConfig
 from .data.curate import CurationConfig
-from .data.dataset import LabeledDataset, load_jsonl, write_jsonl
+from .data.dataset import LabeledDataset, load_jsonl, read_texts, write_jsonl
 from .data.dimensions import DimensionConfig
 from .data.engine import DataConfig, build_dataset
 from .data.policy import load_policy
@@ -51,7 +51,7 @@ from .recipes.policy_guard import REPORT_FILE, PolicyGuardConfig, build_policy_g
 from .recipes.policy_tasks import load_tasks, split_tasks
 from .recipes.pretrain import PretrainConfig, pretrain_encoder
 from .train.classifier import TrainConfig, train
-from .train.distill import DistillConfig, distill_encoder, read_texts
+from .train.distill import DistillConfig, distill_encoder
 from .train.embedding import EmbeddingGuardConfig
 from .train.merge import MergeConfig, SearchConfig, merge_runs
 from .train.run import RunConfig, TrainingRun

@@ -23,7 +23,7 @@ class BuilderError(Exception):
 
 
 class DatasetError(BuilderError):
-    """A training file is unusable; ``line`` is 1-based when the problem is on one line."""
+    """A data file (training rows, JSONL texts) is unusable; ``line`` is 1-based when the problem is on one line."""
 
     def __init__(self, path: str | Path, message: str, line: int | None = None) -> None:
         self.path = Path(path)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import BuilderError, DatasetError
-from builder.train.distill import DistillConfig, distill_encoder, read_texts, student_layers
+from builder.errors import BuilderError
+from builder.train.distill import DistillConfig, distill_encoder, student_layers
 
 
 def test_student_layers_span_the_teacher():
@@ -28,18 +28,6 @@ def test_a_missing_base_model_folder_is_named_before_any_work(tmp_path: Path):
     with pytest.raises(BuilderError, match="base model './no-student/model' is not a folder"):
         build_pack(PackConfig(seed_sets=tmp_path, base_model="./no-student/model"), tmp_path / "pack")
     assert not (tmp_path / "pack-work").exists(), "nothing written"
-
-
-def test_read_texts_names_the_bad_line(tmp_path: Path):
-    path = tmp_path / "texts.jsonl"
-    path.write_text('{"text": "fine", "label": "safe"}\n\n{"label": "safe"}\n')
-    with pytest.raises(DatasetError, match=r"texts.jsonl:3: invalid row"):
-        read_texts(path)
-    path.write_text('{"text": ["not", "a", "string"]}\n')
-    with pytest.raises(DatasetError, match=r":1: text must be a string, got list"):
-        read_texts(path)
-    with pytest.raises(DatasetError, match="cannot read"):
-        read_texts(tmp_path / "missing.jsonl")
 
 
 @pytest.mark.slow

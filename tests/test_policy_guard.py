@@ -15,7 +15,6 @@ from builder.data.dimensions import DimensionConfig
 from builder.data.engine import DataConfig, build_dataset
 from builder.data.policy import parse_policy
 from builder.data.verify import DebateConfig
-from builder.errors import BuilderError
 from builder.llm.client import LLMConfig
 from builder.recipes.policy_guard import (
     REPORT_FILE,
@@ -25,7 +24,6 @@ from builder.recipes.policy_guard import (
     list_forms,
     message_form,
     policy_rows,
-    read_corpus,
     retrieve,
 )
 from builder.train.embedding import EmbeddingGuardConfig
@@ -141,19 +139,6 @@ CORPUS = [
     "What is your phone number?",
     "I want a guaranteed refund before I return anything.",
 ]
-
-
-def test_a_corpus_is_read_bounded_and_its_errors_name_the_line(tmp_path: Path):
-    folder = tmp_path / "logs"
-    folder.mkdir()
-    (folder / "a.jsonl").write_text("".join(json.dumps({"text": f"a{i}"}) + "\n" for i in range(10)))
-    (folder / "b.jsonl").write_text('{"text": "b0"}\n\n{"text": "a0"}\n{"text": "b1"}\n')
-    assert read_corpus(folder, 4) == ["a0", "a1", "b0", "b1"]  # an equal share per file, duplicates skipped
-    (folder / "c.jsonl").write_text('{"text": "c0"}\n{"message": "no text"}\n')
-    with pytest.raises(BuilderError, match=r"c.jsonl:2: not a JSON object with a \"text\""):
-        read_corpus(folder, 100)
-    with pytest.raises(BuilderError, match="no such JSONL file"):
-        read_corpus(tmp_path / "missing.jsonl", 100)
 
 
 NEAR_VIOLATING = [

@@ -6,10 +6,10 @@ candidates  cells -> generated candidate messages (violating, complying, boundar
 curate      candidates -> filtered, de-duplicated, balanced examples
 verify      candidates -> debate-verified labels, with transcripts
 engine      all of the above, checkpointed and resumable -> dataset.jsonl + datasheet
-dataset     labeled JSONL (from the engine or your own) -> LabeledDataset, what every trainer reads
+dataset     labeled JSONL (from the engine or your own) -> LabeledDataset, what every trainer reads; JSONL texts
 """
 
-from .dataset import LabeledDataset, LabeledExample, load_jsonl, write_jsonl
+from .dataset import LabeledDataset, LabeledExample, iter_text_rows, load_jsonl, read_texts, write_jsonl
 from .engine import DataConfig, Datasheet, abuild_dataset, build_dataset
 from .policy import Policy, PolicyInput, Seed, SeedLabel, load_policy, parse_policy
 
@@ -24,8 +24,10 @@ __all__ = [
     "SeedLabel",
     "abuild_dataset",
     "build_dataset",
+    "iter_text_rows",
     "load_jsonl",
     "load_policy",
     "parse_policy",
+    "read_texts",
     "write_jsonl",
 ]

@@ -9,6 +9,9 @@ the request, and ``""`` for an answer judged alone. Its ``text`` is the answer.
 Conversation data (a guard that judges the latest turn in the light of the earlier ones) gives every row a ``context``
 that is a list of messages, ``{"role": str, "content": str | null}``, earlier turns first (``[]`` for a first turn).
 Its ``text`` is the latest turn.
+
+Unlabeled texts (a corpus, distillation texts, an eval set) are JSONL rows with a ``"text"`` too; ``iter_text_rows``
+reads them streaming, one bounded line at a time.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -27,7 +31,19 @@ from guard_sdk.bundle import ContextKind, render
 
 from ..errors import DatasetError
 
-__all__ = ["ContextMessage", "LabeledDataset", "LabeledExample", "load_jsonl", "write_jsonl"]
+__all__ = [
+    "MAX_LINE_BYTES",
+    "ContextMessage",
+    "LabeledDataset",
+    "LabeledExample",
+    "iter_text_rows",
+    "load_jsonl",
+    "read_texts",
+    "write_jsonl",
+]
+
+MAX_LINE_BYTES = 1 << 20
+"""The longest JSONL line the text readers take: far above any text a guard reads, and what bounds one row's memory."""
 
 
 class ContextMessage(BaseModel):
@@ -180,3 +196,59 @@ def load_jsonl(path: str | Path, label_names: Sequence[str] | None = None) -> La
 def write_jsonl(path: str | Path, examples: Sequence[LabeledExample]) -> None:
     with Path(path).open("w", encoding="utf-8") as f:
         f.writelines(json.dumps(ex.model_dump(), ensure_ascii=False) + "\n" for ex in examples)
+
+
+def iter_text_rows(
+    path: str | Path, *, non_str: Literal["raise", "skip"] = "raise", max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSONL file, each with a ``"text"``, read one line at a time: the caller that stops early
+    reads no further. Blank lines are skipped; a row whose text is not a str is an error, or skipped with
+    ``non_str="skip"`` (logs hold such rows, a tool call's ``null`` content). Errors are ``DatasetError`` naming the
+    line; a line over ``max_line_bytes`` is one too (a wrong file, a minified JSON document, is the likely cause, and
+    dropping a row silently would change the data)."""
+    path = Path(path)
+    try:
+        file = path.open("rb")
+    except OSError as exc:
+        raise DatasetError(path, f"cannot read: {exc.strerror or exc}") from None
+    with file:
+        number = 0
+        while True:
+            try:
+                # Bytes, split at "\n" only: a text may hold U+2028 and other characters str.splitlines() breaks at.
+                raw = file.readline(max_line_bytes + 1)
+            except OSError as exc:
+                raise DatasetError(path, f"cannot read: {exc.strerror or exc}") from None
+            if not raw:
+                return
+            number += 1
+            if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+                raise DatasetError(path, f"line longer than {max_line_bytes} bytes", line=number)
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DatasetError(path, f"is not UTF-8 text ({exc.reason} at byte {exc.start})", line=number) from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(path, f"invalid JSON ({exc.msg} at column {exc.colno})", line=number) from None
+            except RecursionError:
+                raise DatasetError(path, "invalid JSON (nested too deeply)", line=number) from None
+            if not isinstance(row, dict):
+                raise DatasetError(
+                    path, f'a row must be a JSON object with a "text", got {type(row).__name__}', line=number
+                )
+            if "text" not in row:
+                raise DatasetError(path, 'a row must have a "text"', line=number)
+            if isinstance(row["text"], str):
+                yield row
+            elif non_str == "raise":
+                raise DatasetError(path, f'"text" must be a string, got {type(row["text"]).__name__}', line=number)
+
+
+def read_texts(path: str | Path, limit: int | None = None) -> list[str]:
+    """The ``"text"`` of the rows of a JSONL file (training rows, seed sets, evaluation rows alike), the first
+    ``limit`` of them when given; a row without a str text is an error (``iter_text_rows``)."""
+    return [row["text"] for row in islice(iter_text_rows(path), limit)]

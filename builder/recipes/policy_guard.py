@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from guard_sdk.bundle import BundleManifest
 
 from .._files import write_atomic
-from ..data.dataset import LabeledDataset, LabeledExample
+from ..data.dataset import LabeledDataset, LabeledExample, iter_text_rows
 from ..data.policy import Policy
 from ..errors import BuilderError
 from ..export import ExportConfig, export_bundle
@@ -437,30 +437,25 @@ def _embedding_report(
 
 def read_corpus(path: Path, limit: int) -> list[str]:
     """Distinct non-blank texts of a JSONL file or of the ``*.jsonl`` files under a folder, an equal share of
-    ``limit`` from each file, in file order; errors name the file and line."""
+    ``limit`` from each file, in file order, each file read no further than its share; rows whose text is not a str
+    are skipped; errors name the file and line."""
     files = sorted(path.rglob("*.jsonl")) if path.is_dir() else [path]
     if not files or not all(file.is_file() for file in files):
         raise BuilderError(f"--corpus {path}: no such JSONL file, nor a folder with any")
     share = max(1, limit // len(files))
     texts: dict[str, None] = {}
     for file in files:
+        if len(texts) >= limit:
+            break
         taken = 0
-        try:
-            with file.open(encoding="utf-8") as lines:
-                for number, line in enumerate(lines, start=1):
-                    if taken >= share or len(texts) >= limit:
-                        break
-                    if not line.strip():
-                        continue
-                    try:
-                        text = json.loads(line)["text"]
-                    except (ValueError, KeyError, TypeError):
-                        raise BuilderError(f'{file}:{number}: not a JSON object with a "text"') from None
-                    if isinstance(text, str) and text.strip() and text[:_CORPUS_CHARS] not in texts:
-                        texts[text[:_CORPUS_CHARS]] = None
-                        taken += 1
-        except UnicodeDecodeError as exc:
-            raise BuilderError(f"{file}: not UTF-8 text ({exc.reason})") from None
+        # Stops as soon as the share is taken: the lines after it are never read.
+        for row in iter_text_rows(file, non_str="skip"):
+            text = row["text"][:_CORPUS_CHARS]
+            if row["text"].strip() and text not in texts:
+                texts[text] = None
+                taken += 1
+                if taken == share or len(texts) == limit:
+                    break
     if not texts:
         raise BuilderError(f"--corpus {path}: no texts")
     return list(texts)

@@ -28,14 +28,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from guard_sdk import normalize
 
 from .._files import write_atomic
-from ..errors import BuilderError, DatasetError
+from ..errors import BuilderError
 from .embedding import train_sentence_model
 from .run import TrainingRun, base_model_path, sentence_encoder
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["DistillConfig", "DistillInfo", "distill_encoder", "read_texts", "student_layers"]
+__all__ = ["DistillConfig", "DistillInfo", "distill_encoder", "student_layers"]
 
 logger = logging.getLogger("builder.train.distill")
 
@@ -80,27 +80,6 @@ def student_layers(teacher_layers: int, num_layers: int) -> list[int]:
     if not 1 <= num_layers < teacher_layers:
         raise BuilderError(f"a student needs 1 to {teacher_layers - 1} layers (the teacher has {teacher_layers})")
     return [int(i) for i in np.linspace(0, teacher_layers - 1, num_layers).round()]
-
-
-def read_texts(path: str | Path) -> list[str]:
-    """The ``text`` of every row of a JSONL file (training rows, seed sets, evaluation-format rows alike)."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except OSError as exc:
-        raise DatasetError(path, f"cannot read: {exc.strerror or exc}") from None
-    texts = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            text = json.loads(line)["text"]
-        except (ValueError, KeyError, TypeError):
-            raise DatasetError(path, "invalid row (needs a JSON object with a text)", line=number) from None
-        if not isinstance(text, str):
-            raise DatasetError(path, f"text must be a string, got {type(text).__name__}", line=number)
-        texts.append(text)
-    return texts
 
 
 def distill_encoder(texts: Sequence[str], out_dir: str | Path, config: DistillConfig | None = None) -> DistillInfo:

@@ -3,7 +3,6 @@ own validation split), and the reports a run writes."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+from ...data.dataset import iter_text_rows
 from ...errors import DatasetError
 from ...export.calibrate import calibrate_threshold
 from ...export.parity import torch_scorer
@@ -43,17 +43,11 @@ class EvalSet(BaseModel):
             raise DatasetError(self.path, "no such file (eval set)")
         texts: list[str] = []
         truth: list[bool] = []
-        for number, line in enumerate(self.path.read_text(encoding="utf-8").split("\n"), start=1):
-            if not line.strip():
+        for row in iter_text_rows(self.path):
+            meta = row.get("meta")
+            if self.split is not None and (meta.get("split") if isinstance(meta, dict) else None) != self.split:
                 continue
-            try:
-                row = json.loads(line)
-                text = row["text"]
-            except (ValueError, KeyError, TypeError):
-                raise DatasetError(self.path, "invalid row (needs a JSON object with text)", line=number) from None
-            if self.split is not None and (row.get("meta") or {}).get("split") != self.split:
-                continue
-            texts.append(text)
+            texts.append(row["text"])
             truth.append(row["label"] == "unsafe" if "label" in row else bool(row.get("labels")))
         if not texts:
             raise DatasetError(self.path, f"holds no rows{f' of split {self.split!r}' if self.split else ''}")
