@@ -450,7 +450,8 @@ class Guard:
             ``TextTooLongError`` with ``unit="tokens"``. The default keeps the worst text of ``max_chars`` within a
             few seconds of CPU on a 6-layer MiniLM (benchmarks/README.md); raise it to check longer documents, or
             split them.
-        verify: check every file's sha256 against the manifest on load.
+        verify: check every file's sha256 against the manifest on load. The files a guard runs (model, tokenizer,
+            head) are checked as they are read either way, and used from the bytes checked.
         scan: what a check scores besides the whole text: what encodings in it decode to (on by default), its
             sentences pooled in context (on by default, for bundles built for it) or alone (opt-in), and whether
             text hidden in Unicode tag characters is flagged outright (see ``ScanOptions``). A label reports its
