@@ -9,7 +9,8 @@ A bundle is a folder::
     head.npz          embedding guards only: the linear head (below)
 
 Every file except guard.json is listed in ``files`` with its sha256, under a plain relative name inside the folder,
-and the runtime refuses a bundle whose files are missing, differ, are links or are not listed. guard.json itself is
+and the runtime refuses a bundle whose files are missing, differ, are links or are not listed. It reads each file it
+uses once, checks those bytes and runs them, so a file swapped after the check is refused, not used. guard.json itself is
 covered only when the loader's caller pins its sha256 (``GuardBundle.load(sha256=...)``, ``Guard(trust=...)``):
 otherwise whoever can write the folder can rewrite the manifest and its hashes together.
 
@@ -363,7 +364,8 @@ class GuardBundle:
         """Read the bundle folder at ``path`` and check it.
 
         Args:
-            verify: check every listed file against its sha256 (names, links and unlisted files are checked anyway).
+            verify: check every listed file against its sha256 now (names, links and unlisted files are checked
+                anyway). Either way, the files a Guard uses are hashed again as ``read`` reads them.
             sha256: the sha256 guard.json must have (``guard trust`` prints it); another manifest is refused before
                 it is parsed.
             trust: pins of many bundles (see ``read_trust``): guard.json must have the sha256 pinned for its
@@ -391,10 +393,28 @@ class GuardBundle:
             )
         for name, file in files.items():
             if verify and file_sha256(file) != bundle.manifest.files[name]:
-                raise BundleIntegrityError(
-                    folder, f"{name} does not match its sha256 in {MANIFEST_NAME}: the file was changed or damaged"
-                )
+                raise _changed(folder, name)
         return bundle
+
+    def read(self, name: str) -> bytes:
+        """The bytes of the listed file ``name``, read once and checked against its sha256, whether or not the
+        bundle was loaded with ``verify``. The runtime uses these bytes and never opens the file again, so a file
+        swapped after ``load`` is refused (``BundleIntegrityError``) instead of run."""
+        if name not in self.manifest.files:
+            raise BundleIntegrityError(self.path, f"{name} is not listed in {MANIFEST_NAME}")
+        path = _regular_file(self.path, name)
+        try:
+            # No link followed and nothing but a regular file read, should the name be swapped since the check above.
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+        except OSError as exc:
+            raise BundleIntegrityError(self.path, f"{name} is not readable: {exc.strerror}") from exc
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise BundleIntegrityError(self.path, f"{name} is not a regular file")
+            data = file.read()
+        if hashlib.sha256(data).hexdigest() != self.manifest.files[name]:
+            raise _changed(self.path, name)
+        return data
 
     def check_trust(self, trust: Mapping[str, str]) -> None:
         """Refuse this bundle unless ``trust`` pins its guard.json's sha256 under ``name@version`` or ``name``."""
@@ -412,13 +432,17 @@ class GuardBundle:
     def file(self, name: str) -> Path:
         return self.path / name
 
-    def model_path(self, precision: Literal["int8", "fp32"] | None = None) -> Path:
+    def model_file(self, precision: Literal["int8", "fp32"] | None = None) -> str:
+        """The listed name of the model file for ``precision`` (default: the manifest's)."""
         spec = self.manifest.model
         if precision is None or precision == spec.precision:
-            return self.file(spec.file)
+            return spec.file
         if precision == "fp32" and spec.fp32_file:
-            return self.file(spec.fp32_file)
+            return spec.fp32_file
         raise BundleNotFoundError(self.path, f"has no {precision} model (it ships {spec.precision})")
+
+    def model_path(self, precision: Literal["int8", "fp32"] | None = None) -> Path:
+        return self.file(self.model_file(precision))
 
     def __repr__(self) -> str:
         return f"GuardBundle({self.manifest.id!r}, path={str(self.path)!r})"
@@ -461,6 +485,12 @@ def _check_pin(folder: Path, digest: str, pin: str, how: str) -> None:
         raise BundleIntegrityError(
             folder, f"{MANIFEST_NAME} has sha256 {digest}, not {pin} as {how}: this is not the manifest that was pinned"
         )
+
+
+def _changed(folder: Path, name: str) -> BundleIntegrityError:
+    return BundleIntegrityError(
+        folder, f"{name} does not match its sha256 in {MANIFEST_NAME}: the file was changed or damaged"
+    )
 
 
 def _regular_file(folder: Path, name: str) -> Path:

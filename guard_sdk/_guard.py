@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import io
 import numbers
 import os
 import threading
@@ -35,7 +36,7 @@ from ._runtime import (
     ExecutionOptions,
     ModelBackend,
     Precision,
-    create_session,
+    bundle_session,
     resolve_device,
     run_full_window,
 )
@@ -107,12 +108,12 @@ class _LoadedBundle:
         self.context: tuple[ContextKind, int] | None = (
             None if manifest.input.kind == "text" else (manifest.input.kind, manifest.input.context_tokens)
         )
-        model = bundle.model_path(precision)
-        sha256 = manifest.files[model.relative_to(bundle.path).as_posix()]
+        model = bundle.model_file(precision)
         self.session = (
-            create_session(model, device=device, threads=threads, spin=spin)
+            bundle_session(bundle, model, device=device, threads=threads, spin=spin)
             if backend is None
-            else backend.open(bundle, model, sha256)  # checks that it serves this model, on a window of max_length
+            # checks that it serves this model, on a window of max_length
+            else backend.open(bundle, bundle.file(model), manifest.files[model])
         )
         self.output = self.session.get_outputs()[0].name
         # Dynamic int8 quantizes each activation tensor with one scale per ONNX Runtime call: beside other texts'
@@ -164,8 +165,9 @@ class _LoadedBundle:
                         f"{ {name: o.shape for name, o in model_outputs.items()} }",
                     )
                 self.token_output = embedding.token_output
+        tokenizer = bundle.read(manifest.tokenizer.file)
         try:
-            self.tokenizer = Tokenizer.from_file(str(bundle.file(manifest.tokenizer.file)))
+            self.tokenizer = Tokenizer.from_buffer(tokenizer)
         except Exception as exc:  # tokenizers raises a bare Exception on a malformed file
             raise ManifestError(bundle.path, f"{manifest.tokenizer.file} is not a valid tokenizer: {exc}") from exc
         self.tokenizer.no_padding()
@@ -200,7 +202,7 @@ class _LoadedBundle:
         self.tokenization_key = (manifest.files[spec.file], spec.max_length, spec.stride)
         if backend is None:  # a backend checks the window on its own side (ModelBackend.open)
             try:
-                run_full_window(model, sha256, self.session, device, spec.max_length)
+                run_full_window(bundle, model, self.session, device, spec.max_length)
             except Exception as exc:  # ONNX Runtime's errors derive from Exception alone
                 reason = " ".join(str(exc).split())[-300:] or type(exc).__name__
                 raise ModelMismatchError(
@@ -383,8 +385,9 @@ def _sigmoid(logits: np.ndarray) -> np.ndarray:
 
 
 def _load_head(bundle: GuardBundle, name: str, labels: int) -> tuple[np.ndarray, np.ndarray]:
+    data = bundle.read(name)
     try:
-        with bundle.file(name).open("rb") as file:
+        with io.BytesIO(data) as file:
             arrays = np.load(file, allow_pickle=False)  # an .npz, or a plain array if someone saved one
             weight, bias = (np.asarray(arrays[key], dtype=np.float32) for key in ("weight", "bias"))
     except (OSError, ValueError, KeyError, IndexError) as exc:  # not an .npz, or without weight / bias
@@ -447,7 +450,8 @@ class Guard:
             ``TextTooLongError`` with ``unit="tokens"``. The default keeps the worst text of ``max_chars`` within a
             few seconds of CPU on a 6-layer MiniLM (benchmarks/README.md); raise it to check longer documents, or
             split them.
-        verify: check every file's sha256 against the manifest on load.
+        verify: check every file's sha256 against the manifest on load. The files a guard runs (model, tokenizer,
+            head) are checked as they are read either way, and used from the bytes checked.
         scan: what a check scores besides the whole text: what encodings in it decode to (on by default), its
             sentences pooled in context (on by default, for bundles built for it) or alone (opt-in), and whether
             text hidden in Unicode tag characters is flagged outright (see ``ScanOptions``). A label reports its

@@ -1,8 +1,9 @@
-"""ONNX Runtime sessions: provider choice, thread settings, one shared session per model file and settings; and
+"""ONNX Runtime sessions: provider choice, thread settings, one shared session per model and settings; and
 ``ExecutionOptions``, how a Guard runs its models."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import weakref
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from ._errors import ProviderUnavailableError, RuntimeNotInstalledError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     import numpy as np
     import onnxruntime
@@ -26,6 +27,7 @@ __all__ = [
     "ModelBackend",
     "ModelSession",
     "Precision",
+    "bundle_session",
     "create_session",
     "run_full_window",
 ]
@@ -103,13 +105,14 @@ _PROVIDERS: dict[str, list[str]] = {
 # fusing the pair again at load (benchmarks/README.md, "Levers"). On CUDA the fused kernel is the fast one.
 _UNFUSED: dict[str, list[str]] = {"cpu": ["SkipLayerNormFusion"], "cuda": []}
 
-# Weak values: a session lives as long as some Guard uses it, and is shared while it does.
+# Weak values: a session lives as long as some Guard uses it, and is shared while it does. Keyed by the sha256 of
+# the model bytes it was made from, so bundles in different folders share it and a changed file never reuses it.
 _sessions: weakref.WeakValueDictionary[tuple[str, str, int, int, bool], onnxruntime.InferenceSession] = (
     weakref.WeakValueDictionary()
 )
 _lock = threading.Lock()
-# (model file, its sha256, window length) that ran once in this process: the next Guard on them skips the run.
-_full_windows: set[tuple[str, str, int]] = set()
+# (model sha256, window length) that ran once in this process: the next Guard on them skips the run.
+_full_windows: set[tuple[str, int]] = set()
 
 
 def import_onnxruntime() -> Any:  # the module; it ships no type information
@@ -139,8 +142,26 @@ def resolve_device(device: Device) -> str:
 def create_session(
     model: Path, *, device: str, threads: int, inter_op_threads: int = 1, spin: bool = False
 ) -> onnxruntime.InferenceSession:
-    """One InferenceSession per (file, device, threads, spin), shared by every Guard: ``run`` is thread-safe."""
-    key = (str(model.resolve()), device, threads, inter_op_threads, spin)
+    """One InferenceSession per (model bytes, device, threads, spin), shared by every Guard: ``run`` is thread-safe.
+    The file is read once, and the session made from the bytes read."""
+    data = model.read_bytes()
+    return _shared_session(
+        hashlib.sha256(data).hexdigest(), lambda: data, model.name, device, threads, inter_op_threads, spin
+    )
+
+
+def bundle_session(
+    bundle: GuardBundle, name: str, *, device: str, threads: int, spin: bool = False
+) -> onnxruntime.InferenceSession:
+    """``create_session`` on the bundle's model file ``name``: the session of its sha256 in the manifest if one
+    exists, else one made from the file's bytes once they match it (``GuardBundle.read``)."""
+    return _shared_session(bundle.manifest.files[name], lambda: bundle.read(name), name, device, threads, 1, spin)
+
+
+def _shared_session(
+    sha256: str, read: Callable[[], bytes], name: str, device: str, threads: int, inter_op_threads: int, spin: bool
+) -> onnxruntime.InferenceSession:
+    key = (sha256, device, threads, inter_op_threads, spin)
     with _lock:
         session = _sessions.get(key)
         if session is not None:
@@ -159,35 +180,39 @@ def create_session(
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if spin:
             options.add_session_config_entry("session.force_spinning_stop", "1")
+        # The bytes live only until the session holds its own copy of the model.
         session = ort.InferenceSession(
-            str(model), sess_options=options, providers=_PROVIDERS[device], disabled_optimizers=_UNFUSED[device]
+            read(), sess_options=options, providers=_PROVIDERS[device], disabled_optimizers=_UNFUSED[device]
         )
         active = session.get_providers()
         if active[0] != _PROVIDERS[device][0]:
             # onnxruntime-gpu falls back to CPU silently when CUDA cannot start; say it loudly instead.
             raise ProviderUnavailableError(
-                f"{_PROVIDERS[device][0]} failed to start for {model.name} (active providers: {active}); "
+                f"{_PROVIDERS[device][0]} failed to start for {name} (active providers: {active}); "
                 "check the CUDA and cuDNN libraries, or use device='cpu'"
             )
-        logger.debug("loaded %s on %s with %d threads%s", model, active[0], threads, " (spinning)" if spin else "")
+        logger.debug("loaded %s on %s with %d threads%s", name, active[0], threads, " (spinning)" if spin else "")
         _sessions[key] = session
         return session
 
 
-def run_full_window(model: Path, sha256: str, session: onnxruntime.InferenceSession, device: str, length: int) -> None:
-    """Run one window of ``length`` tokens through the model, once per process and model: a window longer than the
-    model's position table fails here, at load, not in the first long text. Raises what ONNX Runtime raises.
+def run_full_window(
+    bundle: GuardBundle, name: str, session: onnxruntime.InferenceSession, device: str, length: int
+) -> None:
+    """Run one window of ``length`` tokens through the bundle's model ``name``, once per process and model: a window
+    longer than the model's position table fails here, at load, not in the first long text. Raises what ONNX
+    Runtime raises.
 
-    On CUDA it runs on a CPU session of the same file: where a model looks its positions up, the CUDA Gather kernel
+    On CUDA it runs on a CPU session of the same model: where a model looks its positions up, the CUDA Gather kernel
     gives zeros for rows past the table instead of failing.
     """
-    key = (str(model.resolve()), sha256, length)
+    key = (bundle.manifest.files[name], length)
     if key in _full_windows:
         return
     import numpy as np  # loaded already by whoever loads a model
 
     if device != "cpu":
-        session = create_session(model, device="cpu", threads=1)
+        session = bundle_session(bundle, name, device="cpu", threads=1)
     ids = np.zeros((1, length), dtype=np.int64)
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": ids}
     quiet = import_onnxruntime().RunOptions()

@@ -205,6 +205,14 @@ _MEDIA_TYPES = frozenset(
 )
 _MEDIA_OBJECTS = frozenset({"audio", "input_audio", "image_url", "file"})
 _MEDIA_FIELDS = frozenset({"url", "image_url", "file_data", "file_url", "data", "result"})
+# Keys are sent as written. An identifier key of this many words or more (split at "_-./" and camelCase) is read
+# as those words and checked: an instruction fits in one token (ignore_previous_instructions), a short name
+# (temperature, user_id, max_tokens) says nothing and costs no check.
+_KEY_WORDS = 3
+_KEY = " (key)"
+_SEPARATORS = frozenset("_-./")
+# Keys checked in one text at most: one check for a request's keys, a few for one with very many.
+_KEY_BATCH_CHARS = 4096
 # A request nested deeper than this is refused rather than walked (JSON from a caller may be built to exhaust us).
 MAX_DEPTH = 32
 # The turns with text before a message that its input check passes as context. A guard that reads conversations keeps
@@ -310,7 +318,7 @@ def chat_request_pieces(
         raise InputTypeError(f"{where} must be a list of messages, got {type(messages).__name__}")
     if not messages:
         raise InputError(f"{where} is empty: a chat request needs a message, and an empty one would not be checked")
-    return (
+    return _batched_keys(
         message_pieces(messages, where, check_system=check_system)
         + _field_pieces(body, extra, _CHAT_FIELDS, check_system=check_system)
         + _query_pieces(kwargs, default_query)
@@ -341,7 +349,7 @@ def responses_request_pieces(
         pieces = _in_conversation(items, where, functools.partial(_item_pieces, check_system=check_system))
     else:
         raise InputTypeError(f"{where} must be a str or a list of input items, got {type(items).__name__}")
-    return (
+    return _batched_keys(
         pieces
         + _field_pieces(body, extra, _RESPONSES_FIELDS, check_system=check_system)
         + _query_pieces(kwargs, default_query)
@@ -580,12 +588,15 @@ def _field_pieces(
 
 def _joined(value: object, where: str) -> list[Piece]:
     """The app's own configuration (instructions, tool definitions, schemas): one text per entry, its strings joined
-    by lines, which costs one check per tool rather than one per description and property name."""
+    by lines, which costs one check per tool rather than one per description; its keys (property names) are left
+    to the request's batch of keys, which names them."""
     entries = list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
     pieces = []
     for k, entry in entries:
         at = where if k is None else f"{where}[{k}]"
-        texts = [piece.text for piece in _walk(entry, at) if piece.text]
+        walked = _walk(entry, at)
+        pieces += [piece for piece in walked if piece.source.endswith(_KEY)]
+        texts = [piece.text for piece in walked if piece.text and not piece.source.endswith(_KEY)]
         if texts:
             pieces.append(Piece(at, "\n".join(texts)))
     return pieces
@@ -632,13 +643,65 @@ def _at(where: str, key: object) -> str:
 
 
 def _key_pieces(key: object, at: str) -> list[Piece]:
-    """A key is sent as written (a JSON field name, a query parameter name): one that is not a short name is text,
-    named ``<at> (key)``. Numbers are not text; other objects are refused, as their ``str()`` would be sent."""
+    """A key is sent as written (a JSON field name, a query parameter name), and a model reads what it says: a key
+    that is not one token is text; one that is (an identifier) is read as its words, and checked when it makes at
+    least ``_KEY_WORDS`` of them or is longer than a name. Named ``<at> (key)``. Numbers are not text; other objects
+    are refused, as their ``str()`` would be sent."""
     if isinstance(key, str):
-        return [] if _is_name(key) else [Piece(f"{at} (key)", key)]
+        if not _one_token(key):
+            return [Piece(at + _KEY, key)]
+        words = _words(key)
+        return [Piece(at + _KEY, " ".join(words))] if len(words) >= _KEY_WORDS or not _is_name(key) else []
     if key is None or isinstance(key, (int, float)):
         return []
     raise InputTypeError(f"{at} is a key of type {type(key).__name__}; a key is a str or a number")
+
+
+def _words(identifier: str) -> list[str]:
+    """The words of an identifier: split at ``_ - . /`` and where camelCase starts a word (``HTTPServerName`` ->
+    HTTP, Server, Name). One pass, no regular expression: linear in the identifier's length."""
+    words: list[str] = []
+    start = 0
+    for i, char in enumerate(identifier):
+        if char in _SEPARATORS:
+            if i > start:
+                words.append(identifier[start:i])
+            start = i + 1
+        elif i > start and char.isupper():
+            before = identifier[i - 1]
+            after = identifier[i + 1] if i + 1 < len(identifier) else ""
+            if before.islower() or before.isdigit() or (before.isupper() and after.islower()):
+                words.append(identifier[start:i])
+                start = i
+    if start < len(identifier):
+        words.append(identifier[start:])
+    return words
+
+
+def _batched_keys(pieces: list[Piece]) -> list[Piece]:
+    """A request's keys checked as text, joined by lines into one check per message (and one for the rest of the
+    request) instead of one per key, each join up to ``_KEY_BATCH_CHARS``. A join sits where its first key was, and
+    its source names its keys."""
+    out: list[Piece] = []
+    batches: list[tuple[int, list[Piece]]] = []  # position in out, keys
+    filling: dict[int, tuple[int, int]] = {}  # per context: the batch being filled, its characters
+    for piece in pieces:
+        if piece.text is None or not piece.source.endswith(_KEY):
+            out.append(piece)
+            continue
+        batch, size = filling.get(id(piece.context), (-1, 0))
+        if batch < 0 or size + len(piece.text) > _KEY_BATCH_CHARS:
+            batch, size = len(batches), 0
+            batches.append((len(out), []))
+            out.append(piece)
+        batches[batch][1].append(piece)
+        filling[id(piece.context)] = (batch, size + len(piece.text) + 1)
+    for position, keys in batches:
+        if len(keys) > 1:
+            named = ", ".join(key.source.removesuffix(_KEY) for key in keys[:3])
+            more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+            out[position] = Piece(f"{named}{more} (keys)", "\n".join(str(key.text) for key in keys), keys[0].context)
+    return out
 
 
 def _index(item: object, position: int) -> object:

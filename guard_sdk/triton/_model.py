@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .._bundle import GuardBundle
@@ -37,10 +36,11 @@ class Tensor:
     dims: tuple[int, ...]
 
 
-def served_file(bundle: GuardBundle, precision: Precision | None = None) -> tuple[Path, str]:
-    """The bundle's model file for ``precision`` (default: the manifest's) and its sha256 from guard.json."""
-    model = bundle.model_path(precision)
-    return model, bundle.manifest.files[model.relative_to(bundle.path).as_posix()]
+def served_file(bundle: GuardBundle, precision: Precision | None = None) -> tuple[str, str]:
+    """The name of the bundle's model file for ``precision`` (default: the manifest's) and its sha256 from
+    guard.json."""
+    model = bundle.model_file(precision)
+    return model, bundle.manifest.files[model]
 
 
 def default_model_name(bundle: GuardBundle, sha256: str) -> str:

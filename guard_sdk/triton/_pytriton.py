@@ -19,7 +19,7 @@ import numpy as np
 
 from .._bundle import GuardBundle
 from .._errors import ExtraNotInstalledError
-from .._runtime import Precision, create_session, resolve_device
+from .._runtime import Precision, bundle_session, resolve_device
 from ._model import default_model_name, model_tensors, served_file
 
 __all__ = ["ServeOptions", "serve"]
@@ -119,7 +119,7 @@ def serve(
             bundle = GuardBundle.load(Path(folder))
             for precision in _precisions(bundle, options.precisions):
                 model, sha256 = served_file(bundle, precision)
-                session = create_session(model, device=device, threads=options.threads or os.cpu_count() or 1)
+                session = bundle_session(bundle, model, device=device, threads=options.threads or os.cpu_count() or 1)
                 inputs, outputs = model_tensors(bundle, session)
                 int8 = precision == "int8"
                 share = options.share_int8_calls or not int8
@@ -143,7 +143,7 @@ def serve(
                     strict=True,
                 )
                 names.append(name)
-                logger.info("serving %s (%s, %s) as %s", bundle.manifest.id, model.name, sha256[:16], name)
+                logger.info("serving %s (%s, %s) as %s", bundle.manifest.id, model, sha256[:16], name)
         if on_ready is not None:
             on_ready(names)
         previous = signal.signal(signal.SIGTERM, _interrupt)  # stop Triton and its workers, not just this process

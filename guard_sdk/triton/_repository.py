@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from .._bundle import GuardBundle
-from .._runtime import Precision, create_session
+from .._runtime import Precision, bundle_session
 from ._model import SHA256_PARAMETER, Tensor, check_model_name, default_model_name, model_tensors, served_file
 
 __all__ = ["write_model_repository"]
@@ -53,7 +53,7 @@ def write_model_repository(
         raise ValueError(f"preferred_batch_size must be an int from 1 to max_batch_size, got {preferred!r}")
     model, sha256 = served_file(bundle, precision)
     name = check_model_name(model_name or default_model_name(bundle, sha256))
-    inputs, outputs = model_tensors(bundle, create_session(model, device="cpu", threads=1))
+    inputs, outputs = model_tensors(bundle, bundle_session(bundle, model, device="cpu", threads=1))
     target = Path(repository) / name
     if target.exists():
         raise FileExistsError(f"{target} exists already; remove it to write the model again")
@@ -74,7 +74,8 @@ def write_model_repository(
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:
         (staging / "1").mkdir()
-        shutil.copyfile(model, staging / "1" / "model.onnx")
+        # The bytes checked against the manifest as they were read, not a copy of whatever the file holds by now.
+        (staging / "1" / "model.onnx").write_bytes(bundle.read(model))
         (staging / "config.pbtxt").write_text(config, encoding="utf-8")
         staging.chmod(0o755)
         staging.rename(target)

@@ -231,6 +231,69 @@ def test_a_fifo_in_place_of_a_file_is_refused_without_blocking(bundle_copy: Path
         GuardBundle.load(bundle_copy)
 
 
+# --- files swapped after the bundle was loaded -------------------------------------------------------------------
+
+
+def _own_model(folder: Path) -> None:
+    """Give the copy's model bytes of its own (a metadata entry), listed in its manifest: no Guard of another test
+    holds a session of them, so building a Guard reads the file."""
+    import onnx
+
+    model = onnx.load(folder / "model.onnx")
+    onnx.helper.set_model_props(model, {"test": str(folder)})
+    (folder / "model.onnx").unlink()  # a hard link to the session's bundle
+    onnx.save(model, folder / "model.onnx")
+    _edit(folder, lambda m: m["files"].update({"model.onnx": _sha256(folder / "model.onnx")}))
+
+
+def _replace(path: Path, data: bytes) -> None:
+    path.unlink()
+    path.write_bytes(data)
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_a_model_swapped_after_load_is_refused_not_run(bundle_copy: Path, binary_bundle: Path, verify: bool):
+    _own_model(bundle_copy)
+    bundle = GuardBundle.load(bundle_copy, verify=verify)
+    _replace(bundle_copy / "model.onnx", (binary_bundle / "model.onnx").read_bytes())  # a valid model, not this one
+    with pytest.raises(BundleIntegrityError) as refused:
+        Guard(bundle, device="cpu", threads=1)
+    assert (
+        refused.value.message == "model.onnx does not match its sha256 in guard.json: the file was changed or damaged"
+    )
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_a_tokenizer_swapped_after_load_is_refused_not_used(bundle_copy: Path, verify: bool):
+    bundle = GuardBundle.load(bundle_copy, verify=verify)
+    tokenizer = bundle_copy / "tokenizer.json"
+    _replace(tokenizer, json.dumps(json.loads(tokenizer.read_text()), indent=1).encode())  # valid, other bytes
+    with pytest.raises(BundleIntegrityError) as refused:
+        Guard(bundle, device="cpu", threads=1)
+    assert refused.value.message.startswith("tokenizer.json does not match its sha256 in guard.json")
+
+
+def test_a_model_swapped_after_load_is_not_written_to_a_triton_repository(
+    bundle_copy: Path, binary_bundle: Path, tmp_path: Path
+):
+    from guard_sdk.triton import write_model_repository
+
+    _own_model(bundle_copy)
+    bundle = GuardBundle.load(bundle_copy)
+    _replace(bundle_copy / "model.onnx", (binary_bundle / "model.onnx").read_bytes())
+    with pytest.raises(BundleIntegrityError, match=r"model.onnx does not match its sha256"):
+        write_model_repository(bundle, tmp_path / "repository")
+    assert not (tmp_path / "repository").exists() or not any((tmp_path / "repository").iterdir())
+
+
+def test_copies_of_one_model_in_two_folders_share_one_session(bundle_copy: Path, binary_bundle: Path, tmp_path: Path):
+    _own_model(bundle_copy)
+    twin = _copy(bundle_copy, tmp_path / "twin")
+    first, second, other = (Guard(folder, device="cpu", threads=1) for folder in (bundle_copy, twin, binary_bundle))
+    assert first._bundles[0].session is second._bundles[0].session
+    assert first._bundles[0].session is not other._bundles[0].session
+
+
 # --- files the manifest does not list ----------------------------------------------------------------------------
 
 
