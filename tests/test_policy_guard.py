@@ -103,6 +103,8 @@ def test_a_line_that_describes_a_message_is_also_read_as_one(line: str, form: st
         ("Leave, benefits and pension", []),  # one comma: a list or a clause, it cannot tell
         ("Asking to promise or guarantee a refund", []),
         ("Asking whether a long clause, then another long clause, or a third one applies", []),
+        ("Refills, transfers, , payment", []),  # an empty part closes no list
+        ("Refills, transfers, delivery, ", []),
     ],
 )
 def test_a_line_that_lists_things_is_also_read_once_per_thing(line: str, forms: list[str]):

@@ -212,6 +212,8 @@ def list_forms(line: str) -> list[str]:
     first = parts[start - 1].split()
     head = parts[: start - 1] + ([" ".join(first[:-width])] if len(first) > width else [])
     closing = parts[end].split()
+    if not closing:
+        return []
     if closing[0] in ("or", "and"):  # "..., C, or D": the closing part is the last item
         last, rest = closing[1:], []
         if len(last) > _LIST_ITEM_WORDS + 2:
