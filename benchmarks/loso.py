@@ -91,6 +91,14 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
     return list(iter_text_rows(path))
 
 
+def dev_set(name: str) -> tuple[list[str], np.ndarray]:
+    """A dev set's texts and which are unsafe (deepset: its test split)."""
+    rows = load_rows(EVAL_DIR / name / "data.jsonl")
+    if name == "deepset_prompt_injections":
+        rows = [r for r in rows if r.get("meta", {}).get("split") == "test"]
+    return [r["text"] for r in rows], np.asarray([r["label"] == "unsafe" for r in rows])
+
+
 def run_guard(data: Path, guard: str, rate: float, seed: int) -> dict[str, Any]:
     rows = load_rows(data / f"{guard}.jsonl")
     labels = sorted({label for row in rows for label in row["labels"]})
@@ -117,14 +125,11 @@ def run_guard(data: Path, guard: str, rate: float, seed: int) -> dict[str, Any]:
     head, cut = threshold(x, y, rate, seed)
     dev = {}
     for name in DEV_SETS[guard]:
-        eval_rows = load_rows(EVAL_DIR / name / "data.jsonl")
-        if name == "deepset_prompt_injections":
-            eval_rows = [r for r in eval_rows if r.get("meta", {}).get("split") == "test"]
-        truth = np.asarray([r["label"] == "unsafe" for r in eval_rows])
-        scores = score(embed([r["text"] for r in eval_rows], data), head)
+        texts, truth = dev_set(name)
+        scores = score(embed(texts, data), head)
         flagged = scores >= cut
         dev[name] = {
-            "rows": len(eval_rows),
+            "rows": len(texts),
             "auprc": auprc(truth, scores),
             "recall": float(flagged[truth].mean()),
             "fpr": float(flagged[~truth].mean()),

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from ._common import EVAL_DIR, RESULTS, log, markdown_table, write_json
-from .loso import DEV_SETS, auprc, fit, load_rows, score
+from ._common import RESULTS, log, markdown_table, write_json
+from .loso import DEV_SETS, auprc, dev_set, fit, load_rows, score
 
 VALIDATION = 0.15
 BENIGN_FLAG_RATE = 0.04
@@ -124,11 +124,8 @@ def _scores(
 
     dev = {}
     for name in DEV_SETS[guard]:
-        eval_rows = load_rows(EVAL_DIR / name / "data.jsonl")
-        if name == "deepset_prompt_injections":
-            eval_rows = [r for r in eval_rows if r.get("meta", {}).get("split") == "test"]
-        truth = np.asarray([r["label"] == "unsafe" for r in eval_rows])
-        scores = score(_encode(model, [normalize(r["text"]).text for r in eval_rows]), head)
+        texts, truth = dev_set(name)
+        scores = score(_encode(model, [normalize(text).text for text in texts]), head)
         dev[name] = {
             "auprc": auprc(truth, scores),
             "recall": float((scores[truth] >= cut).mean()),

@@ -191,8 +191,9 @@ def list_forms(line: str) -> list[str]:
 
     A list is "A, B, C or D" or "A, B, or C": short parts between commas (one to three words, no "or"/"and"), the
     first item ending the part before them and the last following the closing "or"/"and"; the first and last items
-    are as many words as the median part between commas. With fewer commas a list cannot be told from a clause. "Asking about a candidate's age, religion, family status or disability" gives "Asking about a
-    candidate's age", "... religion", "... family status" and "... disability".
+    are as many words as the median part between commas. With fewer commas a list cannot be told from a clause.
+    "Asking about a candidate's age, religion, family status or disability" gives "Asking about a candidate's age",
+    "... religion", "... family status" and "... disability".
     """
     parts = line.split(", ")
     best: tuple[int, int] | None = None
