@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ._common import RESULTS, log, markdown_table, write_json
-from .loso import DEV_SETS, auprc, dev_set, fit, load_rows, score
+from .loso import DEV_SETS, auprc, dev_set, embed, fit, load_rows, score
 
 VALIDATION = 0.15
 BENIGN_FLAG_RATE = 0.04
@@ -63,23 +63,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 class _Rows:
-    """The guard's training rows, normalised as the runtime reads them, with their frozen embeddings."""
+    """The guard's training rows, normalised as the runtime reads them, with their frozen embeddings (the pack's
+    embedding cache, as ``benchmarks.loso`` reads them)."""
 
     def __init__(self, data: Path, guard: str) -> None:
-        from builder.train.run import sentence_encoder
         from guard_sdk import normalize
 
+        self.data = data
         rows = load_rows(data / f"{guard}.jsonl")
         labels = sorted({label for row in rows for label in row["labels"]})
         self.texts = [normalize(row["text"]).text for row in rows]
         self.y = np.asarray([[label in row["labels"] for label in labels] for row in rows], dtype=bool)
         self.sources = np.asarray([row.get("source", "") for row in rows])
-        self.base = sentence_encoder(None, 128)
-        self.x = _encode(self.base, self.texts)
+        self.x = embed(self.texts, data)
         self.validation = np.random.default_rng(13).random(len(rows)) < VALIDATION
 
 
 def _fold(rows: _Rows, guard: str, source: str, steps: int) -> dict[str, Any]:
+    from guard_sdk import normalize
+
     started = time.perf_counter()
     held = rows.sources == source if source != "ALL" else np.zeros(len(rows.texts), dtype=bool)
     train = np.where(~held & ~rows.validation)[0]
@@ -87,11 +89,19 @@ def _fold(rows: _Rows, guard: str, source: str, steps: int) -> dict[str, Any]:
     head = fit(rows.x[train], rows.y[train])
     fold: dict[str, Any] = {"source": source}
     log(f"loso_finetune: {guard} without {source}: frozen")
-    fold["frozen"] = _scores(rows, held, benign, guard, head, lambda rows_at: rows.x[rows_at], rows.base)
+    fold["frozen"] = _scores(
+        rows, held, benign, guard, head, lambda rows_at: rows.x[rows_at], lambda texts: embed(texts, rows.data)
+    )
     log(f"loso_finetune: {guard} without {source}: fine-tuning {steps} steps")
     model, tuned = _lpft(rows, train, head, steps)
     fold["lpft"] = _scores(
-        rows, held, benign, guard, tuned, lambda rows_at: _encode(model, [rows.texts[i] for i in rows_at]), model
+        rows,
+        held,
+        benign,
+        guard,
+        tuned,
+        lambda rows_at: _encode(model, [rows.texts[i] for i in rows_at]),
+        lambda texts: _encode(model, [normalize(text).text for text in texts]),
     )
     fold["seconds"] = round(time.perf_counter() - started)
     return fold
@@ -108,7 +118,7 @@ def _scores(
     guard: str,
     head: tuple[np.ndarray, np.ndarray],
     embed_rows: Callable[[np.ndarray], np.ndarray],
-    model: Any,
+    embed_texts: Callable[[list[str]], np.ndarray],
 ) -> dict[str, Any]:
     """Recall and safe rows flagged on the held-out source, or the dev sets when none is held out, at the threshold
     that flags ``BENIGN_FLAG_RATE`` of the benign validation rows."""
@@ -120,12 +130,10 @@ def _scores(
             "recall": float((scores[unsafe] >= cut).mean()) if unsafe.any() else None,
             "flagged_safe": float((scores[~unsafe] >= cut).mean()) if (~unsafe).any() else None,
         }
-    from guard_sdk import normalize
-
     dev = {}
     for name in DEV_SETS[guard]:
         texts, truth = dev_set(name)
-        scores = score(_encode(model, [normalize(text).text for text in texts]), head)
+        scores = score(embed_texts(texts), head)
         dev[name] = {
             "auprc": auprc(truth, scores),
             "recall": float((scores[truth] >= cut).mean()),
