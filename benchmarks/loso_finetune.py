@@ -54,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.manual_seed(0)
     data = args.data or default_work_dir(default_pack_dir()) / "data"
     rows = _Rows(data, args.guard)
+    known = sorted({str(source) for source in rows.sources})
+    if unknown := sorted(set(args.sources) - set(known) - {"ALL"}):
+        raise SystemExit(f"{args.guard} has no rows from {unknown}; its sources are {', '.join(known)}")
     folds = [_fold(rows, args.guard, source, args.steps) for source in args.sources]
     result = {"data": str(data), "guard": args.guard, "steps": args.steps, "folds": folds}
     write_json(args.out / f"finetune_{args.guard}.json", result)
