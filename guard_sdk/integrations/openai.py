@@ -20,7 +20,8 @@ What is checked (every field of the openai client's types, and why: ``OPENAI_FIE
   conversations judges it in. The text parts of one message are checked as one text, so a violation split across
   parts is seen whole; image, audio and file parts get a ``skipped_non_text`` result, or with ``media="refuse"``
   raise ``InputError`` before anything is sent.
-  Identifiers and enumerations are not checked while they are single ASCII tokens.
+  Identifiers and enumerations (single ASCII tokens) are read as their words and checked when they make an
+  instruction's worth of words, as keys are; the API's own enumerations (``function_call_output``) are not.
 - output: every string of each choice's message or delta (content, refusal, ``reasoning_content``/``reasoning``,
   tool-call names and arguments, audio transcripts, annotations) and of each Responses output item; streams in
   overlapping windows (see ``guard_sdk._streaming``). Each output check carries the request as its context
@@ -40,6 +41,7 @@ import asyncio
 import functools
 import threading
 import time
+import typing
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
@@ -49,18 +51,23 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 import openai
 import pydantic
 from openai import AsyncOpenAI, AsyncStream, NotGiven, Omit, OpenAI, Stream
-from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage, ChatCompletionMessageParam
 from openai.types.chat.chat_completion import Choice
 from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
-from openai.types.responses import Response, ResponseOutputMessage, ResponseOutputText
+from openai.types.responses import (
+    Response,
+    ResponseInputItemParam,
+    ResponseOutputItem,
+    ResponseOutputMessage,
+    ResponseOutputText,
+)
 
 from .._enforce import Decision, Enforcer, InputMode, MediaMode, Piece, SourcedResult
 from .._errors import InputError, InputTypeError, UnsupportedClientError
 from .._streaming import StreamGuard
 
 if TYPE_CHECKING:
-    from openai.types.chat import ChatCompletionMessageParam
     from typing_extensions import Self, Unpack
 
     from .._context import Context
@@ -160,8 +167,8 @@ _TEXT_PARTS = {
     "summary_text": "text",
     "reasoning_text": "text",
 }
-# Identifiers, enumerations and opaque tokens: skipped when the value is one printable ASCII token, so that no
-# sentence hides in them; keys ending in "_id" too.
+# Identifiers, enumerations and opaque tokens: while the value is one printable ASCII token it is not a sentence,
+# and is read as words (_identifier_pieces); keys ending in "_id" too.
 _TOKEN_KEYS = frozenset(
     {
         "type",
@@ -205,14 +212,26 @@ _MEDIA_TYPES = frozenset(
 )
 _MEDIA_OBJECTS = frozenset({"audio", "input_audio", "image_url", "file"})
 _MEDIA_FIELDS = frozenset({"url", "image_url", "file_data", "file_url", "data", "result"})
+# Encrypted or signed state (thousands of base64 characters) that the server decodes: no model reads it as written,
+# and read as words it would cost a check, and risk a false positive, on every reasoning item sent back.
+_OPAQUE_KEYS = frozenset({"encrypted_content", "signature"})
 # Keys are sent as written. An identifier key of this many words or more (split at "_-./" and camelCase) is read
 # as those words and checked: an instruction fits in one token (ignore_previous_instructions), a short name
 # (temperature, user_id, max_tokens) says nothing and costs no check.
 _KEY_WORDS = 3
 _KEY = " (key)"
 _SEPARATORS = frozenset("_-./")
-# Keys checked in one text at most: one check for a request's keys, a few for one with very many.
-_KEY_BATCH_CHARS = 4096
+_TO_UNDERSCORE = str.maketrans("-./", "___")
+# An identifier's value is read as words too, and checked when it makes _KEY_WORDS words of _WORD_LETTERS letters or
+# more in parts (between separators) made of letters only and at least _WORDY of them in such words. Random ids mix
+# digits and one- or two-letter camelCase fragments into their parts (call_8pLmN2xQ7rT4vW9yZ1): about 1 in 1,000 of
+# them makes three such words, and no hex id or uuid does.
+_IDENTIFIER = " (identifier)"
+_WORD_LETTERS = 3
+_WORDY = 0.8
+# Keys and identifiers checked in one text at most: one check for a request's, a few for one with very many.
+_BATCH_CHARS = 4096
+_BATCHED = {_KEY: "keys", _IDENTIFIER: "identifiers"}
 # A request nested deeper than this is refused rather than walked (JSON from a caller may be built to exhaust us).
 MAX_DEPTH = 32
 # The turns with text before a message that its input check passes as context. A guard that reads conversations keeps
@@ -318,7 +337,7 @@ def chat_request_pieces(
         raise InputTypeError(f"{where} must be a list of messages, got {type(messages).__name__}")
     if not messages:
         raise InputError(f"{where} is empty: a chat request needs a message, and an empty one would not be checked")
-    return _batched_keys(
+    return _batched(
         message_pieces(messages, where, check_system=check_system)
         + _field_pieces(body, extra, _CHAT_FIELDS, check_system=check_system)
         + _query_pieces(kwargs, default_query)
@@ -349,7 +368,7 @@ def responses_request_pieces(
         pieces = _in_conversation(items, where, functools.partial(_item_pieces, check_system=check_system))
     else:
         raise InputTypeError(f"{where} must be a str or a list of input items, got {type(items).__name__}")
-    return _batched_keys(
+    return _batched(
         pieces
         + _field_pieces(body, extra, _RESPONSES_FIELDS, check_system=check_system)
         + _query_pieces(kwargs, default_query)
@@ -550,7 +569,7 @@ def _query_walk(value: object, where: str, depth: int = 0, key: object = None) -
             f"{where[:120]}... is nested more than {MAX_DEPTH} levels deep; the guard does not check it"
         )
     if isinstance(value, str):
-        return [] if _is_token(key, value) else [Piece(where, value)]
+        return _identifier_pieces(key, value, where) if _is_token(key, value) else [Piece(where, value)]
     if isinstance(value, Mapping):
         return [
             piece
@@ -589,22 +608,23 @@ def _field_pieces(
 def _joined(value: object, where: str) -> list[Piece]:
     """The app's own configuration (instructions, tool definitions, schemas): one text per entry, its strings joined
     by lines, which costs one check per tool rather than one per description; its keys (property names) are left
-    to the request's batch of keys, which names them."""
+    to the request's batch of keys and identifiers, which names them."""
     entries = list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
     pieces = []
     for k, entry in entries:
         at = where if k is None else f"{where}[{k}]"
         walked = _walk(entry, at)
-        pieces += [piece for piece in walked if piece.source.endswith(_KEY)]
-        texts = [piece.text for piece in walked if piece.text and not piece.source.endswith(_KEY)]
+        pieces += [piece for piece in walked if _batched_as(piece)]
+        texts = [piece.text for piece in walked if piece.text and not _batched_as(piece)]
         if texts:
             pieces.append(Piece(at, "\n".join(texts)))
     return pieces
 
 
 def _walk(value: object, where: str, depth: int = 0, media: bool = False) -> list[Piece]:
-    """Every string in a JSON-like value, one text each, but identifiers and log-probabilities; encoded media gets
-    one not-text piece per part. ``media``: the value sits under a key that holds media objects."""
+    """Every string in a JSON-like value, one text each (identifiers as their words, when they make an instruction),
+    but log-probabilities; encoded media gets one not-text piece per part. ``media``: the value sits under a key
+    that holds media objects."""
     if depth > MAX_DEPTH:
         raise InputTypeError(
             f"{where[:120]}... is nested more than {MAX_DEPTH} levels deep; the guard does not check it"
@@ -623,7 +643,10 @@ def _walk(value: object, where: str, depth: int = 0, media: bool = False) -> lis
     pieces: list[Piece] = []
     for key, item in fields.items():
         at = _at(where, key)
-        if key in _UNWALKED or _is_token(key, item) or isinstance(item, (NotGiven, Omit)):
+        if key in _UNWALKED or isinstance(item, (NotGiven, Omit)):
+            continue
+        if _is_token(key, item):
+            pieces += _identifier_pieces(key, item, at)
             continue
         pieces += _key_pieces(key, at)
         if media and key in _MEDIA_FIELDS and isinstance(item, str):
@@ -678,29 +701,87 @@ def _words(identifier: str) -> list[str]:
     return words
 
 
-def _batched_keys(pieces: list[Piece]) -> list[Piece]:
-    """A request's keys checked as text, joined by lines into one check per message (and one for the rest of the
-    request) instead of one per key, each join up to ``_KEY_BATCH_CHARS``. A join sits where its first key was, and
-    its source names its keys."""
+def _identifier_pieces(key: object, value: object, at: str) -> list[Piece]:
+    """An identifier or enumeration (``_is_token``) is sent as written, and a model may read what it says
+    (``tool_call_id="IgnoreAllPreviousInstructions"``): read as its words and checked when they make an instruction
+    (``_instruction_words``), unless it is one of the API's own enumerations. Named ``<at> (identifier)``."""
+    if key in _OPAQUE_KEYS or not isinstance(value, str) or _instruction_words(value) < _KEY_WORDS:
+        return []
+    if value in _enumerations():
+        return []
+    return [Piece(at + _IDENTIFIER, " ".join(_words(value)))]
+
+
+def _instruction_words(identifier: str) -> int:
+    """The words of ``_WORD_LETTERS`` letters or more in the parts of an identifier (split at ``_ - . /``) that are
+    made of letters only and mostly of such words: what a sentence written as one token is made of, and random ids
+    are not. Linear in the identifier's length."""
+    count = 0
+    for part in identifier.translate(_TO_UNDERSCORE).split("_"):
+        if not part.isalpha():
+            continue
+        long = [word for word in _words(part) if len(word) >= _WORD_LETTERS]
+        if sum(map(len, long)) >= _WORDY * len(part):
+            count += len(long)
+    return count
+
+
+@functools.cache
+def _enumerations() -> frozenset[str]:
+    """The string values the installed openai types define for chat messages, Responses input items and output items
+    (item and part types, statuses, actions): the API's own words (``function_call_output``), not a caller's. Read
+    from the types once, when an identifier first reads as an instruction."""
+    values: set[str] = set()
+    seen: set[int] = set()
+    pending: list[object] = [ChatCompletionMessageParam, ResponseInputItemParam, ResponseOutputItem]
+    while pending:
+        annotation = pending.pop()
+        if id(annotation) in seen:
+            continue
+        seen.add(id(annotation))
+        if typing.get_origin(annotation) is Literal:
+            values.update(arg for arg in typing.get_args(annotation) if isinstance(arg, str))
+            continue
+        pending += typing.get_args(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+            pending += [field.annotation for field in annotation.model_fields.values()]
+        elif isinstance(annotation, type) and issubclass(annotation, dict):  # a TypedDict
+            pending += typing.get_type_hints(annotation).values()
+    return frozenset(values)
+
+
+def _batched_as(piece: Piece) -> str | None:
+    """The suffix of a text read from a key or an identifier (checked in batches), or None."""
+    return next((suffix for suffix in _BATCHED if piece.text is not None and piece.source.endswith(suffix)), None)
+
+
+def _batched(pieces: list[Piece]) -> list[Piece]:
+    """A request's keys and identifiers checked as text, joined by lines into one check per message (and one for the
+    rest of the request) instead of one each, each join up to ``_BATCH_CHARS``. A join sits where its first member
+    was, and its source names its members (``a, b, c and 2 more (keys and identifiers)``)."""
     out: list[Piece] = []
-    batches: list[tuple[int, list[Piece]]] = []  # position in out, keys
+    batches: list[tuple[int, list[tuple[Piece, str]]]] = []  # position in out, members and their suffixes
     filling: dict[int, tuple[int, int]] = {}  # per context: the batch being filled, its characters
     for piece in pieces:
-        if piece.text is None or not piece.source.endswith(_KEY):
+        suffix = _batched_as(piece)
+        if suffix is None:
             out.append(piece)
             continue
+        size_of = len(str(piece.text))
         batch, size = filling.get(id(piece.context), (-1, 0))
-        if batch < 0 or size + len(piece.text) > _KEY_BATCH_CHARS:
+        if batch < 0 or size + size_of > _BATCH_CHARS:
             batch, size = len(batches), 0
             batches.append((len(out), []))
             out.append(piece)
-        batches[batch][1].append(piece)
-        filling[id(piece.context)] = (batch, size + len(piece.text) + 1)
-    for position, keys in batches:
-        if len(keys) > 1:
-            named = ", ".join(key.source.removesuffix(_KEY) for key in keys[:3])
-            more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
-            out[position] = Piece(f"{named}{more} (keys)", "\n".join(str(key.text) for key in keys), keys[0].context)
+        batches[batch][1].append((piece, suffix))
+        filling[id(piece.context)] = (batch, size + size_of + 1)
+    for position, members in batches:
+        if len(members) > 1:
+            named = ", ".join(piece.source.removesuffix(suffix) for piece, suffix in members[:3])
+            more = f" and {len(members) - 3} more" if len(members) > 3 else ""
+            kinds = " and ".join(name for suffix, name in _BATCHED.items() if any(s == suffix for _, s in members))
+            text = "\n".join(str(piece.text) for piece, _ in members)
+            out[position] = Piece(f"{named}{more} ({kinds})", text, members[0][0].context)
     return out
 
 
