@@ -26,7 +26,14 @@ from .onnx import TOKEN_OUTPUT
 if TYPE_CHECKING:
     from .bundle import ExportConfig
 
-__all__ = ["calibrate_threshold", "label_metrics", "label_thresholds", "sentence_scores", "sentence_threshold"]
+__all__ = [
+    "calibrate_threshold",
+    "label_metrics",
+    "label_thresholds",
+    "sentence_scores",
+    "sentence_threshold",
+    "text_sentence_scores",
+]
 
 logger = logging.getLogger("builder.export.calibrate")
 
@@ -78,15 +85,27 @@ def label_metrics(scores: np.ndarray, truth: np.ndarray, threshold: float) -> La
 def sentence_scores(bundle: Path, texts: list[str], max_length: int) -> np.ndarray:
     """Head scores of every sentence of these (normalised) texts' first windows, pooled from the int8 encoder's
     token embeddings as the runtime pools them; one row per sentence."""
+    labels = _head(bundle)[1].shape[0]
+    return np.concatenate(
+        [np.zeros((0, labels)), *(scores for scores, _ in text_sentence_scores(bundle, texts, max_length))]
+    )
+
+
+def text_sentence_scores(
+    bundle: Path, texts: list[str], max_length: int
+) -> list[tuple[np.ndarray, list[tuple[int, int]]]]:
+    """``sentence_scores`` per text: its sentences' head scores (one row each; none for a text of one short
+    sentence) and their spans in the text."""
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(bundle / TOKENIZER_FILE))
     tokenizer.enable_truncation(max_length)
     session = create_session(bundle / MODEL_FILE, device="cpu", threads=os.cpu_count() or 1)
-    params = np.load(bundle / HEAD_FILE)
-    rows = [np.zeros((0, params["bias"].shape[0]))]
+    weight, bias = _head(bundle)
+    out: list[tuple[np.ndarray, list[tuple[int, int]]]] = []
     for text in texts:
         if not (spans := sentence_spans(text)):
+            out.append((np.zeros((0, bias.shape[0])), []))
             continue
         encoding = tokenizer.encode(text)
         feeds = {
@@ -95,9 +114,14 @@ def sentence_scores(bundle: Path, texts: list[str], max_length: int) -> np.ndarr
             "token_type_ids": np.asarray([encoding.type_ids], dtype=np.int64),
         }
         (tokens,) = session.run([TOKEN_OUTPUT], {i.name: feeds[i.name] for i in session.get_inputs()})
-        pooled, _ = pool_sentences(tokens[0], encoding.offsets, (0, len(text)), spans)
-        rows.append(head_scores(pooled, params["weight"], params["bias"]))
-    return np.concatenate(rows)
+        pooled, held = pool_sentences(tokens[0], encoding.offsets, (0, len(text)), spans)
+        out.append((head_scores(pooled, weight, bias), held))
+    return out
+
+
+def _head(bundle: Path) -> tuple[np.ndarray, np.ndarray]:
+    params = np.load(bundle / HEAD_FILE)
+    return params["weight"], params["bias"]
 
 
 def sentence_threshold(scores: np.ndarray, threshold: float, config: ExportConfig, labels: int) -> float:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from builder.export.calibrate import text_sentence_scores
 from guard_sdk import Guard, GuardBundle, ManifestError, ModelMismatchError, ScanOptions, normalize
 from guard_sdk._views import sentence_spans, views
 from guard_sdk.bundle import pool_sentences
@@ -221,6 +222,19 @@ def test_export_calibrates_a_sentence_threshold_per_label(embedding_bundle: Path
     for label in manifest.labels:
         assert label.sentence_threshold is not None and label.threshold <= label.sentence_threshold <= 1.0
     assert manifest.metrics.sentence_calibration == "sentence_flag_rate=0.2"
+
+
+def test_export_scores_sentences_as_the_runtime_pools_them(embedding_bundle: Path, pooling_guard: Guard):
+    # The sentence thresholds are placed on these scores: they must be the ones a check compares with them.
+    text = " ".join(BENIGN_SENTENCES[:3]) + " " + INJECTION
+    manifest = GuardBundle.load(embedding_bundle).manifest
+    [(scores, spans)] = text_sentence_scores(embedding_bundle, [text], manifest.tokenizer.max_length)
+    assert len(spans) == 4 and text[slice(*spans[-1])] == INJECTION
+    injection = [label.name for label in manifest.labels].index("injection")
+    best = int(np.argmax(scores[:, injection]))
+    result = pooling_guard.check(text).score("injection")
+    assert result.view == "sentence" and result.window == spans[best]
+    assert result.score == pytest.approx(float(scores[best, injection]), abs=1e-5)
 
 
 def test_a_benign_text_of_several_sentences_is_allowed_with_sentences_in_context(pooling_guard: Guard):
