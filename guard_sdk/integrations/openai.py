@@ -645,10 +645,10 @@ def _walk(value: object, where: str, depth: int = 0, media: bool = False) -> lis
         at = _at(where, key)
         if key in _UNWALKED or isinstance(item, (NotGiven, Omit)):
             continue
+        pieces += _key_pieces(key, at)
         if _is_token(key, item):
             pieces += _identifier_pieces(key, item, at)
             continue
-        pieces += _key_pieces(key, at)
         if media and key in _MEDIA_FIELDS and isinstance(item, str):
             pieces.append(Piece(at, None))
         else:
@@ -673,7 +673,8 @@ def _key_pieces(key: object, at: str) -> list[Piece]:
     if isinstance(key, str):
         if not _one_token(key):
             return [Piece(at + _KEY, key)]
-        words = _words(key)
+        # "_id" says what the value is, not what the key says: tool_call_id is two words (tool call).
+        words = _words(key.removesuffix("_id"))
         return [Piece(at + _KEY, " ".join(words))] if len(words) >= _KEY_WORDS or not _is_name(key) else []
     if key is None or isinstance(key, (int, float)):
         return []
@@ -746,7 +747,10 @@ def _enumerations() -> frozenset[str]:
         if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
             pending += [field.annotation for field in annotation.model_fields.values()]
         elif isinstance(annotation, type) and issubclass(annotation, dict):  # a TypedDict
-            pending += typing.get_type_hints(annotation).values()
+            try:
+                pending += typing.get_type_hints(annotation).values()
+            except (NameError, TypeError):  # a hint another openai release cannot resolve: its values get checked
+                continue
     return frozenset(values)
 
 
