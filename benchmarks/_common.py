@@ -257,6 +257,13 @@ def _caller(
 # ---------------------------------------------------------------------------------------------------------- output
 
 
+def write_results(out: Path, name: str, result: Any, markdown: str) -> None:
+    """A benchmark's ``<name>.json`` and ``<name>.md`` in ``out``; the markdown is printed too."""
+    write_json(out / f"{name}.json", result)
+    (out / f"{name}.md").write_text(markdown)
+    print(markdown)
+
+
 def write_json(path: Path, payload: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")

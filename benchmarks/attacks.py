@@ -112,16 +112,25 @@ def _documents(rng: random.Random, count: int, words: int = 3000) -> list[list[s
     docs = []
     for k in range(count):
         source = DOCUMENT_SOURCES[k % len(DOCUMENT_SOURCES)]
-        pool = [r["text"] for r in _rows(TRAIN_DIR / source / "data.jsonl") if r["label"] == "safe"]
-        rng.shuffle(pool)
-        paragraphs, total = [], 0
-        for text in pool:
-            if total >= words:
-                break
-            paragraphs.append(text.strip())
-            total += len(text.split())
-        docs.append(paragraphs)
+        docs.append(
+            document_of(
+                [r["text"] for r in _rows(TRAIN_DIR / source / "data.jsonl") if r["label"] == "safe"], rng, words
+            )
+        )
     return docs
+
+
+def document_of(texts: Sequence[str], rng: random.Random, words: int) -> list[str]:
+    """Paragraphs of about ``words`` words in all: ``texts`` in an order drawn by ``rng``, until there are enough."""
+    pool = list(texts)
+    rng.shuffle(pool)
+    paragraphs, total = [], 0
+    for text in pool:
+        if total >= words:
+            break
+        paragraphs.append(text.strip())
+        total += len(text.split())
+    return paragraphs
 
 
 def _leet(text: str) -> str:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import RESULTS, TRAIN_DIR, log, markdown_table, write_json
+from ._common import RESULTS, TRAIN_DIR, log, markdown_table, write_results
 from .attacks import PAYLOADS
 from .loso import auprc, dev_set, embed, load_rows, score, threshold
 
@@ -284,9 +284,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         markdown_table(["arm", "set", "flagged chunks by label"], labels_table),
         "",
     ]
-    write_json(args.out / f"{args.name}.json", result)
-    (args.out / f"{args.name}.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_results(args.out, args.name, result, "\n".join(lines))
     return result
 
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ._common import RESULTS, TRAIN_DIR, markdown_table, write_json
-from .attacks import DOCUMENT_BUDGET, PAYLOADS, _benign_sets, _documents, _rows
+from ._common import RESULTS, TRAIN_DIR, markdown_table, write_results
+from .attacks import DOCUMENT_BUDGET, PAYLOADS, _benign_sets, _documents, _rows, document_of
 from .sentence_rules import GUARDS, validation_benign
 
 BUDGETS = [0.05, 0.1, 0.2, 0.4]
@@ -33,18 +33,7 @@ PROSE_SOURCES = ["sep_probe_injections", "tasktracker_injections"]
 
 def documents_of(texts: Sequence[str], rng: random.Random, count: int, words: int = 3000) -> list[str]:
     """``count`` documents of about ``words`` words, each of texts drawn at random, one paragraph each."""
-    docs = []
-    for _ in range(count):
-        pool = list(texts)
-        rng.shuffle(pool)
-        paragraphs, total = [], 0
-        for text in pool:
-            if total >= words:
-                break
-            paragraphs.append(text.strip())
-            total += len(text.split())
-        docs.append("\n\n".join(paragraphs))
-    return docs
+    return ["\n\n".join(document_of(texts, rng, words)) for _ in range(count)]
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -126,10 +115,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "columns": list(sets),
         "rows": rows,
     }
-    write_json(args.out / f"{args.name}.json", out)
     table = markdown_table(["thresholds", *sets], [[k, *v] for k, v in rows.items()])
-    (args.out / f"{args.name}.md").write_text(table + "\n")
-    print(table)
+    write_results(args.out, args.name, out, table + "\n")
     return out
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import EVAL_DIR, RESULTS, TRAIN_DIR, markdown_table, write_json
+from ._common import EVAL_DIR, RESULTS, TRAIN_DIR, markdown_table, write_results
 
 # Dev sets per guard: (set, how its rows are read).
 DEV_SETS = {
@@ -184,9 +184,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             )
         )
         lines.append("")
-    write_json(args.out / f"{args.name}.json", result)
-    (args.out / f"{args.name}.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_results(args.out, args.name, result, "\n".join(lines))
     return result
 
 

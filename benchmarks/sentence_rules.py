@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import RESULTS, markdown_table, write_json
+from ._common import RESULTS, markdown_table, write_results
 from .attacks import PAYLOADS, PREAMBLES, _benign_sets
 
 GUARDS = ["content-safety", "prompt-injection"]
@@ -180,10 +180,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "columns": columns,
         "rows": results,
     }
-    write_json(args.out / f"{args.name}.json", out)
     table = markdown_table(["rule @ sentence flag rate", *columns], [[k, *v] for k, v in results.items()])
-    (args.out / f"{args.name}.md").write_text(table + "\n")
-    print(table)
+    write_results(args.out, args.name, out, table + "\n")
     return out
 
 
