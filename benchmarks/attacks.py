@@ -90,33 +90,31 @@ DOCUMENT_BUDGET = 50_000  # tokens
 DOCUMENT_SOURCES = ["sep_probe_injections", "tasktracker_injections", "gsm8k_questions", "self_instruct_seed"]
 
 
-def _rows(path: Path) -> list[dict[str, Any]]:
+def safe_texts(path: Path) -> list[str]:
+    """The texts of a set's rows labelled safe."""
     from builder.data.dataset import iter_text_rows
 
-    return list(iter_text_rows(path))
+    return [row["text"] for row in iter_text_rows(path) if row["label"] == "safe"]
 
 
-def _benign_sets(rng: random.Random, per_set: int) -> dict[str, list[str]]:
+def benign_sets(rng: random.Random, per_set: int) -> dict[str, list[str]]:
+    """Up to ``per_set`` safe texts, drawn by ``rng``, of each dev set and of each of ``UNSEEN_BENIGN``."""
     sets: dict[str, list[str]] = {}
     for name in ("xstest", "openai_moderation", "deepset_prompt_injections"):
-        safe = [r["text"] for r in _rows(EVAL_DIR / name / "data.jsonl") if r["label"] == "safe"]
+        safe = safe_texts(EVAL_DIR / name / "data.jsonl")
         sets[name] = rng.sample(safe, min(per_set, len(safe)))
     for name in UNSEEN_BENIGN:
-        safe = [r["text"] for r in _rows(TRAIN_DIR / name / "data.jsonl") if r["label"] == "safe"]
+        safe = safe_texts(TRAIN_DIR / name / "data.jsonl")
         sets[name] = rng.sample(safe, min(per_set, len(safe)))
     return sets
 
 
-def _documents(rng: random.Random, count: int, words: int = 3000) -> list[list[str]]:
+def benign_documents(rng: random.Random, count: int, words: int = 3000) -> list[list[str]]:
     """Benign documents as lists of paragraphs, each about ``words`` words of one unseen or benign source."""
     docs = []
     for k in range(count):
         source = DOCUMENT_SOURCES[k % len(DOCUMENT_SOURCES)]
-        docs.append(
-            document_of(
-                [r["text"] for r in _rows(TRAIN_DIR / source / "data.jsonl") if r["label"] == "safe"], rng, words
-            )
-        )
+        docs.append(document_of(safe_texts(TRAIN_DIR / source / "data.jsonl"), rng, words))
     return docs
 
 
@@ -202,8 +200,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "decoded + sentences alone": ScanOptions(sentences=True, sentences_in_context=False),
     }
     rng = random.Random(0)
-    benign = _benign_sets(rng, args.per_set)
-    documents = _documents(rng, args.documents)
+    benign = benign_sets(rng, args.per_set)
+    documents = benign_documents(rng, args.documents)
     out: dict[str, Any] = {"pack": str(pack), "settings": {}}
     for name, scan in settings.items():
         # 3,000-word documents with their sentences run ~12k tokens: over the default budget, which is measured below.

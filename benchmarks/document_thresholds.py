@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ._common import RESULTS, TRAIN_DIR, markdown_table, write_results
-from .attacks import DOCUMENT_BUDGET, PAYLOADS, _benign_sets, _documents, _rows, document_of
+from .attacks import DOCUMENT_BUDGET, PAYLOADS, benign_documents, benign_sets, document_of, safe_texts
 from .sentence_rules import GUARDS, validation_benign
 
 BUDGETS = [0.05, 0.1, 0.2, 0.4]
@@ -72,15 +72,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     prose = {
         source: documents_of(
-            [row["text"] for row in _rows(TRAIN_DIR / source / "data.jsonl") if row["label"] == "safe"],
+            safe_texts(TRAIN_DIR / source / "data.jsonl"),
             rng,
             args.documents,
         )
         for source in PROSE_SOURCES
     }
     attacks_rng = random.Random(0)  # as benchmarks.attacks draws its documents
-    _benign_sets(attacks_rng, 200)
-    prose["benchmarks.attacks documents"] = ["\n\n".join(d) for d in _documents(attacks_rng, 6)]
+    benign_sets(attacks_rng, 200)
+    prose["benchmarks.attacks documents"] = ["\n\n".join(d) for d in benign_documents(attacks_rng, 6)]
     probes = [p for p, r in zip(PAYLOADS, whole_text.check_batch(PAYLOADS)) if r.flagged]
     hosts = [doc for source in PROSE_SOURCES for doc in prose[source][:6]]
     placed = []

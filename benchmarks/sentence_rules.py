@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ._common import RESULTS, markdown_table, write_results
-from .attacks import PAYLOADS, PREAMBLES, _benign_sets
+from .attacks import PAYLOADS, PREAMBLES, benign_sets
 
 GUARDS = ["content-safety", "prompt-injection"]
 RATES = [0.0025, 0.005, 0.01, 0.02, 0.04]
@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     sets: dict[str, list[str]] = {
         "payload behind a preamble": [f"{pre} {p}" for pre in PREAMBLES for p in probes],
         "payload before the same text": [f"{p} {pre}" for pre in PREAMBLES for p in probes],
-        **_benign_sets(random.Random(0), args.per_set),
+        **benign_sets(random.Random(0), args.per_set),
     }
     scored = {name: score_texts(pack, texts) for name, texts in sets.items()}
     validation = {g: score_texts(pack, validation_benign(pack, g)) for g in GUARDS}
