@@ -35,7 +35,7 @@ import numpy as np
 
 from ._common import RESULTS, TRAIN_DIR, log, markdown_table, write_results
 from .attacks import PAYLOADS
-from .loso import auprc, dev_set, embed, load_rows, score, threshold
+from .loso import at_threshold, dev_set, embed, load_rows, score, targets, threshold
 
 DOCUMENT_SETS = ["sep_probe_injections", "tasktracker_injections"]
 ARMS = {
@@ -134,13 +134,8 @@ def measure(
     alone: np.ndarray,
     labels: Sequence[str],
 ) -> dict[str, Any]:
-    dev_scores = score(dev[0], head)
     result: dict[str, Any] = {
-        "deepset": {
-            "auprc": auprc(dev[1], dev_scores),
-            "recall": float((dev_scores[dev[1]] >= cut).mean()),
-            "fpr": float((dev_scores[~dev[1]] >= cut).mean()),
-        },
+        "deepset": at_threshold(dev[1], score(dev[0], head), cut),
         "payloads_alone": float((score(alone, head) >= cut).mean()),
         "sets": {},
     }
@@ -164,7 +159,12 @@ def measure(
 
 
 def run_seed(
-    rows: Sequence[dict[str, Any]], labels: Sequence[str], data: Path, seed: int, args: argparse.Namespace
+    rows: Sequence[dict[str, Any]],
+    base_y: np.ndarray,
+    labels: Sequence[str],
+    data: Path,
+    seed: int,
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
     """Every arm on one draw of chunks and one validation split."""
     rng = random.Random(seed)
@@ -179,7 +179,6 @@ def run_seed(
     vectors: dict[str, dict[str, np.ndarray]] = {name: {} for name in DOCUMENT_SETS}
     for (name, part), x in zip(named, set_x):
         vectors[name][part] = x
-    base_y = np.asarray([[label in row["labels"] for label in labels] for row in rows], dtype=bool)
     return {
         "counts": {name: {part: len(t) for part, t in texts[name].items()} for name in DOCUMENT_SETS},
         "arms": {
@@ -244,8 +243,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"{data} holds no prompt-injection.jsonl: pass --data, the data folder of a pack build")
 
     rows = load_rows(data / "prompt-injection.jsonl")
-    labels = sorted({label for row in rows for label in row["labels"]})
-    runs = {seed: run_seed(rows, labels, data, seed, args) for seed in args.seeds}
+    labels, base_y = targets(rows)
+    runs = {seed: run_seed(rows, base_y, labels, data, seed, args) for seed in args.seeds}
     mean = mean_over_seeds(list(runs.values()))
     result: dict[str, Any] = {
         "data": str(data),

@@ -67,8 +67,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     rng = random.Random(1)
     calibration = {
-        g: highest(documents_of(validation_benign(pack, guard), rng, args.calibration))
-        for g, guard in enumerate(GUARDS)
+        g: highest(documents_of(validation_benign(bundle), rng, args.calibration))
+        for g, bundle in enumerate(shipped.bundles)
     }
     prose = {
         source: documents_of(

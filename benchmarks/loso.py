@@ -85,6 +85,26 @@ def auprc(truth: np.ndarray, scores: np.ndarray) -> float:
     return float(average_precision_score(truth, scores)) if truth.any() and not truth.all() else float("nan")
 
 
+def targets(rows: Sequence[dict[str, Any]]) -> tuple[list[str], np.ndarray]:
+    """The labels of these rows, sorted, and which of them each row has (rows x labels)."""
+    labels = sorted({label for row in rows for label in row["labels"]})
+    return labels, np.asarray([[label in row["labels"] for label in labels] for row in rows], dtype=bool)
+
+
+def at_threshold(truth: np.ndarray, scores: np.ndarray, cut: float) -> dict[str, float]:
+    """AUPRC, and recall and FPR at the threshold ``cut``."""
+    flagged = scores >= cut
+    return {"auprc": auprc(truth, scores), "recall": float(flagged[truth].mean()), "fpr": float(flagged[~truth].mean())}
+
+
+def held_out_rates(flagged: np.ndarray, unsafe: np.ndarray) -> dict[str, float | None]:
+    """A held-out source's recall on its unsafe rows and share of its safe rows flagged (None where it has none)."""
+    return {
+        "recall": float(flagged[unsafe].mean()) if unsafe.any() else None,
+        "flagged_safe": float(flagged[~unsafe].mean()) if (~unsafe).any() else None,
+    }
+
+
 def load_rows(path: Path) -> list[dict[str, Any]]:
     from builder.data.dataset import iter_text_rows
 
@@ -101,9 +121,8 @@ def dev_set(name: str) -> tuple[list[str], np.ndarray]:
 
 def run_guard(data: Path, guard: str, rate: float, seed: int) -> dict[str, Any]:
     rows = load_rows(data / f"{guard}.jsonl")
-    labels = sorted({label for row in rows for label in row["labels"]})
+    labels, y = targets(rows)
     x = embed([row["text"] for row in rows], data)
-    y = np.asarray([[label in row["labels"] for label in labels] for row in rows], dtype=bool)
     sources = np.asarray([row.get("source", "") for row in rows])
     held_out = []
     for source in sorted(set(sources)):
@@ -118,8 +137,7 @@ def run_guard(data: Path, guard: str, rate: float, seed: int) -> dict[str, Any]:
                 "source": source,
                 "unsafe": int(unsafe.sum()),
                 "safe": int((~unsafe).sum()),
-                "recall": float(flagged[unsafe].mean()) if unsafe.any() else None,
-                "flagged_safe": float(flagged[~unsafe].mean()) if (~unsafe).any() else None,
+                **held_out_rates(flagged, unsafe),
             }
         )
     head, cut = threshold(x, y, rate, seed)
@@ -127,13 +145,7 @@ def run_guard(data: Path, guard: str, rate: float, seed: int) -> dict[str, Any]:
     for name in DEV_SETS[guard]:
         texts, truth = dev_set(name)
         scores = score(embed(texts, data), head)
-        flagged = scores >= cut
-        dev[name] = {
-            "rows": len(texts),
-            "auprc": auprc(truth, scores),
-            "recall": float(flagged[truth].mean()),
-            "fpr": float(flagged[~truth].mean()),
-        }
+        dev[name] = {"rows": len(texts), **at_threshold(truth, scores, cut)}
     return {"rows": len(rows), "labels": labels, "threshold": cut, "held_out": held_out, "dev": dev}
 
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from ._common import RESULTS, log, markdown_table, write_json
-from .loso import DEV_SETS, auprc, dev_set, embed, fit, load_rows, score
+from ._common import RESULTS, log, markdown_table, write_results
+from .loso import DEV_SETS, at_threshold, dev_set, embed, fit, held_out_rates, load_rows, score, targets
 
 VALIDATION = 0.15
 BENIGN_FLAG_RATE = 0.04
@@ -59,9 +59,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"{args.guard} has no rows from {unknown}; its sources are {', '.join(known)}")
     folds = [_fold(rows, args.guard, source, args.steps) for source in args.sources]
     result = {"data": str(data), "guard": args.guard, "steps": args.steps, "folds": folds}
-    write_json(args.out / f"finetune_{args.guard}.json", result)
-    (args.out / f"finetune_{args.guard}.md").write_text(_markdown(result) + "\n")
-    print(_markdown(result))
+    write_results(args.out, f"finetune_{args.guard}", result, _markdown(result) + "\n")
     return result
 
 
@@ -74,9 +72,8 @@ class _Rows:
 
         self.data = data
         rows = load_rows(data / f"{guard}.jsonl")
-        labels = sorted({label for row in rows for label in row["labels"]})
         self.texts = [normalize(row["text"]).text for row in rows]
-        self.y = np.asarray([[label in row["labels"] for label in labels] for row in rows], dtype=bool)
+        _, self.y = targets(rows)
         self.sources = np.asarray([row.get("source", "") for row in rows])
         self.x = embed(self.texts, data)
         self.validation = np.random.default_rng(13).random(len(rows)) < VALIDATION
@@ -127,21 +124,11 @@ def _scores(
     that flags ``BENIGN_FLAG_RATE`` of the benign validation rows."""
     cut = float(np.quantile(score(embed_rows(benign), head), 1.0 - BENIGN_FLAG_RATE))
     if held.any():
-        scores = score(embed_rows(np.where(held)[0]), head)
-        unsafe = rows.y[held].any(axis=1)
-        return {
-            "recall": float((scores[unsafe] >= cut).mean()) if unsafe.any() else None,
-            "flagged_safe": float((scores[~unsafe] >= cut).mean()) if (~unsafe).any() else None,
-        }
+        return held_out_rates(score(embed_rows(np.where(held)[0]), head) >= cut, rows.y[held].any(axis=1))
     dev = {}
     for name in DEV_SETS[guard]:
         texts, truth = dev_set(name)
-        scores = score(embed_texts(texts), head)
-        dev[name] = {
-            "auprc": auprc(truth, scores),
-            "recall": float((scores[truth] >= cut).mean()),
-            "fpr": float((scores[~truth] >= cut).mean()),
-        }
+        dev[name] = at_threshold(truth, score(embed_texts(texts), head), cut)
     return dev
 
 

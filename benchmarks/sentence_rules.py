@@ -19,17 +19,19 @@ Writes ``<name>.json`` and ``<name>.md`` under ``benchmarks/results/``.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._common import RESULTS, markdown_table, write_results
 from .attacks import PAYLOADS, PREAMBLES, benign_sets
+
+if TYPE_CHECKING:
+    from guard_sdk import Guard, GuardBundle
 
 GUARDS = ["content-safety", "prompt-injection"]
 RATES = [0.0025, 0.005, 0.01, 0.02, 0.04]
@@ -52,16 +54,12 @@ class Scored:
     alone: np.ndarray
 
 
-def score_texts(pack: Path, texts: Sequence[str]) -> list[Scored]:
-    """Every label of the pack's text guards, in ``GUARDS`` order."""
+def score_texts(whole_text: Guard, texts: Sequence[str]) -> list[Scored]:
+    """Every label of ``whole_text``'s bundles (the pack's text guards, sentence views off), in their order."""
     from builder.export.calibrate import text_sentence_scores
-    from guard_sdk import Guard, ScanOptions
 
-    whole_text = Guard(
-        [pack / g for g in GUARDS], threads=2, scan=ScanOptions(sentences_in_context=False, decode=False)
-    )
     whole = np.asarray([[s.score for s in r.scores] for r in whole_text.check_batch(list(texts))])
-    per_guard = [text_sentence_scores(pack / g, list(texts), _max_length(pack / g)) for g in GUARDS]
+    per_guard = [text_sentence_scores(b.path, list(texts), b.manifest.tokenizer.max_length) for b in whole_text.bundles]
     in_context = [np.concatenate([scores[i][0] for scores in per_guard], axis=1) for i in range(len(texts))]
     spans = per_guard[0]
     sentences = [text[a:b] for text, (_, held) in zip(texts, spans) for a, b in held]
@@ -74,19 +72,16 @@ def score_texts(pack: Path, texts: Sequence[str]) -> list[Scored]:
     return out
 
 
-def _max_length(bundle: Path) -> int:
-    return int(json.loads((bundle / "guard.json").read_text())["tokenizer"]["max_length"])
-
-
-def validation_benign(pack: Path, guard: str) -> list[str]:
-    """The benign rows of the validation split the pack's export calibrated ``guard`` on."""
-    sha = json.loads((pack / guard / "guard.json").read_text())["training_data_sha256"]
-    work = pack.with_name(pack.name + "-work")
-    runs = sorted(work.glob(f"run-{sha[:12]}-*-{guard}"))
-    if not runs:
-        raise SystemExit(f"no training run of {guard} in {work}: build the pack with guard-build pack first")
+def validation_benign(bundle: GuardBundle) -> list[str]:
+    """The benign rows of the validation split the pack's export calibrated ``bundle`` on."""
     from builder.data.dataset import iter_text_rows
+    from builder.recipes.pack import default_work_dir
 
+    name, sha = bundle.manifest.name, bundle.manifest.training_data_sha256 or ""
+    work = default_work_dir(bundle.path.parent)
+    runs = sorted(work.glob(f"run-{sha[:12]}-*-{name}"))
+    if not sha or not runs:
+        raise SystemExit(f"no training run of {name} in {work}: build the pack with guard-build pack first")
     return [row["text"] for row in iter_text_rows(runs[0] / "validation.jsonl") if not row.get("labels")]
 
 
@@ -138,23 +133,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     pack = args.pack or default_pack_dir()
 
-    manifests = [json.loads((pack / g / "guard.json").read_text()) for g in GUARDS]
-    labels = [(g, label) for g, m in enumerate(manifests) for label in m["labels"]]
-    label_guard = np.asarray([g for g, _ in labels])
-    whole_thresholds = np.asarray([label["threshold"] for _, label in labels])
-    shipped = np.asarray([label.get("sentence_threshold") or label["threshold"] for _, label in labels])
-
     whole_text = Guard(
         [pack / g for g in GUARDS], threads=2, scan=ScanOptions(sentences_in_context=False, decode=False)
     )
+    labels = [(g, label) for g, b in enumerate(whole_text.bundles) for label in b.manifest.labels]
+    label_guard = np.asarray([g for g, _ in labels])
+    whole_thresholds = np.asarray([label.threshold for _, label in labels])
+    shipped = np.asarray([label.sentence_threshold or label.threshold for _, label in labels])
     probes = [p for p, r in zip(PAYLOADS, whole_text.check_batch(PAYLOADS)) if r.flagged]
     sets: dict[str, list[str]] = {
         "payload behind a preamble": [f"{pre} {p}" for pre in PREAMBLES for p in probes],
         "payload before the same text": [f"{p} {pre}" for pre in PREAMBLES for p in probes],
         **benign_sets(random.Random(0), args.per_set),
     }
-    scored = {name: score_texts(pack, texts) for name, texts in sets.items()}
-    validation = {g: score_texts(pack, validation_benign(pack, g)) for g in GUARDS}
+    scored = {name: score_texts(whole_text, texts) for name, texts in sets.items()}
+    validation = {g: score_texts(whole_text, validation_benign(b)) for g, b in zip(GUARDS, whole_text.bundles)}
     every_label = np.ones(len(labels), dtype=bool)
 
     columns = [*sets, *(f"{g} validation (benign)" for g in GUARDS)]
