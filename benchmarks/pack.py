@@ -5,8 +5,9 @@
 ``content-safety`` is scored on OpenAI Moderation and XSTest, ``prompt-injection`` on deepset and on the benign
 texts with trigger words ("ignore", "instructions", ...) that the pack's data recipe held out of training
 (``<pack>-work/data/heldout``; every row is safe, so its false-positive rate is 1 - accuracy), ``answer-safety`` on
-``xstest_responses`` in an output check: each answer with the request it answers, and alone. For comparison the
-answers are also scored the way pack 0.4.0 did, by ``content-safety`` reading the answer alone. Each set is scored
+``xstest_responses`` in an output check as ``Guard.default()`` runs it: each answer with the request it answers,
+gated by ``content-safety`` (``input.request_gate``). For comparison the answers are also scored without the gate,
+alone, and the way pack 0.4.0 did, by ``content-safety`` reading the answer alone. Each set is scored
 by the highest score among the guard's labels, as ``Guard`` flags. Then ``benchmarks.loso`` scores the recipe on
 whole sources held out of training (``--no-loso`` skips it). Writes ``<name>.json`` and ``<name>.md``.
 """
@@ -14,6 +15,7 @@ whole sources held out of training (``--no-loso`` skips it). Writes ``<name>.jso
 from __future__ import annotations
 
 import argparse
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,7 @@ def _value(sets: dict[str, Any], name: str, metric: str) -> float | None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from builder.recipes.pack import default_work_dir
-    from guard_sdk import default_pack_dir
+    from guard_sdk import IneffectiveOptionWarning, default_pack_dir
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pack", type=Path, default=None, help="pack folder (default: guard_sdk.default_pack_dir())")
@@ -69,12 +71,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             + ["--name", f"{args.name}_trigger_words", *common]
         ),
         "answer-safety": accuracy.main(
-            ["--bundle", str(pack / "answer-safety"), "--eval-dir", str(EVAL_DIR), "--sets", "xstest_responses"]
+            ["--bundle", str(pack / "answer-safety"), "--bundle", str(pack / "content-safety")]
+            + ["--eval-dir", str(EVAL_DIR), "--sets", "xstest_responses"]
             + ["--stage", "output", "--name", f"{args.name}_answer_safety", *common]
         ),
     }
     sets = {name: result for run in runs.values() for name, result in run["sets"].items()}
-    # The same answers without their requests, and read by content-safety alone (how pack 0.4.0 checked answers).
+    # The same answers without the request gate, without their requests, and read by content-safety alone (how pack
+    # 0.4.0 checked answers).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IneffectiveOptionWarning)  # the gate is left out on purpose
+        ungated = accuracy.main(
+            ["--bundle", str(pack / "answer-safety"), "--eval-dir", str(EVAL_DIR), "--sets", "xstest_responses"]
+            + ["--stage", "output", "--name", f"{args.name}_answer_safety_ungated", *common]
+        )
     alone = accuracy.main(
         ["--bundle", str(pack / "answer-safety"), "--eval-dir", str(EVAL_DIR), "--sets", "xstest_responses"]
         + ["--stage", "output", "--context", "none", "--name", f"{args.name}_answer_safety_alone", *common]
@@ -84,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         + ["--context", "none", "--name", f"{args.name}_answers_by_content_safety", *common]
     )
     answers = {
-        "answer-safety, answer with its request": sets["xstest_responses"]["overall"],
+        "answer-safety, answer with its request, gated by content-safety": sets["xstest_responses"]["overall"],
+        "answer-safety, answer with its request, no gate": ungated["sets"]["xstest_responses"]["overall"],
         "answer-safety, answer alone": alone["sets"]["xstest_responses"]["overall"],
         "content-safety, answer alone (pack 0.4.0's output check)": by_text_guard["sets"]["xstest_responses"][
             "overall"

@@ -37,6 +37,13 @@ one pairs ``("", text)``. ``stages`` names the checks a bundle takes part in (``
 guard judges answers, so it takes part in output checks only. A multi-task guard reads ``text``. Both are left out of
 guard.json at their defaults, so runtimes that predate them read plain bundles.
 
+An ``exchange`` guard may name a ``request_gate`` (``RequestGate``): a text guard, loaded in the same ``Guard``,
+whose judgement says whether the request (or the answer itself) is harmful. A check with a request scales each of
+the exchange guard's scores by that judgement: the gate guard's highest score over threshold, on the request as the
+exchange guard reads it and on the answer, capped at 1. The exchange guard tells compliance from refusal; the gate,
+trained on far more requests, tells which requests are harmful. A gated score never exceeds the ungated one, so the
+exchange guard's threshold holds; a check without a request is not gated.
+
 ``training`` (``TrainingRecord``) and ``metrics`` (``BundleMetrics``) record how the bundle was made and how it scored
 on its validation split; the runtime never acts on them. Their known fields are typed, and fields they do not know are
 kept, so records of older and newer builders load alike.
@@ -74,6 +81,7 @@ __all__ = [
     "LabelSpec",
     "ModelSpec",
     "ParityReport",
+    "RequestGate",
     "TokenizerSpec",
     "TrainingRecord",
     "file_sha256",
@@ -240,12 +248,21 @@ InputKind = Literal["text", "exchange", "conversation"]
 _ALL_STAGES: list[Stage] = ["input", "output"]
 
 
+class RequestGate(_Strict):
+    """An exchange guard's gate: the text guard whose judgement of the request and answer scales its scores."""
+
+    guard: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    """The gate guard's ``name``: a bundle that reads ``text``, loaded in the same ``Guard``."""
+
+
 class InputSpec(_Strict):
     """What a guard reads: one text, or a text paired with its context (see the module docstring)."""
 
     kind: InputKind = "text"
     context_tokens: Annotated[int, Field(ge=8, le=8192)] = 96
     """``exchange`` and ``conversation``: the context's last tokens kept (the ask usually ends a request)."""
+    request_gate: RequestGate | None = Field(default=None, exclude_if=lambda value: value is None)
+    """``exchange`` only: the gate (see the module docstring). Left out of guard.json when unset."""
 
 
 class BundleManifest(_Strict):
@@ -298,6 +315,10 @@ class BundleManifest(_Strict):
             raise ValueError(f"a multi-task guard (labels with instructions) reads text, not {self.input.kind!r}")
         if len(set(self.stages)) != len(self.stages):
             raise ValueError(f"stages must be unique, got {self.stages}")
+        if self.input.request_gate is not None and self.input.kind != "exchange":
+            raise ValueError(f"input.request_gate gates an exchange guard's answers, not a {self.input.kind!r} guard")
+        if self.input.request_gate is not None and self.input.request_gate.guard == self.name:
+            raise ValueError(f"input.request_gate names the guard itself ({self.name!r}): name a text guard")
         if self.input.kind == "exchange" and self.stages != ["output"]:
             raise ValueError(f"an exchange guard judges answers: its stages are ['output'], got {self.stages}")
         if self.input.kind != "text" and self.input.context_tokens >= self.tokenizer.max_length:

@@ -565,7 +565,31 @@ class Guard:
             if batching
             else None
         )
+        self._gates = self._find_gates()
         self._warn_ineffective(max(session_threads), device if backend is not None else None)
+
+    def _find_gates(self) -> list[int | None]:
+        """Per bundle: the index of its request gate's text guard here (``input.request_gate``), or None. A gate
+        that is not loaded does nothing, and says so."""
+        names = {b.bundle.manifest.name: i for i, b in enumerate(self._bundles)}
+        found: list[int | None] = []
+        for b in self._bundles:
+            gate = b.bundle.manifest.input.request_gate
+            index = None if gate is None else names.get(gate.guard)
+            found.append(index)
+            if gate is None:
+                continue
+            if index is None:
+                _warn(
+                    f"{b.id} judges an answer by {gate.guard}'s judgement of its request (input.request_gate), but "
+                    f"no bundle named {gate.guard!r} is loaded: its answers are judged without it; load {gate.guard} "
+                    "in the same Guard"
+                )
+            elif (kind := self._bundles[index].context) is not None:
+                raise ManifestError(
+                    b.bundle.path, f"input.request_gate names {gate.guard!r}, which reads {kind[0]}: name a text guard"
+                )
+        return found
 
     def _warn_ineffective(self, most_threads: int, device_beside_backend: Device | None) -> None:
         """Warn about options that do nothing with these bundles, device, threads and backend."""
@@ -666,10 +690,14 @@ class Guard:
             raise InputTypeError("check_batch takes a sequence of texts, not a single str; use check(text)")
         if stage not in _STAGES:
             raise ValueError(f"stage must be 'input' or 'output', got {stage!r}")
+        return self._check(texts, stage, _context_list(contexts, len(texts)), self._stage_lanes[stage])
+
+    def _check(
+        self, texts: Sequence[str], stage: Stage, contexts: Sequence[Context | None], lanes: list[list[int]]
+    ) -> list[CheckResult]:
+        """``check_batch`` with the bundles of ``lanes``."""
         started = time.perf_counter()
-        contexts = _context_list(contexts, len(texts))
         normalized = [self._prepare(text) for text in texts]
-        lanes = self._stage_lanes[stage]
         active = sorted(i for lane in lanes for i in lane)
         rendered = self._contexts(contexts, {c[0] for i in active if (c := self._bundles[i].context)}, len(texts))
         scanned: list[View] = []
@@ -683,6 +711,7 @@ class Guard:
         first_view.append(len(scanned))
         self._admit(scanned, owners, rendered, active)
         best = self._best(scanned, owners, rendered, lanes)
+        gates = self._gate_factors(texts, rendered.get("exchange"), active)
         latency_ms = (time.perf_counter() - started) * 1000.0
         results = []
         for i, text in enumerate(texts):
@@ -708,6 +737,8 @@ class Guard:
                         if s_top[s, j] >= 0 and s_top[s, j] - s_threshold > score - threshold:
                             v, score, threshold, span = s, float(s_top[s, j]), s_threshold, s_span[s][j]
                             kind = "sentence"
+                    gate = gates[b][i] if b in gates else None
+                    score *= 1.0 if gate is None else gate
                     label_scores.append(
                         LabelScore(
                             label=label.name,
@@ -717,6 +748,7 @@ class Guard:
                             bundle=loaded.id,
                             window=self._window(normalized[i], scanned[v], span, len(text)),
                             view=kind,
+                            gate=gate,
                         )
                     )
             if self.scan.flag_hidden_text and normalized[i].hidden:
@@ -735,6 +767,36 @@ class Guard:
                 CheckResult(stage=stage, status="checked", scores=label_scores, latency_ms=latency_ms, normalized=notes)
             )
         return results
+
+    def _gate_factors(
+        self, texts: Sequence[str], requests: list[str] | None, active: list[int]
+    ) -> dict[int, list[float | None]]:
+        """Per gated bundle of this check: each text's gate (``guard_sdk._bundle``), None for a text without a
+        request. The gate guard judges the request as the gated guard reads it (its last ``context_tokens``
+        tokens) and the answer, as an input check would."""
+        gates: dict[int, list[float | None]] = {}
+        for b in active:
+            gate, context = self._gates[b], self._bundles[b].context
+            if gate is None or context is None or requests is None:
+                continue
+            kept = last_tokens(self._bundles[b].counter, requests, context[1])
+            asked = [i for i, request in enumerate(kept) if request]
+            judged = (
+                self._check(
+                    [kept[i] for i in asked] + [texts[i] for i in asked], "input", [None] * 2 * len(asked), [[gate]]
+                )
+                if asked
+                else []
+            )
+            ratios = [
+                max((1.0 if s.flagged else s.score / s.threshold for s in result.scores), default=0.0)
+                for result in judged
+            ]
+            factors: list[float | None] = [None] * len(texts)
+            for k, i in enumerate(asked):
+                factors[i] = min(1.0, max(ratios[k], ratios[len(asked) + k]))
+            gates[b] = factors
+        return gates
 
     def _reads_context(self, stage: Stage) -> bool:
         """Whether a guard of this check's stage reads its context (an exchange or conversation guard)."""

@@ -32,7 +32,7 @@ __all__ = [
 
 # Bumped whenever the recipe changes (data, model or calibration): Guard.default() looks in one folder per version, so
 # a changed recipe is built on first use instead of an older pack being loaded. What each version changed: CHANGELOG.md.
-PACK_VERSION = "0.6.0"
+PACK_VERSION = "0.7.0"
 PACK_GUARDS = ("content-safety", "prompt-injection", "answer-safety")
 
 

@@ -31,6 +31,9 @@ class LabelScore(BaseModel):
     view: ViewKind = "text"
     """What that window was read from: the whole text, one of its sentences, or what an encoding in it decodes to
     (``leetspeak``, ``spaced``, ``base64``, ``hidden`` for Unicode tag characters)."""
+    gate: float | None = None
+    """An answer guard with a request gate (``input.request_gate``), checked with a request: the factor (0 to 1) its
+    score was scaled by, the gate guard's judgement of the request and answer; None otherwise."""
 
 
 class CheckResult(BaseModel):

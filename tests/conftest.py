@@ -277,6 +277,41 @@ def exchange_bundle(exchange_run: Path, tmp_path_factory: pytest.TempPathFactory
     return _made(tmp_path_factory, "exchange-bundle", make) / "bundle"
 
 
+@pytest.fixture(scope="session")
+def request_gate_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A text guard that flags the exchange guard's harmful requests (``harmful-request``) and none of its benign
+    requests or answers, for input checks: the exchange guard's request gate. An embedding guard: MiniLM's sentence
+    embedding tells these apart, and a weakly regularised head learns them from 19 rows."""
+    from builder.data.dataset import load_jsonl
+    from builder.export import ExportConfig, export_bundle
+    from builder.train.embedding import EmbeddingGuardConfig, train_embedding_guard
+
+    def make(work: Path) -> None:
+        rows = [{"text": text, "labels": ["harmful-request"]} for text in HARMFUL_REQUESTS]
+        rows += [{"text": text, "labels": []} for text in BENIGN_REQUESTS + COMPLIANT_ANSWERS + REFUSALS]
+        (work / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        data = load_jsonl(work / "train.jsonl")
+        config = EmbeddingGuardConfig(max_length=32, regularization=100.0, progress=False, threads=2)
+        # Too few rows to hold some out: they validate themselves, with a fixed threshold instead of a calibrated one.
+        train_embedding_guard(data, work / "run", config, validation=data)
+        export = ExportConfig(name="request-check", version="1.0.0", threshold=0.5, stages=["input"])
+        export_bundle(work / "run", work / "bundle", export)
+
+    return _made(tmp_path_factory, "request-gate", make) / "bundle"
+
+
+@pytest.fixture(scope="session")
+def gated_exchange_bundle(exchange_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The exchange guard's bundle with ``request-check`` as its request gate."""
+    from builder.export import ExportConfig, export_bundle
+
+    def make(folder: Path) -> None:
+        config = ExportConfig(name="gated-answer-check", version="1.0.0", request_gate="request-check")
+        export_bundle(exchange_run, folder / "bundle", config)
+
+    return _made(tmp_path_factory, "gated-exchange-bundle", make) / "bundle"
+
+
 # A tiny conversation guard: the user asks again after the assistant refused. The latest turns are generic follow-ups
 # and the questions are the same either way, so only the assistant's earlier answer tells the two apart; the earlier
 # turns themselves (a question, a refusal, a helpful answer) are never flagged.

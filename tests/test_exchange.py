@@ -96,6 +96,9 @@ def test_the_manifest_says_what_the_guard_reads_and_round_trips(exchange_bundle:
         ({"input": {"kind": "exchange", "context_tokens": 64}}, "leaves no room"),
         ({"input": {"kind": "exchange", "surprise": 1}}, "Extra inputs"),
         ({"labels": [{"name": LABEL, "instruction": "flag harmful answers"}]}, "multi-task guard .* reads text"),
+        ({"input": {"kind": "exchange", "context_tokens": 24, "request_gate": {"guard": "answer-check"}}}, "itself"),
+        ({"input": {"kind": "exchange", "context_tokens": 24, "request_gate": {"guard": ""}}}, "request_gate.guard"),
+        ({"input": {"kind": "exchange", "context_tokens": 24, "request_gate": "content-safety"}}, "request_gate"),
     ],
 )
 def test_invalid_input_or_stages_are_refused(exchange_bundle: Path, tmp_path: Path, change: dict, error: str):
@@ -287,6 +290,72 @@ def test_contexts_go_through_every_way_of_checking(exchange_bundle: Path, answer
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# The request gate: a text guard's judgement of the request scales an exchange guard's scores
+
+
+def gate_of(gate: Guard, request: str, answer: str) -> float:
+    """What the gate guard says of a request and its answer, as the runtime scales the exchange guard's scores."""
+
+    def ratio(result: CheckResult) -> float:
+        return max(1.0 if s.flagged else s.score / s.threshold for s in result.scores)
+
+    return min(1.0, max(ratio(gate.check(request)), ratio(gate.check(answer))))
+
+
+def test_the_request_gate_keeps_answers_to_harmful_requests_and_lets_others_through(
+    gated_exchange_bundle: Path, request_gate_bundle: Path, answers: Guard, exchange_texts: Any
+):
+    t = exchange_texts
+    manifest = GuardBundle.load(gated_exchange_bundle).manifest
+    assert manifest.input.request_gate is not None and manifest.input.request_gate.guard == "request-check"
+    raw = json.loads((gated_exchange_bundle / "guard.json").read_text())
+    assert raw["input"] == {"kind": "exchange", "context_tokens": 24, "request_gate": {"guard": "request-check"}}
+    gate = Guard(request_gate_bundle, device="cpu", threads=2)
+    guard = Guard([request_gate_bundle, gated_exchange_bundle], device="cpu", threads=2)
+    inputs = guard.check(t.harmful)
+    assert [s.label for s in inputs.scores] == ["harmful-request"] and inputs.flagged, "the gate checks inputs"
+
+    pairs = [(t.compliant, t.harmful), (t.compliant, t.benign), (t.refusal, t.harmful)]
+    gated = guard.check_batch([a for a, _ in pairs], stage="output", contexts=[r for _, r in pairs])
+    plain = answers.check_batch([a for a, _ in pairs], stage="output", contexts=[r for _, r in pairs])
+    for (answer, request), with_gate, without in zip(pairs, gated, plain):
+        factor = gate_of(gate, request, answer)
+        scored, alone = with_gate.score(LABEL), without.score(LABEL)
+        assert [s.label for s in with_gate.scores] == [LABEL], "the gate takes no part in output checks"
+        assert scored.gate == pytest.approx(factor, abs=1e-6) and scored.bundle == "gated-answer-check@1.0.0"
+        assert scored.score == pytest.approx(alone.score * factor, abs=1e-6) and scored.threshold == alone.threshold
+    harmful, benign, refusal = (r.score(LABEL) for r in gated)
+    assert harmful.gate == 1.0 and harmful.flagged, "the gate guard flags the request: the answer is judged as is"
+    assert benign.gate is not None and benign.gate < 0.5 and not benign.flagged
+    assert not refusal.flagged
+    # Without a request there is nothing to gate: the answer alone, as the ungated guard judges it.
+    alone = guard.check(t.compliant, stage="output").score(LABEL)
+    assert alone.gate is None and alone.score == answers.check(t.compliant, stage="output").score(LABEL).score
+    assert plain[0].score(LABEL).gate is None, "an ungated bundle reports no gate"
+    chat = [{"role": "user", "content": t.benign}, {"role": "assistant", "content": "Anything else?"}]
+    assert guard.check(t.compliant, stage="output", context=chat).score(LABEL).gate == pytest.approx(benign.gate)
+
+
+def test_a_request_gate_that_is_not_loaded_says_so(
+    gated_exchange_bundle: Path, multi_label_bundle: Path, exchange_bundle: Path, exchange_texts: Any, tmp_path: Path
+):
+    t = exchange_texts
+    with pytest.warns(IneffectiveOptionWarning, match="no bundle named 'request-check' is loaded"):
+        alone = Guard(gated_exchange_bundle, device="cpu", threads=1)
+    ungated = Guard(exchange_bundle, device="cpu", threads=1)
+    result = alone.check(t.compliant, stage="output", context=t.benign).score(LABEL)
+    assert result.gate is None
+    assert result.score == ungated.check(t.compliant, stage="output", context=t.benign).score(LABEL).score
+    # A gate must read text: naming an exchange guard is refused.
+    copy = shutil.copytree(gated_exchange_bundle, tmp_path / "gated")
+    raw = json.loads((copy / "guard.json").read_text())
+    raw["input"]["request_gate"]["guard"] = "answer-check"
+    (copy / "guard.json").write_text(json.dumps(raw))
+    with pytest.raises(ManifestError, match="names 'answer-check', which reads exchange: name a text guard"):
+        Guard([copy, exchange_bundle], device="cpu", threads=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # The request reaches the output check: guard.wrap and @guarded
 
 
@@ -370,7 +439,7 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def test_the_builder_refuses_exchange_data_it_cannot_build(tmp_path: Path, exchange_run: Path):
+def test_the_builder_refuses_exchange_data_it_cannot_build(tmp_path: Path, exchange_run: Path, multi_label_run: Path):
     rows = [
         {"context": f"request {i}", "text": f"answer {i}", "labels": ["harmful-answer"] if i % 2 else []}
         for i in range(8)
@@ -390,6 +459,8 @@ def test_the_builder_refuses_exchange_data_it_cannot_build(tmp_path: Path, excha
         train(load_jsonl(write_rows(tmp_path / "instructed.jsonl", instructed)), tmp_path / "run", config)
     with pytest.raises(BuilderError, match="output checks only"):
         export_bundle(exchange_run, tmp_path / "bundle", ExportConfig(name="x", stages=["input", "output"]))
+    with pytest.raises(BuilderError, match="not trained on exchange data: request_gate"):
+        export_bundle(multi_label_run, tmp_path / "bundle", ExportConfig(name="x", request_gate="content-safety"))
     assert not (tmp_path / "run").exists() and not (tmp_path / "bundle").exists()
 
 

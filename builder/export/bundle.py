@@ -35,6 +35,7 @@ from guard_sdk.bundle import (
     InputSpec,
     LabelSpec,
     ModelSpec,
+    RequestGate,
     TokenizerSpec,
     file_sha256,
     write_manifest,
@@ -104,6 +105,10 @@ class ExportConfig(BaseModel):
     """The checks the bundle takes part in; default: input and output, output alone for a guard trained on exchange
     data (which judges answers), input alone for one trained on conversation data (which judges the latest user
     turn in the light of the earlier ones)."""
+    request_gate: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
+    """A run trained on exchange data: the text guard (its name) whose judgement of the request and answer scales
+    this guard's scores in checks with a request (``guard_sdk.bundle.RequestGate``). Thresholds are calibrated
+    without it: a gate only lowers scores."""
     overwrite: bool = False
 
     @model_validator(mode="after")
@@ -133,6 +138,11 @@ def export_bundle(train_dir: str | Path, out: str | Path, config: ExportConfig) 
         raise BuilderError(
             f"{run.folder} was trained on exchange data: its guard judges answers, in output checks only "
             f"(stages ['output']), not {config.stages}"
+        )
+    if config.request_gate is not None and kind != "exchange":
+        raise BuilderError(
+            f"{run.folder} was not trained on exchange data: request_gate gates an answer guard's scores, and this "
+            "guard reads no request"
         )
     validation = run.validation(info.label_names)
     try:
@@ -226,7 +236,8 @@ def _build(
         )
         for name in names
     ]
-    draft = _manifest(info, config, labels, stride, staging, embedding, metrics={})
+    # Without the request gate: its guard is not here, and a gate only lowers scores, so thresholds set without it hold.
+    draft = _manifest(info, config.model_copy(update={"request_gate": None}), labels, stride, staging, embedding, {})
     write_manifest(staging, draft)
     # Calibrate on what production will compute: the runtime's own normalisation, windows and int8 model (which
     # `check_batch` runs one text per call, as `check` does); whole texts here, their sentences below.
@@ -302,7 +313,11 @@ def _manifest(
         tokenizer=TokenizerSpec(file=TOKENIZER_FILE, max_length=info.max_length, stride=stride),
         input=InputSpec()
         if info.context_tokens is None
-        else InputSpec(kind=info.context_kind, context_tokens=info.context_tokens),
+        else InputSpec(
+            kind=info.context_kind,
+            context_tokens=info.context_tokens,
+            request_gate=None if config.request_gate is None else RequestGate(guard=config.request_gate),
+        ),
         stages=config.stages or _DEFAULT_STAGES["text" if info.context_tokens is None else info.context_kind],
         base_model=info.base_model,
         training_data_sha256=info.data_sha256,

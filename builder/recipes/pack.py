@@ -73,6 +73,7 @@ INJECTION_LABELS: dict[str, str] = {
     "role-play": "asks the assistant to become another persona or system ('act as', 'pretend you are')",
 }
 
+CONTENT_GUARD = "content-safety"
 # The response guard: it reads an answer with the request it answers (``builder.recipes.pack_answers`` writes its data).
 ANSWER_GUARD = "answer-safety"
 ANSWER_LABEL = "harmful-answer"
@@ -500,7 +501,7 @@ def _dedup(examples: Iterable[LabeledExample]) -> list[LabeledExample]:
 
 _RECIPES: dict[str, tuple[dict[str, str], dict[str, tuple[int | None, int | None]], dict[str, Any], tuple[str, ...]]]
 _RECIPES = {
-    "content-safety": (CONTENT_SAFETY_LABELS, CONTENT_SAFETY_CAPS, CONTENT_SAFETY_MAP, ()),
+    CONTENT_GUARD: (CONTENT_SAFETY_LABELS, CONTENT_SAFETY_CAPS, CONTENT_SAFETY_MAP, ()),
     "prompt-injection": (INJECTION_LABELS, INJECTION_CAPS, INJECTION_MAP, RELABELED_SAFE_SETS),
 }
 
@@ -623,6 +624,7 @@ def build_pack(
     """Data -> train -> export for every guard; a guard whose bundle exists for the same data is kept, and a killed
     training run resumes from its last checkpoint. Returns the bundle folders."""
     from guard_sdk import GuardBundle
+    from guard_sdk.bundle import RequestGate
 
     from ..export import ExportConfig, export_bundle
     from ..train.classifier import TrainConfig
@@ -661,6 +663,9 @@ def build_pack(
             # Answers are judged by the answer guard, with their request: the text guards read what reaches the
             # model (an answer alone reads like its request, refusals included).
             stages=["output"] if answers else ["input"],
+            # The answer guard tells compliance from refusal; content-safety, trained on far more requests, tells
+            # which requests are harmful (benchmarks/README.md, "The request gate").
+            request_gate=CONTENT_GUARD if answers else None,
             overwrite=True,
         )
         if (bundle_dir / "guard.json").is_file():
@@ -673,8 +678,11 @@ def build_pack(
                 existing.tokenizer.max_length,
                 existing.base_model,
                 existing.metrics.calibration,
+                existing.input.request_gate,
             )
-            if recorded == (PACK_VERSION, data.sha256, kind, epochs, max_length, base_model, export_config.calibration):
+            gate = None if export_config.request_gate is None else RequestGate(guard=export_config.request_gate)
+            wanted = (PACK_VERSION, data.sha256, kind, epochs, max_length, base_model, export_config.calibration, gate)
+            if recorded == wanted:
                 progress(f"{data.name}: up to date in {bundle_dir}")
                 bundles.append(bundle_dir)
                 continue

@@ -21,6 +21,7 @@ from typing_extensions import assert_type
 
 import guard_sdk
 from guard_sdk import CheckResult, Decision, Guard, GuardViolation, LabelScore, guarded
+from guard_sdk.bundle import RequestGate
 from guard_sdk.integrations.agents import input_guardrail, output_guardrail
 from guard_sdk.integrations.litellm import GuardSdkGuardrail
 from guard_sdk.integrations.openai import (
@@ -79,6 +80,8 @@ def contexts(guard: Guard) -> None:
     assert_type(guard.check_batch(["a", "b"], stage="output", contexts=[request, None]), list[CheckResult])
     assert_type(guard.submit(["a"], stage="output", contexts=[MESSAGES]), Future[list[CheckResult]])
     assert_type(guard_sdk.GuardBundle.load("bundles/answers").manifest.input, guard_sdk.bundle.InputSpec)
+    assert_type(guard_sdk.GuardBundle.load("bundles/answers").manifest.input.request_gate, RequestGate | None)
+    assert_type(guard.check("answer", stage="output", context=request).scores[0].gate, float | None)
     guard.check("answer", stage="output", context=5)  # type: ignore[arg-type]
 
 

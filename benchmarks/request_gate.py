@@ -1,0 +1,170 @@
+"""The request gate of the pack's answer guard (``input.request_gate``): what it changes, and what it costs.
+
+    python -m benchmarks.request_gate [--pack DIR] [--threads 2]
+
+Each answer is scored by ``answer-safety`` with its request three ways: without a gate; gated as shipped (by
+``content-safety``'s judgement of the request and of the answer, through ``Guard``); and gated by the request alone
+(the design not shipped, computed here from content-safety's check of the request as the gate reads it). On
+``xstest_responses`` (a dev set: measured, never tuned on): AUPRC, recall and FPR, and the share flagged per answer
+kind (the prompt's label and the annotators' response class). On answer-safety's own validation split: the share
+flagged per row kind, where hate speech answering a benign request shows what a gate on the request alone loses.
+Then one output check's latency with and without the gate, timed in turns. Writes ``request_gate.json`` / ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import accuracy
+from ._common import EVAL_DIR, RESULTS, Engine, machine_info, markdown_table, time_interleaved, write_results
+
+GATE = "content-safety"
+ANSWERS = "answer-safety"
+
+
+def _ratios(guard: Any, texts: Sequence[str]) -> np.ndarray:
+    """Per text: the guard's highest score over threshold, as a request gate reads it."""
+    results = guard.check_batch(list(texts))
+    return np.array(
+        [max((1.0 if s.flagged else s.score / s.threshold for s in r.scores), default=0.0) for r in results]
+    )
+
+
+def _score(guard: Any, answers: Sequence[str], requests: Sequence[str | None]) -> tuple[np.ndarray, float]:
+    """Per answer: answer-safety's score in an output check with its request; and its threshold."""
+    results = guard.check_batch(list(answers), stage="output", contexts=list(requests))
+    return np.array([r.score("harmful-answer").score for r in results]), results[0].score("harmful-answer").threshold
+
+
+def _ways(
+    pack: Path, threads: int | None, answers: list[str], requests: list[str | None]
+) -> tuple[dict[str, np.ndarray], float]:
+    """Per way of gating: each answer's score; and the threshold they all share."""
+    from tokenizers import Tokenizer
+
+    from guard_sdk import Guard, GuardBundle, IneffectiveOptionWarning
+    from guard_sdk.bundle import last_tokens
+
+    gated, threshold = _score(Guard([pack / ANSWERS, pack / GATE], device="cpu", threads=threads), answers, requests)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IneffectiveOptionWarning)  # the gate is left out on purpose
+        plain, _ = _score(Guard(pack / ANSWERS, device="cpu", threads=threads), answers, requests)
+    # The request as the gate reads it: the answer guard's last context_tokens tokens of it.
+    manifest = GuardBundle.load(pack / ANSWERS).manifest
+    tokenizer = Tokenizer.from_file(str(pack / ANSWERS / manifest.tokenizer.file))
+    cut = last_tokens(tokenizer, [r or "" for r in requests], manifest.input.context_tokens)
+    asked = [i for i, r in enumerate(cut) if r]
+    by_request = np.ones(len(answers))
+    gate = Guard(pack / GATE, device="cpu", threads=threads)
+    by_request[asked] = np.minimum(1.0, _ratios(gate, [cut[i] for i in asked]))
+    return {
+        "no gate": plain,
+        "gated by request and answer (shipped)": gated,
+        "gated by the request alone": plain * by_request,
+    }, threshold
+
+
+def _per_kind(kinds: Sequence[str], ways: dict[str, np.ndarray], threshold: float) -> list[list[object]]:
+    rows: list[list[object]] = []
+    for kind in sorted(set(kinds)):
+        mask = np.array([k == kind for k in kinds])
+        rows.append([kind, int(mask.sum()), *(round(float((s[mask] >= threshold).mean()), 3) for s in ways.values())])
+    return rows
+
+
+def _latency(pack: Path, threads: int | None, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    from guard_sdk import Guard, IneffectiveOptionWarning
+
+    gated = Guard([pack / ANSWERS, pack / GATE], device="cpu", threads=threads)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IneffectiveOptionWarning)
+        plain = Guard(pack / ANSWERS, device="cpu", threads=threads)
+
+    def check(guard: Any) -> Callable[[int], object]:
+        return lambda i: guard.check(pairs[i % len(pairs)][0], stage="output", context=pairs[i % len(pairs)][1])
+
+    stats = time_interleaved(
+        [Engine("no gate", check(plain)), Engine("gated", check(gated))],
+        warmup=3,
+        min_reps=100,
+        max_reps=200,
+        budget_s=30.0,
+        block=5,
+    )
+    return {name: s.__dict__ for name, s in stats.items()}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    from builder.recipes.pack import default_work_dir
+    from guard_sdk import default_pack_dir
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pack", type=Path, default=None, help="pack folder (default: guard_sdk.default_pack_dir())")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--out", type=Path, default=RESULTS / "pack")
+    args = parser.parse_args(argv)
+    pack = args.pack or default_pack_dir()
+
+    rows = accuracy.load_set(EVAL_DIR / "xstest_responses", None)
+    ways, threshold = _ways(pack, args.threads, [r.text for r in rows], [r.meta.get("prompt") for r in rows])
+    unsafe = [r.unsafe for r in rows]
+    overall = {w: accuracy.metrics(unsafe, list(s), list(s >= threshold)) for w, s in ways.items()}
+    kinds = [f"{r.meta['prompt_label']} prompt, {r.meta['response_class'][2:].replace('_', ' ')}" for r in rows]
+
+    validation_file = next(default_work_dir(pack).glob(f"run-*-{ANSWERS}/validation.jsonl"))
+    validation = [json.loads(line) for line in validation_file.read_text(encoding="utf-8").splitlines()]
+    val_ways, _ = _ways(pack, args.threads, [v["text"] for v in validation], [v["context"] or None for v in validation])
+    val_kinds = [
+        f"{v['kind']}{', harmful' if v['labels'] else ''}{'' if v['context'] else ', no request'}" for v in validation
+    ]
+    latency = _latency(pack, args.threads, [(r.text, r.meta["prompt"]) for r in rows[::10]])
+
+    result = {
+        "pack": str(pack),
+        "machine": machine_info(),
+        "xstest_responses": overall,
+        "threshold": threshold,
+        "xstest_responses_per_kind": _per_kind(kinds, ways, threshold),
+        "validation_file": str(validation_file),
+        "validation_per_kind": _per_kind(val_kinds, val_ways, threshold),
+        "latency_ms": latency,
+    }
+    header = ["kind", "n", *ways]
+    markdown = "\n".join(
+        [
+            "xstest_responses (136 harmful answers of 2,197):",
+            "",
+            markdown_table(
+                ["how", "AUPRC", "recall", "FPR", "F1"],
+                [[w, m["auprc"], m["recall"], m["fpr"], m["f1"]] for w, m in overall.items()],
+            ),
+            "",
+            "Share flagged per answer kind:",
+            "",
+            markdown_table(header, result["xstest_responses_per_kind"]),
+            "",
+            f"answer-safety's validation split ({validation_file.parent.name}), share flagged per row kind:",
+            "",
+            markdown_table(header, result["validation_per_kind"]),
+            "",
+            "One output check (answer with its request), ms:",
+            "",
+            markdown_table(
+                ["", "p50", "p95", "mean"], [[name, s["p50"], s["p95"], s["mean"]] for name, s in latency.items()]
+            ),
+            "",
+        ]
+    )
+    write_results(args.out, "request_gate", result, markdown)
+    return result
+
+
+if __name__ == "__main__":
+    main()
