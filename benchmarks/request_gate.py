@@ -1,6 +1,6 @@
 """The request gate of the pack's answer guard (``input.request_gate``): what it changes, and what it costs.
 
-    python -m benchmarks.request_gate [--pack DIR] [--threads 2]
+    python -m benchmarks.request_gate [--pack DIR] [--threads 2] [--embedding-head]
 
 Each answer is scored by ``answer-safety`` with its request three ways: without a gate; gated as shipped (by
 ``content-safety``'s judgement of the request and of the answer, through ``Guard``); and gated by the request alone
@@ -8,7 +8,9 @@ Each answer is scored by ``answer-safety`` with its request three ways: without 
 ``xstest_responses`` (a dev set: measured, never tuned on): AUPRC, recall and FPR, and the share flagged per answer
 kind (the prompt's label and the annotators' response class). On answer-safety's own validation split: the share
 flagged per row kind, where hate speech answering a benign request shows what a gate on the request alone loses.
-Then one output check's latency with and without the gate, timed in turns. Writes ``request_gate.json`` / ``.md``.
+Then one output check's latency with and without the gate, timed in turns. ``--embedding-head`` also scores a lever
+not shipped: a linear head on the answer's sentence embedding, the request not read (AUPRC only: its threshold is not
+calibrated). Writes ``request_gate.json`` / ``.md``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from . import accuracy
+from . import accuracy, loso
 from ._common import EVAL_DIR, RESULTS, Engine, machine_info, markdown_table, time_interleaved, write_results
 
 GATE = "content-safety"
@@ -37,38 +39,55 @@ def _ratios(guard: Any, texts: Sequence[str]) -> np.ndarray:
     )
 
 
-def _score(guard: Any, answers: Sequence[str], requests: Sequence[str | None]) -> tuple[np.ndarray, float]:
-    """Per answer: answer-safety's score in an output check with its request; and its threshold."""
+def _score(guard: Any, answers: Sequence[str], requests: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per answer: answer-safety's score in an output check with its request, and its gate (1 where none applied);
+    and its threshold."""
     results = guard.check_batch(list(answers), stage="output", contexts=list(requests))
-    return np.array([r.score("harmful-answer").score for r in results]), results[0].score("harmful-answer").threshold
+    scores = [r.score("harmful-answer") for r in results]
+    gates = [1.0 if s.gate is None else s.gate for s in scores]
+    return np.array([s.score for s in scores]), np.array(gates), scores[0].threshold
+
+
+def _embedding_head(data: Path, validation_file: Path, answers: Sequence[str]) -> np.ndarray:
+    """A lever measured, not shipped: the text guards' kind of head (a logistic regression on all-MiniLM-L6-v2's
+    sentence embedding, ``benchmarks.loso.fit``) trained on answer-safety's training answers alone (in the pack's
+    ``data`` folder), its requests not read and its run's validation rows left out. Each answer's score."""
+    held = {(v.get("context") or "", v["text"]) for v in loso.load_rows(validation_file)}
+    train = [r for r in loso.load_rows(data / f"{ANSWERS}.jsonl") if (r.get("context") or "", r["text"]) not in held]
+    head = loso.fit(loso.embed([r["text"] for r in train], data), np.array([[bool(r["labels"])] for r in train]))
+    return loso.score(loso.embed(answers, data), head)
 
 
 def _ways(
     pack: Path, threads: int | None, answers: list[str], requests: list[str | None]
-) -> tuple[dict[str, np.ndarray], float]:
-    """Per way of gating: each answer's score; and the threshold they all share."""
+) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+    """Per way of gating: each answer's score; the shipped gate's factors; and the threshold they all share."""
     from tokenizers import Tokenizer
 
     from guard_sdk import Guard, GuardBundle, IneffectiveOptionWarning
     from guard_sdk.bundle import last_tokens
 
-    gated, threshold = _score(Guard([pack / ANSWERS, pack / GATE], device="cpu", threads=threads), answers, requests)
+    gated, factors, threshold = _score(
+        Guard([pack / ANSWERS, pack / GATE], device="cpu", threads=threads), answers, requests
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", IneffectiveOptionWarning)  # the gate is left out on purpose
-        plain, _ = _score(Guard(pack / ANSWERS, device="cpu", threads=threads), answers, requests)
+        plain, _, _ = _score(Guard(pack / ANSWERS, device="cpu", threads=threads), answers, requests)
     # The request as the gate reads it: the answer guard's last context_tokens tokens of it.
     manifest = GuardBundle.load(pack / ANSWERS).manifest
     tokenizer = Tokenizer.from_file(str(pack / ANSWERS / manifest.tokenizer.file))
     cut = last_tokens(tokenizer, [r or "" for r in requests], manifest.input.context_tokens)
     asked = [i for i, r in enumerate(cut) if r]
     by_request = np.ones(len(answers))
-    gate = Guard(pack / GATE, device="cpu", threads=threads)
-    by_request[asked] = np.minimum(1.0, _ratios(gate, [cut[i] for i in asked]))
-    return {
+    by_request[asked] = np.minimum(
+        1.0, _ratios(Guard(pack / GATE, device="cpu", threads=threads), [cut[i] for i in asked])
+    )
+    ways = {
         "no gate": plain,
         "gated by request and answer (shipped)": gated,
         "gated by the request alone": plain * by_request,
-    }, threshold
+    }
+    return ways, factors, threshold
 
 
 def _per_kind(kinds: Sequence[str], ways: dict[str, np.ndarray], threshold: float) -> list[list[object]]:
@@ -109,18 +128,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--pack", type=Path, default=None, help="pack folder (default: guard_sdk.default_pack_dir())")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--out", type=Path, default=RESULTS / "pack")
+    parser.add_argument(
+        "--embedding-head", action="store_true", help="also score a linear head on the answer's embedding (a lever)"
+    )
     args = parser.parse_args(argv)
     pack = args.pack or default_pack_dir()
 
     rows = accuracy.load_set(EVAL_DIR / "xstest_responses", None)
-    ways, threshold = _ways(pack, args.threads, [r.text for r in rows], [r.meta.get("prompt") for r in rows])
+    ways, gate, threshold = _ways(pack, args.threads, [r.text for r in rows], [r.meta.get("prompt") for r in rows])
     unsafe = [r.unsafe for r in rows]
     overall = {w: accuracy.metrics(unsafe, list(s), list(s >= threshold)) for w, s in ways.items()}
+    validation_file = next(default_work_dir(pack).glob(f"run-*-{ANSWERS}/validation.jsonl"))
+    if args.embedding_head:
+        head = _embedding_head(default_work_dir(pack) / "data", validation_file, [r.text for r in rows])
+        truth = np.array(unsafe)
+        overall["embedding head on the answer alone (not shipped), no gate"] = {"auprc": loso.auprc(truth, head)}
+        overall["embedding head on the answer alone (not shipped), gated"] = {"auprc": loso.auprc(truth, head * gate)}
     kinds = [f"{r.meta['prompt_label']} prompt, {r.meta['response_class'][2:].replace('_', ' ')}" for r in rows]
 
-    validation_file = next(default_work_dir(pack).glob(f"run-*-{ANSWERS}/validation.jsonl"))
     validation = [json.loads(line) for line in validation_file.read_text(encoding="utf-8").splitlines()]
-    val_ways, _ = _ways(pack, args.threads, [v["text"] for v in validation], [v["context"] or None for v in validation])
+    val_ways, _, _ = _ways(
+        pack, args.threads, [v["text"] for v in validation], [v["context"] or None for v in validation]
+    )
     val_kinds = [
         f"{v['kind']}{', harmful' if v['labels'] else ''}{'' if v['context'] else ', no request'}" for v in validation
     ]
@@ -143,7 +172,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "",
             markdown_table(
                 ["how", "AUPRC", "recall", "FPR", "F1"],
-                [[w, m["auprc"], m["recall"], m["fpr"], m["f1"]] for w, m in overall.items()],
+                [
+                    [w, m["auprc"], m.get("recall", "–"), m.get("fpr", "–"), m.get("f1", "–")]
+                    for w, m in overall.items()
+                ],
             ),
             "",
             "Share flagged per answer kind:",

@@ -397,6 +397,25 @@ def test_wrap_judges_the_answer_with_the_request(answers: Guard, llm_server: Any
     assert refused.choices[0].finish_reason == "content_filter"
 
 
+def test_wrap_gates_the_answer_by_the_request_it_sent(
+    gated_exchange_bundle: Path, request_gate_bundle: Path, llm_server: Any, exchange_texts: Any
+):
+    t = exchange_texts
+    guard = Guard([request_gate_bundle, gated_exchange_bundle], device="cpu", threads=2)
+    client = guard.wrap(openai.OpenAI(base_url=llm_server.base_url, api_key="local"))
+    ask = {"model": llm_server.model, **complying(t.compliant)}
+    chat = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": t.benign}]
+    allowed = client.chat.completions.create(messages=chat, **ask)
+    results = {r.stage: r for r in allowed.guard_results}
+    scored = results["output"].score(LABEL)
+    gate = Guard(request_gate_bundle, device="cpu", threads=2)
+    assert scored.gate == pytest.approx(gate_of(gate, t.benign, t.compliant), abs=1e-6) and not scored.flagged
+    # The gate guard checks inputs too: a request it flags is never sent.
+    with pytest.raises(GuardViolation) as blocked:
+        client.chat.completions.create(messages=[{"role": "user", "content": t.harmful}], **ask)
+    assert blocked.value.stage == "input" and blocked.value.violations[0].score("harmful-request").flagged
+
+
 def test_guarded_judges_the_output_with_the_checked_input(answers: Guard, exchange_texts: Any):
     t = exchange_texts
 
