@@ -24,7 +24,8 @@ Catching ``GuardError`` catches everything this package raises on purpose.
 
 Warnings (``warnings.warn``, never raised):
 
-    IneffectiveOptionWarning          a Guard option that does nothing in this combination (also a UserWarning)
+    IneffectiveOptionWarning          a Guard option or bundle setting that does nothing in this combination (also a
+                                      UserWarning)
 """
 
 from __future__ import annotations
@@ -198,4 +199,5 @@ class GuardViolation(GuardError):
 
 class IneffectiveOptionWarning(UserWarning):
     """A ``Guard`` option that does nothing in the combination given, e.g. ``spin=True`` where every ONNX Runtime
-    session runs on one thread. The Guard works; the option costs or promises something it does not deliver."""
+    session runs on one thread, or a bundle's request gate whose guard is not loaded beside it. The Guard works; the
+    option costs or promises something it does not deliver."""
