@@ -303,7 +303,7 @@ def gate_of(gate: Guard, request: str, answer: str) -> float:
 
 
 def test_the_request_gate_keeps_answers_to_harmful_requests_and_lets_others_through(
-    gated_exchange_bundle: Path, request_gate_bundle: Path, answers: Guard, exchange_texts: Any
+    gated_exchange_bundle: Path, request_gate_bundle: Path, exchange_texts: Any
 ):
     t = exchange_texts
     manifest = GuardBundle.load(gated_exchange_bundle).manifest
@@ -312,12 +312,14 @@ def test_the_request_gate_keeps_answers_to_harmful_requests_and_lets_others_thro
     assert raw["input"] == {"kind": "exchange", "context_tokens": 24, "request_gate": {"guard": "request-check"}}
     gate = Guard(request_gate_bundle, device="cpu", threads=2)
     guard = Guard([request_gate_bundle, gated_exchange_bundle], device="cpu", threads=2)
+    with pytest.warns(IneffectiveOptionWarning, match="no bundle named 'request-check' is loaded"):
+        ungated = Guard(gated_exchange_bundle, device="cpu", threads=2)  # the same model, without its gate
     inputs = guard.check(t.harmful)
     assert [s.label for s in inputs.scores] == ["harmful-request"] and inputs.flagged, "the gate checks inputs"
 
     pairs = [(t.compliant, t.harmful), (t.compliant, t.benign), (t.refusal, t.harmful)]
     gated = guard.check_batch([a for a, _ in pairs], stage="output", contexts=[r for _, r in pairs])
-    plain = answers.check_batch([a for a, _ in pairs], stage="output", contexts=[r for _, r in pairs])
+    plain = ungated.check_batch([a for a, _ in pairs], stage="output", contexts=[r for _, r in pairs])
     for (answer, request), with_gate, without in zip(pairs, gated, plain):
         factor = gate_of(gate, request, answer)
         scored, alone = with_gate.score(LABEL), without.score(LABEL)
@@ -330,22 +332,23 @@ def test_the_request_gate_keeps_answers_to_harmful_requests_and_lets_others_thro
     assert not refusal.flagged
     # Without a request there is nothing to gate: the answer alone, as the ungated guard judges it.
     alone = guard.check(t.compliant, stage="output").score(LABEL)
-    assert alone.gate is None and alone.score == answers.check(t.compliant, stage="output").score(LABEL).score
-    assert plain[0].score(LABEL).gate is None, "an ungated bundle reports no gate"
+    assert alone.gate is None and alone.score == ungated.check(t.compliant, stage="output").score(LABEL).score
+    assert plain[0].score(LABEL).gate is None, "a gate that is not loaded reports none"
     chat = [{"role": "user", "content": t.benign}, {"role": "assistant", "content": "Anything else?"}]
     assert guard.check(t.compliant, stage="output", context=chat).score(LABEL).gate == pytest.approx(benign.gate)
 
 
 def test_a_request_gate_that_is_not_loaded_says_so(
-    gated_exchange_bundle: Path, multi_label_bundle: Path, exchange_bundle: Path, exchange_texts: Any, tmp_path: Path
+    gated_exchange_bundle: Path, request_gate_bundle: Path, exchange_bundle: Path, exchange_texts: Any, tmp_path: Path
 ):
     t = exchange_texts
     with pytest.warns(IneffectiveOptionWarning, match="no bundle named 'request-check' is loaded"):
         alone = Guard(gated_exchange_bundle, device="cpu", threads=1)
-    ungated = Guard(exchange_bundle, device="cpu", threads=1)
     result = alone.check(t.compliant, stage="output", context=t.benign).score(LABEL)
-    assert result.gate is None
-    assert result.score == ungated.check(t.compliant, stage="output", context=t.benign).score(LABEL).score
+    gated = Guard([gated_exchange_bundle, request_gate_bundle], device="cpu", threads=1)
+    with_gate = gated.check(t.compliant, stage="output", context=t.benign).score(LABEL)
+    assert result.gate is None and with_gate.gate is not None and with_gate.gate > 0
+    assert result.score == pytest.approx(with_gate.score / with_gate.gate, rel=1e-5), "judged without the gate"
     # A gate must read text: naming an exchange guard is refused.
     copy = shutil.copytree(gated_exchange_bundle, tmp_path / "gated")
     raw = json.loads((copy / "guard.json").read_text())
