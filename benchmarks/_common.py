@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from builder.train.run import ModelKind
+    from guard_sdk import GuardBundle
     from guard_sdk.bundle import BundleManifest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +30,19 @@ EVAL_DIR = SHARED / "eval"
 def bundle_model_kind(manifest: BundleManifest) -> ModelKind:
     """The bundle's head (``classifier`` or ``embedding``), which decides how its checkpoint is exported and run."""
     return manifest.training.head  # type: ignore[return-value]  # the builder's heads: what it wrote
+
+
+def training_run(bundle: GuardBundle) -> Path:
+    """The training run a pack bundle was exported from (``guard-build pack``'s work folder beside the pack), found by
+    its training data's sha256."""
+    from builder.recipes.pack import default_work_dir
+
+    name, sha = bundle.manifest.name, bundle.manifest.training_data_sha256 or ""
+    work = default_work_dir(bundle.path.parent)
+    runs = sorted(work.glob(f"run-{sha[:12]}-*-{name}"))
+    if not sha or not runs:
+        raise SystemExit(f"no training run of {name} in {work}: build the pack with guard-build pack first")
+    return runs[0]
 
 
 def machine_info(threads: Sequence[int] = ()) -> dict[str, Any]:

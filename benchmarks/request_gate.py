@@ -16,16 +16,25 @@ calibrated). Writes ``request_gate.json`` / ``.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import accuracy, loso
-from ._common import EVAL_DIR, RESULTS, Engine, machine_info, markdown_table, time_interleaved, write_results
+from ._common import (
+    EVAL_DIR,
+    RESULTS,
+    Engine,
+    machine_info,
+    markdown_table,
+    time_interleaved,
+    training_run,
+    write_results,
+)
 
 GATE = "content-safety"
 ANSWERS = "answer-safety"
@@ -58,30 +67,49 @@ def _embedding_head(data: Path, validation_file: Path, answers: Sequence[str]) -
     return loso.score(loso.embed(answers, data), head)
 
 
+@dataclass(frozen=True)
+class _Pack:
+    """The Guards compared, each loaded once: answer-safety gated as shipped, the same without its gate, and the gate
+    guard alone; and how the answer guard cuts a request (what the gate reads of it)."""
+
+    gated: Any
+    plain: Any
+    gate: Any
+    tokenizer: Any
+    context_tokens: int
+
+    @classmethod
+    def load(cls, pack: Path, threads: int | None) -> _Pack:
+        from tokenizers import Tokenizer
+
+        from guard_sdk import Guard, GuardBundle, IneffectiveOptionWarning
+
+        answers = GuardBundle.load(pack / ANSWERS)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", IneffectiveOptionWarning)  # the gate is left out on purpose
+            plain = Guard(answers, device="cpu", threads=threads)
+        return cls(
+            gated=Guard([answers, pack / GATE], device="cpu", threads=threads),
+            plain=plain,
+            gate=Guard(pack / GATE, device="cpu", threads=threads),
+            tokenizer=Tokenizer.from_buffer(answers.read(answers.manifest.tokenizer.file)),
+            context_tokens=answers.manifest.input.context_tokens,
+        )
+
+
 def _ways(
-    pack: Path, threads: int | None, answers: list[str], requests: list[str | None]
+    guards: _Pack, answers: list[str], requests: list[str | None]
 ) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
     """Per way of gating: each answer's score; the shipped gate's factors; and the threshold they all share."""
-    from tokenizers import Tokenizer
-
-    from guard_sdk import Guard, GuardBundle, IneffectiveOptionWarning
     from guard_sdk.bundle import last_tokens
 
-    gated, factors, threshold = _score(
-        Guard([pack / ANSWERS, pack / GATE], device="cpu", threads=threads), answers, requests
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", IneffectiveOptionWarning)  # the gate is left out on purpose
-        plain, _, _ = _score(Guard(pack / ANSWERS, device="cpu", threads=threads), answers, requests)
+    gated, factors, threshold = _score(guards.gated, answers, requests)
+    plain, _, _ = _score(guards.plain, answers, requests)
     # The request as the gate reads it: the answer guard's last context_tokens tokens of it.
-    manifest = GuardBundle.load(pack / ANSWERS).manifest
-    tokenizer = Tokenizer.from_file(str(pack / ANSWERS / manifest.tokenizer.file))
-    cut = last_tokens(tokenizer, [r or "" for r in requests], manifest.input.context_tokens)
+    cut = last_tokens(guards.tokenizer, [r or "" for r in requests], guards.context_tokens)
     asked = [i for i, r in enumerate(cut) if r]
     by_request = np.ones(len(answers))
-    by_request[asked] = np.minimum(
-        1.0, _ratios(Guard(pack / GATE, device="cpu", threads=threads), [cut[i] for i in asked])
-    )
+    by_request[asked] = np.minimum(1.0, _ratios(guards.gate, [cut[i] for i in asked]))
     ways = {
         "no gate": plain,
         "gated by request and answer (shipped)": gated,
@@ -98,19 +126,12 @@ def _per_kind(kinds: Sequence[str], ways: dict[str, np.ndarray], threshold: floa
     return rows
 
 
-def _latency(pack: Path, threads: int | None, pairs: list[tuple[str, str]]) -> dict[str, Any]:
-    from guard_sdk import Guard, IneffectiveOptionWarning
-
-    gated = Guard([pack / ANSWERS, pack / GATE], device="cpu", threads=threads)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", IneffectiveOptionWarning)
-        plain = Guard(pack / ANSWERS, device="cpu", threads=threads)
-
+def _latency(guards: _Pack, pairs: list[tuple[str, str]]) -> dict[str, Any]:
     def check(guard: Any) -> Callable[[int], object]:
         return lambda i: guard.check(pairs[i % len(pairs)][0], stage="output", context=pairs[i % len(pairs)][1])
 
     stats = time_interleaved(
-        [Engine("no gate", check(plain)), Engine("gated", check(gated))],
+        [Engine("no gate", check(guards.plain)), Engine("gated", check(guards.gated))],
         warmup=3,
         min_reps=100,
         max_reps=200,
@@ -121,8 +142,7 @@ def _latency(pack: Path, threads: int | None, pairs: list[tuple[str, str]]) -> d
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from builder.recipes.pack import default_work_dir
-    from guard_sdk import default_pack_dir
+    from guard_sdk import GuardBundle, default_pack_dir
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pack", type=Path, default=None, help="pack folder (default: guard_sdk.default_pack_dir())")
@@ -133,27 +153,27 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     args = parser.parse_args(argv)
     pack = args.pack or default_pack_dir()
+    guards = _Pack.load(pack, args.threads)
+    run = training_run(GuardBundle.load(pack / ANSWERS))
+    validation_file = run / "validation.jsonl"
 
     rows = accuracy.load_set(EVAL_DIR / "xstest_responses", None)
-    ways, gate, threshold = _ways(pack, args.threads, [r.text for r in rows], [r.meta.get("prompt") for r in rows])
+    ways, gate, threshold = _ways(guards, [r.text for r in rows], [r.meta.get("prompt") for r in rows])
     unsafe = [r.unsafe for r in rows]
     overall = {w: accuracy.metrics(unsafe, list(s), list(s >= threshold)) for w, s in ways.items()}
-    validation_file = next(default_work_dir(pack).glob(f"run-*-{ANSWERS}/validation.jsonl"))
     if args.embedding_head:
-        head = _embedding_head(default_work_dir(pack) / "data", validation_file, [r.text for r in rows])
+        head = _embedding_head(run.parent / "data", validation_file, [r.text for r in rows])
         truth = np.array(unsafe)
         overall["embedding head on the answer alone (not shipped), no gate"] = {"auprc": loso.auprc(truth, head)}
         overall["embedding head on the answer alone (not shipped), gated"] = {"auprc": loso.auprc(truth, head * gate)}
     kinds = [f"{r.meta['prompt_label']} prompt, {r.meta['response_class'][2:].replace('_', ' ')}" for r in rows]
 
-    validation = [json.loads(line) for line in validation_file.read_text(encoding="utf-8").splitlines()]
-    val_ways, _, _ = _ways(
-        pack, args.threads, [v["text"] for v in validation], [v["context"] or None for v in validation]
-    )
+    validation = loso.load_rows(validation_file)
+    val_ways, _, _ = _ways(guards, [v["text"] for v in validation], [v["context"] or None for v in validation])
     val_kinds = [
         f"{v['kind']}{', harmful' if v['labels'] else ''}{'' if v['context'] else ', no request'}" for v in validation
     ]
-    latency = _latency(pack, args.threads, [(r.text, r.meta["prompt"]) for r in rows[::10]])
+    latency = _latency(guards, [(r.text, r.meta["prompt"]) for r in rows[::10]])
 
     result = {
         "pack": str(pack),

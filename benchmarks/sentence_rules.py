@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._common import RESULTS, markdown_table, write_results
+from ._common import RESULTS, markdown_table, training_run, write_results
 from .attacks import PAYLOADS, PREAMBLES, benign_sets
 
 if TYPE_CHECKING:
@@ -75,14 +75,8 @@ def score_texts(whole_text: Guard, texts: Sequence[str]) -> list[Scored]:
 def validation_benign(bundle: GuardBundle) -> list[str]:
     """The benign rows of the validation split the pack's export calibrated ``bundle`` on."""
     from builder.data.dataset import iter_text_rows
-    from builder.recipes.pack import default_work_dir
 
-    name, sha = bundle.manifest.name, bundle.manifest.training_data_sha256 or ""
-    work = default_work_dir(bundle.path.parent)
-    runs = sorted(work.glob(f"run-{sha[:12]}-*-{name}"))
-    if not sha or not runs:
-        raise SystemExit(f"no training run of {name} in {work}: build the pack with guard-build pack first")
-    return [row["text"] for row in iter_text_rows(runs[0] / "validation.jsonl") if not row.get("labels")]
+    return [row["text"] for row in iter_text_rows(training_run(bundle) / "validation.jsonl") if not row.get("labels")]
 
 
 def thresholds(

@@ -624,7 +624,6 @@ def build_pack(
     """Data -> train -> export for every guard; a guard whose bundle exists for the same data is kept, and a killed
     training run resumes from its last checkpoint. Returns the bundle folders."""
     from guard_sdk import GuardBundle
-    from guard_sdk.bundle import RequestGate
 
     from ..export import ExportConfig, export_bundle
     from ..train.classifier import TrainConfig
@@ -678,11 +677,10 @@ def build_pack(
                 existing.tokenizer.max_length,
                 existing.base_model,
                 existing.metrics.calibration,
-                existing.input.request_gate,
+                gate.guard if (gate := existing.input.request_gate) else None,
             )
-            gate = None if export_config.request_gate is None else RequestGate(guard=export_config.request_gate)
-            wanted = (PACK_VERSION, data.sha256, kind, epochs, max_length, base_model, export_config.calibration, gate)
-            if recorded == wanted:
+            settings = (export_config.calibration, export_config.request_gate)
+            if recorded == (PACK_VERSION, data.sha256, kind, epochs, max_length, base_model, *settings):
                 progress(f"{data.name}: up to date in {bundle_dir}")
                 bundles.append(bundle_dir)
                 continue
