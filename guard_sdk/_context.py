@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Context", "ContextKind", "context_chars", "last_tokens", "render", "validate"]
 
+# last_tokens first tokenizes this many characters per kept token of a text's end: prose averages 4-5 per token.
+_TAIL_CHARS_PER_TOKEN = 16
+
 Context = str | Sequence[Mapping[str, Any]]
 """A request (str), or the messages of a conversation, earlier turns first (e.g. openai chat messages)."""
 ContextKind = Literal["exchange", "conversation"]
@@ -85,16 +88,29 @@ def context_chars(context: object) -> int:
 def last_tokens(tokenizer: Tokenizer, texts: Sequence[str], keep: int) -> list[str]:
     """Each text cut to its last ``keep`` tokens, at the start of a word: the cut text tokenizes to those tokens (or
     a few fewer), so the pair built from it holds at most ``keep`` of the context's tokens. ``tokenizer`` must not
-    truncate. One tokenization of each text, with offsets: linear in its length."""
+    truncate.
+
+    Only a tail of a long text is tokenized, longer (four times each round) until the tokens after the tail's first
+    word, which the cut may have split, hold the last ``keep``: the tokenizer normalises and splits text within
+    words, so those are the whole text's tokens. The work is linear in the tail, about ``keep`` tokens for prose,
+    however long the text."""
     cut = list(texts)
-    for i, encoding in enumerate(tokenizer.encode_batch(cut, add_special_tokens=False)):
-        count = len(encoding)
-        if count <= keep:
-            continue
-        words = encoding.word_ids
-        start = count - keep
-        # A word cut in two would tokenize differently (``##ing`` alone is ``ing``): start at the next whole word.
-        while start < count and words[start] is not None and words[start] == words[start - 1]:
-            start += 1
-        cut[i] = cut[i][encoding.offsets[start][0] :] if start < count else ""
+    pending = list(range(len(cut)))
+    chars = max(1, keep) * _TAIL_CHARS_PER_TOKEN
+    while pending:
+        tails = [cut[i][-chars:] for i in pending]
+        longer = []
+        for i, tail, encoding in zip(pending, tails, tokenizer.encode_batch(tails, add_special_tokens=False)):
+            whole, count = len(tail) == len(cut[i]), len(encoding)
+            start = count - keep
+            if start <= 0 or (not whole and encoding.token_to_word(start) == encoding.token_to_word(0)):
+                if not whole:  # fewer than keep whole-word tokens in the tail: a longer one
+                    longer.append(i)
+                continue
+            # A word cut in two would tokenize differently (``##ing`` alone is ``ing``): start at the next whole word.
+            word = encoding.token_to_word
+            while start < count and word(start) is not None and word(start) == word(start - 1):
+                start += 1
+            cut[i] = tail[encoding.token_to_chars(start)[0] :] if start < count else ""
+        pending, chars = longer, chars * 4
     return cut

@@ -823,25 +823,23 @@ class Guard:
         """Refuse a text whose views and context are over the token budget before any model runs on them; move a
         submitted check too large for its workers to the large ones. A context counts with the tokens its guards
         keep of it (its last ``context_tokens``): a long conversation is not a long text."""
-        inputs = [view.text for view in scanned]
-        input_owners = list(owners)
-        caps: list[int | None] = [None] * len(inputs)
-        for kind, rendered in contexts.items():
-            kept = max(c[1] for b in active if (c := self._bundles[b].context) is not None and c[0] == kind)
-            for owner, context in enumerate(rendered):
-                if context:
-                    inputs.append(context)
-                    input_owners.append(owner)
-                    caps.append(kept)
-        what = "text with its context" if len(inputs) > len(scanned) else "text"
+        keeps = {
+            kind: max(c[1] for b in active if (c := self._bundles[b].context) is not None and c[0] == kind)
+            for kind in contexts
+        }
+        what = "text with its context" if any(any(rendered) for rendered in contexts.values()) else "text"
         tokens = 0
         for counter in {self._bundles[b].tokenization_key[0]: self._bundles[b].counter for b in active}.values():
+            inputs = [view.text for view in scanned]
+            input_owners = list(owners)
+            for kind, rendered in contexts.items():
+                kept = last_tokens(counter, rendered, keeps[kind])
+                inputs += [context for context in kept if context]
+                input_owners += [owner for owner, context in enumerate(kept) if context]
             # Rust, without offsets, and without holding the interpreter lock.
             per_text: dict[int, int] = {}
-            encodings = counter.encode_batch_fast(inputs, add_special_tokens=False)
-            for owner, cap, encoding in zip(input_owners, caps, encodings):
-                count = len(encoding) if cap is None else min(len(encoding), cap)
-                per_text[owner] = per_text.get(owner, 0) + count
+            for owner, encoding in zip(input_owners, counter.encode_batch_fast(inputs, add_special_tokens=False)):
+                per_text[owner] = per_text.get(owner, 0) + len(encoding)
             if per_text and max(per_text.values()) > self.max_tokens:
                 raise TextTooLongError(max(per_text.values()), self.max_tokens, unit="tokens", what=what)
             tokens = max(tokens, sum(per_text.values()))

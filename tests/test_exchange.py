@@ -170,6 +170,50 @@ def test_last_tokens_cuts_at_the_start_of_a_word(exchange_bundle: Path):
     assert last_tokens(tokenizer, ["", "short", text], 100) == ["", "short", text]
 
 
+class _Tokenized:
+    """A real tokenizer that keeps the texts it is given."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer, self.texts = tokenizer, list[str]()
+
+    def encode_batch(self, texts: list[str], **options: Any) -> Any:
+        self.texts += texts
+        return self.tokenizer.encode_batch(texts, **options)
+
+
+def _last_tokens_of_the_whole_text(tokenizer: Tokenizer, text: str, keep: int) -> str:
+    """``last_tokens`` as first written: the whole text tokenized, the cut moved to the start of a word."""
+    encoding = tokenizer.encode(text, add_special_tokens=False)
+    start = len(encoding) - keep
+    if start <= 0:
+        return text
+    while start < len(encoding) and encoding.word_ids[start] == encoding.word_ids[start - 1]:
+        start += 1
+    return text[encoding.offsets[start][0] :] if start < len(encoding) else ""
+
+
+def test_last_tokens_of_a_tail_are_those_of_the_whole_text(exchange_bundle: Path):
+    import random
+
+    tokenizer = Tokenizer.from_file(str(exchange_bundle / "tokenizer.json"))
+    rng = random.Random(0)
+    # Pieces that tokenize differently when a cut splits them: long words, accents (one or two code points), CJK
+    # (a token a character), emoji, punctuation, runs of spaces, control and zero-width characters, a word over
+    # WordPiece's 100 characters.
+    pieces = [*"abcdefg  \n\t.,!?'-1", "é", "e\u0301", "你", "😀", "\u200b", "\x00", "ﬁ", "     ", "Unbelievably"]
+    pieces.append("a" * 120)
+    for _ in range(600):
+        text = "".join(rng.choice(pieces) for _ in range(rng.choice([0, 10, 100, 1000, 6000])))
+        for keep in (1, 8, 24, 96):
+            assert last_tokens(tokenizer, [text], keep) == [_last_tokens_of_the_whole_text(tokenizer, text, keep)]
+
+    # The work is the tail's, not the text's: a 200,000-character request is read as its last few hundred.
+    recording = _Tokenized(tokenizer)
+    request = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(200_000))
+    (cut,) = last_tokens(recording, [request], 24)  # type: ignore[arg-type]
+    assert cut == request[-24:] and sum(map(len, recording.texts)) <= 24 * 16
+
+
 def test_training_pairs_are_the_runtime_windows(exchange_run: Path, answers: Guard, exchange_texts: Any):
     from transformers import AutoTokenizer
 
