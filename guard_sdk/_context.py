@@ -11,6 +11,8 @@ chat messages with str content are such mappings. A guard reads it as its bundle
 - ``text``: nothing, the context is ignored.
 
 Of what it reads, a guard keeps the last ``context_tokens`` tokens (``last_tokens``): the ask usually ends a request.
+It reads those from at most the last ``CONTEXT_CHARS`` characters (``context_text``), so a long conversation costs
+what a short one does and is never refused for its length.
 """
 
 from __future__ import annotations
@@ -23,7 +25,20 @@ from ._errors import InputTypeError
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-__all__ = ["Context", "ContextKind", "context_chars", "last_tokens", "render", "validate"]
+__all__ = [
+    "CONTEXT_CHARS",
+    "Context",
+    "ContextKind",
+    "context_text",
+    "last_tokens",
+    "render",
+    "validate",
+]
+
+# The characters of a context a guard reads, from its end: the last context_tokens tokens of prose lie well inside
+# them (about 5 characters a token; a 512-token window keeps fewer). Only runs of whitespace or invisible characters
+# could push the text before them out of view, as filler text of any kind can.
+CONTEXT_CHARS = 16_384
 
 # last_tokens first tokenizes this many characters per kept token of a text's end: prose averages 4-5 per token.
 _TAIL_CHARS_PER_TOKEN = 16
@@ -72,17 +87,20 @@ def render(context: Context | None, kind: ContextKind) -> str:
     return "\n".join(f"{message['role']}: {message['content']}" for message in context if message.get("content"))
 
 
-def context_chars(context: object) -> int:
-    """Characters a context holds (0 for anything that is not one), to size a check before it is validated."""
-    if isinstance(context, str):
-        return len(context)
-    if not isinstance(context, Sequence):
-        return 0
-    return sum(
-        len(content)
-        for message in context
-        if isinstance(message, Mapping) and isinstance(content := message.get("content"), str)
-    )
+def context_text(context: Context | None, kind: ContextKind) -> str:
+    """What a guard of ``kind`` reads of a validated context: ``render``'s text, at most its last ``CONTEXT_CHARS``
+    characters (of a conversation, only the turns those hold are rendered)."""
+    if context is None or isinstance(context, str) or kind == "exchange":
+        return render(context, kind)[-CONTEXT_CHARS:]
+    turns: list[Mapping[str, Any]] = []
+    chars = 0
+    for message in reversed(context):
+        if chars > CONTEXT_CHARS:
+            break
+        if content := message.get("content"):
+            turns.append(message)
+            chars += len(message["role"]) + len(content) + 3  # "role: content\n"
+    return render(turns[::-1], kind)[-CONTEXT_CHARS:]
 
 
 def last_tokens(tokenizer: Tokenizer, texts: Sequence[str], keep: int) -> list[str]:

@@ -19,7 +19,7 @@ from tokenizers import Encoding, Tokenizer
 
 from ._batching import BatchingOptions, MicroBatcher
 from ._bundle import GuardBundle, LabelSpec, read_trust
-from ._context import Context, ContextKind, context_chars, last_tokens, render, validate
+from ._context import Context, ContextKind, context_text, last_tokens, validate
 from ._errors import (
     IneffectiveOptionWarning,
     InputEncodingError,
@@ -444,7 +444,8 @@ class Guard:
             given warn (``IneffectiveOptionWarning``).
         thresholds: per-label overrides of the manifests' thresholds.
         max_chars: longer texts raise ``TextTooLongError`` instead of being checked slowly or cut; so do texts that
-            normalisation (NFKC) makes longer than that.
+            normalisation (NFKC) makes longer than that. A context is read from its end, at most its last
+            ``max_chars`` characters (and at most ``guard_sdk.bundle.CONTEXT_CHARS``), never refused for its length.
         max_tokens: the work budget of one text: a text whose views (the text, and its sentences and decoded forms
             when scanned) hold more tokens (counted by each bundle's tokenizer, before any model runs) raises
             ``TextTooLongError`` with ``unit="tokens"``. The default keeps the worst text of ``max_chars`` within a
@@ -646,7 +647,7 @@ class Guard:
         alone ignore it, and without it those that read a context judge the text alone. A check at a stage no bundle
         takes part in returns ``status="checked"`` with no scores.
         """
-        if self._batcher and not _large([text], [context]):
+        if self._batcher and not _large([text]):
             return self._batcher.submit([text], stage, [context]).result()[0]
         return self.check_batch([text], stage=stage, contexts=[context])[0]
 
@@ -671,7 +672,7 @@ class Guard:
             raise InputTypeError("submit takes a sequence of texts, not a single str")
         texts = list(texts)
         contexts = _context_list(contexts, len(texts))
-        if self._batcher and not _large(texts, contexts):
+        if self._batcher and not _large(texts):
             return self._batcher.submit(texts, stage, contexts)
         from ._work import start  # not imported with the module: it brings concurrent.futures
 
@@ -803,12 +804,15 @@ class Guard:
         return any(self._bundles[i].context is not None for lane in self._stage_lanes[stage] for i in lane)
 
     def _contexts(self, contexts: Sequence[Context | None], kinds: set[ContextKind], n_texts: int) -> _Contexts:
-        """Per kind the check's guards read: each text's context rendered and normalised (``""`` for none). Every
-        context is type-checked, read or not."""
+        """Per kind the check's guards read: what each text's guards read of its context (``context_text``, at most
+        ``max_chars``), normalised (``""`` for none). Every context is type-checked, read or not."""
         for i, context in enumerate(contexts):
             validate(context, "context" if n_texts == 1 else f"contexts[{i}]")
         return {
-            kind: [self._prepare(render(context, kind), "context").text if context else "" for context in contexts]
+            kind: [
+                self._prepare(context_text(context, kind)[-self.max_chars :], "context").text if context else ""
+                for context in contexts
+            ]
             for kind in sorted(kinds)
         }
 
@@ -975,13 +979,12 @@ def _stop_if_abandoned() -> None:
         raise CancelledError("the check's caller gave up on it")
 
 
-def _large(texts: Sequence[object], contexts: Sequence[object] = ()) -> bool:
-    """Whether a check is large by its characters, contexts included (tokens are not counted yet): it skips the
-    micro-batcher and the workers of small checks."""
+def _large(texts: Sequence[object]) -> bool:
+    """Whether a check is large by its characters (tokens are not counted yet): it skips the micro-batcher and the
+    workers of small checks. Contexts do not count: a guard reads their last tokens (``guard_sdk._context``)."""
     from ._work import SMALL_CHARS
 
-    chars = sum(len(text) for text in texts if isinstance(text, str))
-    return chars + sum(context_chars(context) for context in contexts) > SMALL_CHARS
+    return sum(len(text) for text in texts if isinstance(text, str)) > SMALL_CHARS
 
 
 def _context_list(contexts: Sequence[Context | None] | None, n_texts: int) -> list[Context | None]:

@@ -69,7 +69,7 @@ def start(
     """Check texts (each with its context, or None) on the pool their size calls for; the future holds one result
     per text."""
     future = CheckFuture()
-    large = _large(texts, contexts)
+    large = _large(texts)
     _pool(large).submit(_run, future, functools.partial(check_batch, texts, stage=stage, contexts=contexts), large)
     return future
 

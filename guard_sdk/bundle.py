@@ -4,8 +4,8 @@ A bundle is a folder: ``guard.json`` (``BundleManifest``, written with ``write_m
 with their sha256 (``file_sha256``); the format is described in README.md ("The guard bundle") and in
 ``guard_sdk._bundle``. Beside the manifest's models, this module holds what a builder must compute exactly as the
 runtime does, so that what it calibrates and checks is what ships: the ONNX Runtime session settings
-(``create_session``), how a context is rendered for a guard's input kind (``render``) and cut to its last tokens
-(``last_tokens``), and how sentences are found and pooled from a window's token embeddings (``sentence_spans``,
+(``create_session``), what a guard reads of a context for its input kind (``context_text``: ``render``'s text, its
+last ``CONTEXT_CHARS`` characters) and how that is cut to its last tokens (``last_tokens``), and how sentences are found and pooled from a window's token embeddings (``sentence_spans``,
 ``pool_sentences``); and the names of the default pack's wheel (``PACK_DISTRIBUTION``, ``PACK_PACKAGE``,
 ``PACK_REPORT``).
 
@@ -34,12 +34,13 @@ from ._bundle import (
     file_sha256,
     write_manifest,
 )
-from ._context import ContextKind, last_tokens, render
+from ._context import CONTEXT_CHARS, ContextKind, context_text, last_tokens, render
 from ._pack import PACK_DISTRIBUTION, PACK_PACKAGE, PACK_REPORT
 from ._runtime import create_session
 from ._views import pool_sentences, sentence_spans
 
 __all__ = [
+    "CONTEXT_CHARS",
     "FP32_MODEL_FILE",
     "HEAD_FILE",
     "MANIFEST_NAME",
@@ -62,6 +63,7 @@ __all__ = [
     "RequestGate",
     "TokenizerSpec",
     "TrainingRecord",
+    "context_text",
     "create_session",
     "file_sha256",
     "last_tokens",

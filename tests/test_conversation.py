@@ -19,6 +19,7 @@ from builder.data.dataset import load_jsonl
 from builder.errors import BuilderError, DatasetError
 from builder.train.classifier import TrainConfig, train
 from guard_sdk import Guard, GuardBundle, GuardViolation
+from guard_sdk.bundle import CONTEXT_CHARS, context_text, render
 from guard_sdk.integrations.openai import MAX_CONTEXT_TURNS, chat_request_pieces, responses_request_pieces
 
 LABEL = "asks-again"
@@ -112,6 +113,40 @@ def test_a_message_reads_at_most_the_last_turns_before_it():
     assert {len(context) for context in contexts[MAX_CONTEXT_TURNS:]} == {MAX_CONTEXT_TURNS}
     assert [turn["content"] for turn in contexts[-1]] == [f"turn {i}" for i in range(n - 1 - MAX_CONTEXT_TURNS, n - 1)]
     assert contexts[-1][0] is contexts[-2][1], "the contexts are slices of one list of turns"
+
+
+def test_a_conversation_of_any_length_is_read_from_its_end(
+    conversations: Guard, conversation_bundle: Path, conversation_texts: Any
+):
+    t = conversation_texts
+    earlier = [
+        {"role": "user", "content": "Tell me about the weather."},
+        {"role": "assistant", "content": "Sunny. " * 500},
+    ]
+    last = [*earlier, *history(t.question, t.refusal)]
+    long = [*earlier * 100, {"role": "assistant", "content": None}, *last]  # 350,000 characters, over max_chars
+    assert sum(len(m["content"] or "") for m in long) > conversations.max_chars
+    # The guard keeps the last 32 tokens: the same as those of the last turns alone, which hold more than that.
+    result = conversations.check(t.follow_up, context=long)
+    assert result.score(LABEL).flagged and result.scores == conversations.check(t.follow_up, context=last).scores
+    small = Guard(conversation_bundle, device="cpu", threads=1, max_chars=1_000)
+    assert small.check(t.follow_up, context=long).scores == result.scores, "read from its last max_chars characters"
+
+
+def test_context_text_renders_only_the_turns_its_characters_hold():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(200):
+        turns = [
+            {
+                "role": rng.choice(["user", "assistant", "tool"]),
+                "content": rng.choice([None, "", "x" * rng.randrange(9000)]),
+            }
+            for _ in range(rng.randrange(12))
+        ]
+        assert context_text(turns, "conversation") == render(turns, "conversation")[-CONTEXT_CHARS:]
+    assert context_text("y" * 20_000, "exchange") == "y" * CONTEXT_CHARS
 
 
 def test_turns_without_text_and_items_that_are_no_message_are_left_out():

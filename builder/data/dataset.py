@@ -27,7 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from guard_sdk import normalize
-from guard_sdk.bundle import ContextKind, render
+from guard_sdk.bundle import ContextKind, context_text
 
 from ..errors import DatasetError
 
@@ -115,12 +115,12 @@ class LabeledDataset(BaseModel):
 
     def rendered_contexts(self) -> list[str] | None:
         """Each example's context as the runtime reads it, paired before its text: rendered for the data's kind
-        (``guard_sdk.bundle.render``) and normalised; None for data without contexts."""
+        (``guard_sdk.bundle.context_text``) and normalised; None for data without contexts."""
         kind, contexts = self.context_kind(), self.contexts()
         if kind is None or contexts is None:
             return None
         # As the runtime: an empty context (no request, no earlier turn) reads as "".
-        return [normalize(render(context, kind)).text if context else "" for context in contexts]
+        return [normalize(context_text(context, kind)).text if context else "" for context in contexts]
 
     def tasks(self) -> dict[str, str]:
         """Multi-task data: task name -> instruction (sorted by name), from each example's ``task`` and
