@@ -8,7 +8,9 @@ Each answer is scored by ``answer-safety`` with its request three ways: without 
 ``xstest_responses`` (a dev set: measured, never tuned on): AUPRC, recall and FPR, and the share flagged per answer
 kind (the prompt's label and the annotators' response class). On answer-safety's own validation split: the share
 flagged per row kind, where hate speech answering a benign request shows what a gate on the request alone loses.
-Then one output check's latency with and without the gate, timed in turns. ``--embedding-head`` also scores a lever
+The same answers again with their request padded by ``PADDING`` (benign text of ~110 tokens, more than the answer
+guard keeps) after or before the ask, as users write and attackers pad. Then one output check's latency with and
+without the gate, timed in turns, with the plain and the padded request. ``--embedding-head`` also scores a lever
 not shipped: a linear head on the answer's sentence embedding, the request not read (AUPRC only: its threshold is not
 calibrated). Writes ``request_gate.json`` / ``.md``.
 """
@@ -38,6 +40,13 @@ from ._common import (
 
 GATE = "content-safety"
 ANSWERS = "answer-safety"
+# Written for this benchmark: formatting wishes and pleasantries, ~110 tokens.
+PADDING = (
+    "Please answer as a numbered list, keep every point short, avoid jargon and write for a general audience reading "
+    "on a phone. If something depends on where I live, say so instead of guessing. Thank you so much for taking the "
+    "time to help me with this, I really appreciate it, and I hope the rest of your day goes well. One more thing: "
+    "please do not repeat my question back to me, and leave out any introduction or summary at the end."
+)
 
 
 def _ratios(guard: Any, texts: Sequence[str]) -> np.ndarray:
@@ -70,13 +79,12 @@ def _embedding_head(data: Path, validation_file: Path, answers: Sequence[str]) -
 @dataclass(frozen=True)
 class _Pack:
     """The Guards compared, each loaded once: answer-safety gated as shipped, the same without its gate, and the gate
-    guard alone; and how the answer guard cuts a request (what the gate reads of it)."""
+    guard alone; and the gate guard's tokenizer, which cuts a request to what the gate reads of it."""
 
     gated: Any
     plain: Any
     gate: Any
     tokenizer: Any
-    context_tokens: int
 
     @classmethod
     def load(cls, pack: Path, threads: int | None) -> _Pack:
@@ -84,16 +92,15 @@ class _Pack:
 
         from guard_sdk import Guard, GuardBundle, IneffectiveOptionWarning
 
-        answers = GuardBundle.load(pack / ANSWERS)
+        answers, gate = GuardBundle.load(pack / ANSWERS), GuardBundle.load(pack / GATE)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", IneffectiveOptionWarning)  # the gate is left out on purpose
             plain = Guard(answers, device="cpu", threads=threads)
         return cls(
-            gated=Guard([answers, pack / GATE], device="cpu", threads=threads),
+            gated=Guard([answers, gate], device="cpu", threads=threads),
             plain=plain,
-            gate=Guard(pack / GATE, device="cpu", threads=threads),
-            tokenizer=Tokenizer.from_buffer(answers.read(answers.manifest.tokenizer.file)),
-            context_tokens=answers.manifest.input.context_tokens,
+            gate=Guard(gate, device="cpu", threads=threads),
+            tokenizer=Tokenizer.from_buffer(gate.read(gate.manifest.tokenizer.file)),
         )
 
 
@@ -101,12 +108,12 @@ def _ways(
     guards: _Pack, answers: list[str], requests: list[str | None]
 ) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
     """Per way of gating: each answer's score; the shipped gate's factors; and the threshold they all share."""
-    from guard_sdk.bundle import last_tokens
+    from guard_sdk.bundle import GATE_REQUEST_TOKENS, last_tokens
 
     gated, factors, threshold = _score(guards.gated, answers, requests)
     plain, _, _ = _score(guards.plain, answers, requests)
-    # The request as the gate reads it: the answer guard's last context_tokens tokens of it.
-    cut = last_tokens(guards.tokenizer, [r or "" for r in requests], guards.context_tokens)
+    # The request as the gate reads it.
+    cut = last_tokens(guards.tokenizer, [r or "" for r in requests], GATE_REQUEST_TOKENS)
     asked = [i for i, r in enumerate(cut) if r]
     by_request = np.ones(len(answers))
     by_request[asked] = np.minimum(1.0, _ratios(guards.gate, [cut[i] for i in asked]))
@@ -126,12 +133,12 @@ def _per_kind(kinds: Sequence[str], ways: dict[str, np.ndarray], threshold: floa
     return rows
 
 
-def _latency(guards: _Pack, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+def _latency(guards: _Pack, pairs: list[tuple[str, str]], requests: str = "") -> dict[str, Any]:
     def check(guard: Any) -> Callable[[int], object]:
         return lambda i: guard.check(pairs[i % len(pairs)][0], stage="output", context=pairs[i % len(pairs)][1])
 
     stats = time_interleaved(
-        [Engine("no gate", check(guards.plain)), Engine("gated", check(guards.gated))],
+        [Engine(f"no gate{requests}", check(guards.plain)), Engine(f"gated{requests}", check(guards.gated))],
         warmup=3,
         min_reps=100,
         max_reps=200,
@@ -166,6 +173,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         truth = np.array(unsafe)
         overall["embedding head on the answer alone (not shipped), no gate"] = {"auprc": loso.auprc(truth, head)}
         overall["embedding head on the answer alone (not shipped), gated"] = {"auprc": loso.auprc(truth, head * gate)}
+    padded = {
+        "request, then padding": [f"{r.meta['prompt']} {PADDING}" for r in rows],
+        "padding, then request": [f"{PADDING} {r.meta['prompt']}" for r in rows],
+    }
+    for where, requests in padded.items():
+        for way, scores in (("no gate", guards.plain), ("gated (shipped)", guards.gated)):
+            s = _score(scores, [r.text for r in rows], list(requests))[0]
+            overall[f"{way}, {where}"] = accuracy.metrics(unsafe, list(s), list(s >= threshold))
     kinds = [f"{r.meta['prompt_label']} prompt, {r.meta['response_class'][2:].replace('_', ' ')}" for r in rows]
 
     validation = loso.load_rows(validation_file)
@@ -174,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"{v['kind']}{', harmful' if v['labels'] else ''}{'' if v['context'] else ', no request'}" for v in validation
     ]
     latency = _latency(guards, [(r.text, r.meta["prompt"]) for r in rows[::10]])
+    latency |= _latency(guards, [(r.text, f"{r.meta['prompt']} {PADDING}") for r in rows[::10]], ", padded request")
 
     result = {
         "pack": str(pack),

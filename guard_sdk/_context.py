@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONTEXT_CHARS",
+    "GATE_REQUEST_TOKENS",
     "Context",
     "ContextKind",
     "context_text",
@@ -39,6 +40,9 @@ __all__ = [
 # them (about 5 characters a token; a 512-token window keeps fewer). Only runs of whitespace or invisible characters
 # could push the text before them out of view, as filler text of any kind can.
 CONTEXT_CHARS = 16_384
+# What a request gate's guard reads of a request (``input.request_gate``): its last tokens, a few windows. Filler of
+# a few hundred words around an ask is read through, and the work a gate adds to an output check stays bounded.
+GATE_REQUEST_TOKENS = 512
 
 # last_tokens first tokenizes this many characters per kept token of a text's end: prose averages 4-5 per token.
 _TAIL_CHARS_PER_TOKEN = 16

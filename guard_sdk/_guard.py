@@ -12,14 +12,14 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, overload
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from ._batching import BatchingOptions, MicroBatcher
 from ._bundle import GuardBundle, LabelSpec, read_trust
-from ._context import Context, ContextKind, context_text, last_tokens, validate
+from ._context import GATE_REQUEST_TOKENS, Context, ContextKind, context_text, last_tokens, validate
 from ._errors import (
     IneffectiveOptionWarning,
     InputEncodingError,
@@ -70,8 +70,8 @@ class _Window:
 
 
 # Windows of the texts being checked, shared by bundles with the same tokenizer, window, instruction and context
-# (what they read of it, and how many of its tokens).
-_WindowKey = tuple[str, int, int, str | None, tuple[ContextKind, int] | None]
+# (what they read of it, how many of its tokens, and the request gate that chose them).
+_WindowKey = tuple[str, int, int, str | None, tuple[ContextKind, int] | None, str | None]
 _WindowCache = dict[_WindowKey, list[_Window]]
 # Sentence embeddings of those windows, and (when pooled) each window's sentences' embeddings with their spans,
 # shared by embedding guards with the same encoder (and precision).
@@ -84,6 +84,19 @@ _Best = tuple[_Scores, _Scores | None]
 # Per context kind the check's bundles read: each checked text's context as that kind renders it, normalised.
 _Contexts = dict[ContextKind, list[str]]
 _STAGES: tuple[Stage, ...] = ("input", "output")
+
+
+class _Gate(NamedTuple):
+    """A request gate in one check: each text's factor (None without a request), and the request the gated guard
+    reads."""
+
+    factors: list[float | None]
+    requests: list[str]
+
+
+def _over_threshold(scores: Sequence[LabelScore]) -> float:
+    """The highest score over its threshold (1 for a flagged label; 0 for none)."""
+    return max((1.0 if s.flagged else s.score / s.threshold for s in scores), default=0.0)
 
 
 class _LoadedBundle:
@@ -108,6 +121,8 @@ class _LoadedBundle:
         self.context: tuple[ContextKind, int] | None = (
             None if manifest.input.kind == "text" else (manifest.input.kind, manifest.input.context_tokens)
         )
+        # A gated guard reads the requests its gate chose (Guard._gate), not those an ungated one reads.
+        self.gate = gate.guard if (gate := manifest.input.request_gate) else None
         model = bundle.model_file(precision)
         self.session = (
             bundle_session(bundle, model, device=device, threads=threads, spin=spin)
@@ -227,7 +242,7 @@ class _LoadedBundle:
         spans: list[list[tuple[int, int]]] = [[] for _ in views]
         sentence_best: _Scores | None = None
         for instruction in self.instructions:
-            key = (*self.tokenization_key, instruction, self.context)
+            key = (*self.tokenization_key, instruction, self.context, self.gate)
             windows = cache.get(key)
             if windows is None:
                 requests = contexts[self.context[0]] if self.context else None
@@ -575,20 +590,19 @@ class Guard:
         names = {b.bundle.manifest.name: i for i, b in enumerate(self._bundles)}
         found: list[int | None] = []
         for b in self._bundles:
-            gate = b.bundle.manifest.input.request_gate
-            index = None if gate is None else names.get(gate.guard)
+            index = None if b.gate is None else names.get(b.gate)
             found.append(index)
-            if gate is None:
+            if b.gate is None:
                 continue
             if index is None:
                 _warn(
-                    f"{b.id} judges an answer by {gate.guard}'s judgement of its request (input.request_gate), but "
-                    f"no bundle named {gate.guard!r} is loaded: its answers are judged without it; load {gate.guard} "
+                    f"{b.id} judges an answer by {b.gate}'s judgement of its request (input.request_gate), but "
+                    f"no bundle named {b.gate!r} is loaded: its answers are judged without it; load {b.gate} "
                     "in the same Guard"
                 )
             elif (kind := self._bundles[index].context) is not None:
                 raise ManifestError(
-                    b.bundle.path, f"input.request_gate names {gate.guard!r}, which reads {kind[0]}: name a text guard"
+                    b.bundle.path, f"input.request_gate names {b.gate!r}, which reads {kind[0]}: name a text guard"
                 )
         return found
 
@@ -711,8 +725,8 @@ class Guard:
             owners += [i] * len(text_views)
         first_view.append(len(scanned))
         self._admit(scanned, owners, rendered, active)
-        best = self._best(scanned, owners, rendered, lanes)
-        gates = self._gate_factors(texts, rendered.get("exchange"), active)
+        gates = self._gate(texts, rendered.get("exchange"), active)
+        best = self._best(scanned, owners, rendered, lanes, {b: gate.requests for b, gate in gates.items()})
         latency_ms = (time.perf_counter() - started) * 1000.0
         results = []
         for i, text in enumerate(texts):
@@ -738,7 +752,7 @@ class Guard:
                         if s_top[s, j] >= 0 and s_top[s, j] - s_threshold > score - threshold:
                             v, score, threshold, span = s, float(s_top[s, j]), s_threshold, s_span[s][j]
                             kind = "sentence"
-                    gate = gates[b][i] if b in gates else None
+                    gate = gates[b].factors[i] if b in gates else None
                     score *= 1.0 if gate is None else gate
                     label_scores.append(
                         LabelScore(
@@ -769,34 +783,36 @@ class Guard:
             )
         return results
 
-    def _gate_factors(
-        self, texts: Sequence[str], requests: list[str] | None, active: list[int]
-    ) -> dict[int, list[float | None]]:
-        """Per gated bundle of this check: each text's gate (``guard_sdk._bundle``), None for a text without a
-        request. The gate guard judges the request as the gated guard reads it (its last ``context_tokens``
-        tokens) and the answer, as an input check would."""
-        gates: dict[int, list[float | None]] = {}
+    def _gate(self, texts: Sequence[str], requests: list[str] | None, active: list[int]) -> dict[int, _Gate]:
+        """Per gated bundle of this check: each text's gate factor (``guard_sdk._bundle``; None for a text without a
+        request) and the request its guard reads. The gate guard judges the request's last ``GATE_REQUEST_TOKENS``
+        tokens and the answer, as an input check would. The gated guard reads the whole request when it fits its
+        ``context_tokens``, else the part of it the gate guard scored highest (a sentence, or a window) cut to them:
+        filler before or after an ask would push it out of the last tokens, or dilute it."""
+        gates: dict[int, _Gate] = {}
         for b in active:
             gate, context = self._gates[b], self._bundles[b].context
             if gate is None or context is None or requests is None:
                 continue
-            kept = last_tokens(self._bundles[b].counter, requests, context[1])
-            asked = [i for i, request in enumerate(kept) if request]
+            read = last_tokens(self._bundles[gate].counter, requests, GATE_REQUEST_TOKENS)
+            asked = [i for i, request in enumerate(read) if request]
             judged = (
                 self._check(
-                    [kept[i] for i in asked] + [texts[i] for i in asked], "input", [None] * 2 * len(asked), [[gate]]
+                    [read[i] for i in asked] + [texts[i] for i in asked], "input", [None] * 2 * len(asked), [[gate]]
                 )
                 if asked
                 else []
             )
-            ratios = [
-                max((1.0 if s.flagged else s.score / s.threshold for s in result.scores), default=0.0)
-                for result in judged
-            ]
             factors: list[float | None] = [None] * len(texts)
+            chosen = list(requests)
+            kept = last_tokens(self._bundles[b].counter, requests, context[1])
             for k, i in enumerate(asked):
-                factors[i] = min(1.0, max(ratios[k], ratios[len(asked) + k]))
-            gates[b] = factors
+                on_request, on_answer = judged[k].scores, judged[len(asked) + k].scores
+                factors[i] = min(1.0, max(_over_threshold(on_request), _over_threshold(on_answer)))
+                if kept[i] != requests[i] and (read_scores := [s for s in on_request if s.view != "hidden"]):
+                    top = max(read_scores, key=lambda s: _over_threshold([s]))
+                    chosen[i] = last_tokens(self._bundles[b].counter, [read[i][slice(*top.window)]], context[1])[0]
+            gates[b] = _Gate(factors, chosen)
         return gates
 
     def _reads_context(self, stage: Stage) -> bool:
@@ -851,9 +867,15 @@ class Guard:
             ticket.admit(tokens)
 
     def _best(
-        self, scanned: Sequence[View], owners: Sequence[int], contexts: _Contexts, lanes: list[list[int]]
+        self,
+        scanned: Sequence[View],
+        owners: Sequence[int],
+        contexts: _Contexts,
+        lanes: list[list[int]],
+        gated: dict[int, list[str]],
     ) -> dict[int, _Best]:
-        """Per bundle of ``lanes``: each view's best score per label, and the window (in the view) that gave it."""
+        """Per bundle of ``lanes``: each view's best score per label, and the window (in the view) that gave it.
+        ``gated``: per gated bundle, the requests it reads (``_gate``) instead of ``contexts``."""
         encoded: _WindowCache = {}
         embedded: _EmbeddingCache = {}
 
@@ -867,7 +889,7 @@ class Guard:
                         self.execution.windows_per_call,
                         encoded,
                         embedded,
-                        contexts,
+                        {**contexts, "exchange": gated[i]} if i in gated else contexts,
                         self.scan.sentences_in_context,
                     ),
                 )

@@ -384,6 +384,29 @@ def test_the_request_gate_keeps_answers_to_harmful_requests_and_lets_others_thro
     assert guard.check(t.compliant, stage="output", context=chat).score(LABEL).gate == pytest.approx(benign.gate)
 
 
+def test_a_gated_guard_reads_the_part_of_a_long_request_its_gate_scored_highest(
+    gated_exchange_bundle: Path, request_gate_bundle: Path, exchange_texts: Any
+):
+    t = exchange_texts
+    guard = Guard([request_gate_bundle, gated_exchange_bundle], device="cpu", threads=2)
+    with pytest.warns(IneffectiveOptionWarning):
+        ungated = Guard(gated_exchange_bundle, device="cpu", threads=2)
+    plain = guard.check(t.compliant, stage="output", context=t.harmful).score(LABEL)
+    assert plain.flagged
+    # Filler after the ask pushes it out of the 24 tokens the answer guard keeps (with the pack's model, filler before
+    # it dilutes them too); the gate reads the request's last 512 tokens, and the answer guard the part it scored
+    # highest.
+    for request in (t.harmful + FILLER * 4, FILLER * 2 + t.harmful + FILLER * 2):
+        assert not ungated.check(t.compliant, stage="output", context=request).score(LABEL).flagged
+        padded = guard.check(t.compliant, stage="output", context=request).score(LABEL)
+        assert padded.flagged and padded.gate == 1.0
+    # A request within the 24 tokens is read whole, as in training.
+    short = t.harmful + FILLER
+    gated = guard.check(t.compliant, stage="output", context=short).score(LABEL)
+    alone = ungated.check(t.compliant, stage="output", context=short).score(LABEL)
+    assert gated.gate is not None and gated.score == pytest.approx(alone.score * gated.gate, abs=1e-6)
+
+
 def test_a_request_gate_that_is_not_loaded_says_so(
     gated_exchange_bundle: Path, request_gate_bundle: Path, exchange_bundle: Path, exchange_texts: Any, tmp_path: Path
 ):
