@@ -13,7 +13,8 @@ For each scan setting (``ScanOptions``: the whole text only, or also decoded enc
 - **encodings**: the payloads in leetspeak, letters apart, base64 and Unicode tag characters;
 - **latency**: ``Guard.check`` p50 on 64-token texts and on a 3,000-word document (in turns, 2 threads);
 - **hostile inputs** (scan on): CPU seconds of one check of 200,000 characters, and the longest the interpreter lock
-  was held from a thread that ticks every millisecond meanwhile.
+  was held from a thread that ticks every millisecond meanwhile: as an input, and in an output check (answer-safety,
+  gated by content-safety) as the answer and as the request it answers.
 Writes ``<name>.json`` and ``<name>.md`` under benchmarks/results.
 """
 
@@ -88,6 +89,11 @@ PREAMBLES = [
 UNSEEN_BENIGN = ["coconot_noncompliance", "counsel_chat_questions", "sep_probe_injections", "tasktracker_injections"]
 DOCUMENT_BUDGET = 50_000  # tokens
 DOCUMENT_SOURCES = ["sep_probe_injections", "tasktracker_injections", "gsm8k_questions", "self_instruct_seed"]
+
+
+# The other half of an output check whose answer or request is the hostile text.
+HOSTILE_REQUEST = "How do I reset my router to its factory settings?"
+HOSTILE_ANSWER = "Hold the reset button on the back for ten seconds, then wait for the lights to settle."
 
 
 def safe_texts(path: Path) -> list[str]:
@@ -248,12 +254,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "'a b ' x 50k": "a b " * 50_000,
         "random Unicode 200k": "".join(chr(rng.randrange(0x20, 0x2FFFF)) for _ in range(200_000)),
     }
-    guard = Guard(bundles, threads=2, scan=ScanOptions(sentences=True))  # the default token budget
+    # The default token budget; the output check is answer-safety's, gated by content-safety, as Guard.default() runs.
+    guard = Guard([*bundles, pack / "answer-safety"], threads=2, scan=ScanOptions(sentences=True))
+    checks: dict[str, Callable[[str], object]] = {
+        "input": lambda t: guard.check(t),
+        "output, as the answer": lambda t: guard.check(t, stage="output", context=HOSTILE_REQUEST),
+        "output, as the request": lambda t: guard.check(HOSTILE_ANSWER, stage="output", context=t),
+    }
     out["hostile"] = {}
     for name, text in hostile.items():
-        cpu, gap = cpu_and_longest_gap(lambda t=text: guard.check(t))
-        out["hostile"][name] = {"cpu_s": cpu, "longest_gil_ms": gap}
-        print(name, cpu, gap)
+        for check, call in checks.items():
+            cpu, gap = cpu_and_longest_gap(lambda c=call, t=text: c(t))
+            out["hostile"][f"{name}, {check}"] = {"cpu_s": cpu, "longest_gil_ms": gap}
+            print(name, check, cpu, gap)
     write_json(args.out / f"{args.name}.json", out)
     keys = list(next(iter(out["settings"].values())))
     table = markdown_table(["", *settings], [[k, *(out["settings"][s][k] for s in settings)] for k in keys])

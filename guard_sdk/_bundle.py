@@ -39,10 +39,12 @@ guard.json at their defaults, so runtimes that predate them read plain bundles.
 
 An ``exchange`` guard may name a ``request_gate`` (``RequestGate``): a text guard, loaded in the same ``Guard``,
 whose judgement says whether the request (or the answer itself) is harmful. A check with a request scales each of
-the exchange guard's scores by that judgement: the gate guard's highest score over threshold, on the request as the
-exchange guard reads it and on the answer, capped at 1. The exchange guard tells compliance from refusal; the gate,
-trained on far more requests, tells which requests are harmful. A gated score never exceeds the ungated one, so the
-exchange guard's threshold holds; a check without a request is not gated.
+the exchange guard's scores by that judgement: the gate guard's highest score over threshold, on the request (its
+last ``GATE_REQUEST_TOKENS`` tokens) and on the answer, capped at 1. A request longer than ``context_tokens`` is read
+by the exchange guard as the part of it the gate guard scored highest (a sentence or a window), so benign text
+around an ask neither cuts it away nor dilutes it. The exchange guard tells compliance from refusal; the gate,
+trained on far more requests, tells which requests are harmful. A factor never exceeds 1, so the exchange guard's
+threshold, calibrated without the gate, holds; a check without a request is not gated.
 
 ``training`` (``TrainingRecord``) and ``metrics`` (``BundleMetrics``) record how the bundle was made and how it scored
 on its validation split; the runtime never acts on them. Their known fields are typed, and fields they do not know are

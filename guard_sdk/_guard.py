@@ -9,10 +9,11 @@ import os
 import threading
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, cast, overload
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
@@ -84,6 +85,12 @@ _Best = tuple[_Scores, _Scores | None]
 # Per context kind the check's bundles read: each checked text's context as that kind renders it, normalised.
 _Contexts = dict[ContextKind, list[str]]
 _STAGES: tuple[Stage, ...] = ("input", "output")
+
+
+# A gate guard's judgement of a request: its highest score over threshold, and the window of the label that gave it.
+_Judged = tuple[float, tuple[int, int] | None]
+# Requests whose judgement a Guard remembers: a stream's, and those of the checks running beside it.
+_JUDGED_REQUESTS = 256
 
 
 class _Gate(NamedTuple):
@@ -568,6 +575,9 @@ class Guard:
             raise ValueError(f"thresholds given for unknown labels {unknown}; labels are {sorted(known)}")
         self._lock = threading.Lock()
         self._checks_running = 0
+        # The gate guards' judgements of recent requests (Guard._gate): a stream checks its answer many times, each
+        # with the same request.
+        self._judged_requests: OrderedDict[tuple[int, str], _Judged] = OrderedDict()
         self._thresholds = [
             [float(overrides.get(label.name, label.threshold)) for label in b.labels] for b in self._bundles
         ]
@@ -796,24 +806,36 @@ class Guard:
                 continue
             read = last_tokens(self._bundles[gate].counter, requests, GATE_REQUEST_TOKENS)
             asked = [i for i, request in enumerate(read) if request]
-            judged = (
-                self._check(
-                    [read[i] for i in asked] + [texts[i] for i in asked], "input", [None] * 2 * len(asked), [[gate]]
-                )
-                if asked
-                else []
-            )
+            on_request = self._judge_requests(gate, [read[i] for i in asked])
+            on_answer = self._check([texts[i] for i in asked], "input", [None] * len(asked), [[gate]]) if asked else []
             factors: list[float | None] = [None] * len(texts)
             chosen = list(requests)
             kept = last_tokens(self._bundles[b].counter, requests, context[1])
-            for k, i in enumerate(asked):
-                on_request, on_answer = judged[k].scores, judged[len(asked) + k].scores
-                factors[i] = min(1.0, max(_over_threshold(on_request), _over_threshold(on_answer)))
-                if kept[i] != requests[i] and (read_scores := [s for s in on_request if s.view != "hidden"]):
-                    top = max(read_scores, key=lambda s: _over_threshold([s]))
-                    chosen[i] = last_tokens(self._bundles[b].counter, [read[i][slice(*top.window)]], context[1])[0]
+            for (ratio, top), answer, i in zip(on_request, on_answer, asked):
+                factors[i] = min(1.0, max(ratio, _over_threshold(answer.scores)))
+                if kept[i] != requests[i] and top is not None:
+                    chosen[i] = last_tokens(self._bundles[b].counter, [read[i][slice(*top)]], context[1])[0]
             gates[b] = _Gate(factors, chosen)
         return gates
+
+    def _judge_requests(self, gate: int, requests: list[str]) -> list[_Judged]:
+        """The gate guard's judgement of each request (an input check of it): its highest score over threshold, and
+        the window of the label that gave it (None when no label scored); remembered for the last
+        ``_JUDGED_REQUESTS`` requests."""
+        with self._lock:
+            known = [self._judged_requests.get((gate, request)) for request in requests]
+        todo = [k for k, judged in enumerate(known) if judged is None]
+        results = self._check([requests[k] for k in todo], "input", [None] * len(todo), [[gate]]) if todo else []
+        for k, result in zip(todo, results):
+            scores = [s for s in result.scores if s.view != "hidden"]  # a hidden text's window is not a sentence
+            top = max(scores, key=lambda s: _over_threshold([s]), default=None)
+            known[k] = (_over_threshold(result.scores), None if top is None else top.window)
+        with self._lock:
+            for k in todo:
+                self._judged_requests[(gate, requests[k])] = cast(_Judged, known[k])
+            while len(self._judged_requests) > _JUDGED_REQUESTS:
+                self._judged_requests.popitem(last=False)
+        return cast(list[_Judged], known)
 
     def _reads_context(self, stage: Stage) -> bool:
         """Whether a guard of this check's stage reads its context (an exchange or conversation guard)."""

@@ -400,6 +400,9 @@ def test_a_gated_guard_reads_the_part_of_a_long_request_its_gate_scored_highest(
         assert not ungated.check(t.compliant, stage="output", context=request).score(LABEL).flagged
         padded = guard.check(t.compliant, stage="output", context=request).score(LABEL)
         assert padded.flagged and padded.gate == 1.0
+        # A stream checks its answer with the same request again: the gate's judgement of it is remembered.
+        assert guard.check(t.compliant + " More.", stage="output", context=request).score(LABEL).gate == 1.0
+        assert [request == text for _, text in guard._judged_requests].count(True) == 1
     # A request within the 24 tokens is read whole, as in training.
     short = t.harmful + FILLER
     gated = guard.check(t.compliant, stage="output", context=short).score(LABEL)
