@@ -820,10 +820,13 @@ class Guard:
 
     def _judge_requests(self, gate: int, requests: list[str]) -> list[_Judged]:
         """The gate guard's judgement of each request (an input check of it): its highest score over threshold, and
-        the window of the label that gave it (None when no label scored); remembered for the last
-        ``_JUDGED_REQUESTS`` requests."""
+        the window of the label that gave it (None when no label scored); remembered for the ``_JUDGED_REQUESTS``
+        requests judged or asked for last."""
         with self._lock:
             known = [self._judged_requests.get((gate, request)) for request in requests]
+            for request, judged in zip(requests, known):
+                if judged is not None:  # the least recently used go first
+                    self._judged_requests.move_to_end((gate, request))
         todo = [k for k, judged in enumerate(known) if judged is None]
         results = self._check([requests[k] for k in todo], "input", [None] * len(todo), [[gate]]) if todo else []
         for k, result in zip(todo, results):

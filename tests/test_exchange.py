@@ -410,6 +410,20 @@ def test_a_gated_guard_reads_the_part_of_a_long_request_its_gate_scored_highest(
     assert gated.gate is not None and gated.score == pytest.approx(alone.score * gated.gate, abs=1e-6)
 
 
+def test_a_guard_remembers_the_requests_its_gate_judged_last(gated_exchange_bundle: Path, request_gate_bundle: Path):
+    from guard_sdk._guard import _JUDGED_REQUESTS
+
+    guard = Guard([request_gate_bundle, gated_exchange_bundle], device="cpu", threads=1)
+    gate = guard._gates[1]
+    assert gate == 0
+    first = guard._judge_requests(gate, ["the first request"])
+    for n in range(_JUDGED_REQUESTS + 10):
+        guard._judge_requests(gate, [f"request {n}", "the first request"])  # asked for again each time: kept
+    assert len(guard._judged_requests) == _JUDGED_REQUESTS
+    assert guard._judged_requests[(gate, "the first request")] == first[0]
+    assert (gate, "request 0") not in guard._judged_requests, "the least recently asked for leave first"
+
+
 def test_a_request_gate_that_is_not_loaded_says_so(
     gated_exchange_bundle: Path, request_gate_bundle: Path, exchange_bundle: Path, exchange_texts: Any, tmp_path: Path
 ):
