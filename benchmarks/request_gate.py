@@ -133,12 +133,12 @@ def _per_kind(kinds: Sequence[str], ways: dict[str, np.ndarray], threshold: floa
     return rows
 
 
-def _latency(guards: _Pack, pairs: list[tuple[str, str]], requests: str = "") -> dict[str, Any]:
+def _latency(guards: _Pack, pairs: list[tuple[str, str]], suffix: str = "") -> dict[str, Any]:
     def check(guard: Any) -> Callable[[int], object]:
         return lambda i: guard.check(pairs[i % len(pairs)][0], stage="output", context=pairs[i % len(pairs)][1])
 
     stats = time_interleaved(
-        [Engine(f"no gate{requests}", check(guards.plain)), Engine(f"gated{requests}", check(guards.gated))],
+        [Engine(f"no gate{suffix}", check(guards.plain)), Engine(f"gated{suffix}", check(guards.gated))],
         warmup=3,
         min_reps=100,
         max_reps=200,
@@ -178,8 +178,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "padding, then request": [f"{PADDING} {r.meta['prompt']}" for r in rows],
     }
     for where, requests in padded.items():
-        for way, scores in (("no gate", guards.plain), ("gated (shipped)", guards.gated)):
-            s = _score(scores, [r.text for r in rows], list(requests))[0]
+        for way, guard in (("no gate", guards.plain), ("gated (shipped)", guards.gated)):
+            s = _score(guard, [r.text for r in rows], list(requests))[0]
             overall[f"{way}, {where}"] = accuracy.metrics(unsafe, list(s), list(s >= threshold))
     kinds = [f"{r.meta['prompt_label']} prompt, {r.meta['response_class'][2:].replace('_', ' ')}" for r in rows]
 

@@ -129,7 +129,7 @@ def test_a_conversation_of_any_length_is_read_from_its_end(
     # The guard keeps the last 32 tokens: the same as those of the last turns alone, which hold more than that.
     result = conversations.check(t.follow_up, context=long)
     assert result.score(LABEL).flagged and result.scores == conversations.check(t.follow_up, context=last).scores
-    small = Guard(conversation_bundle, device="cpu", threads=1, max_chars=1_000)
+    small = Guard(conversation_bundle, device="cpu", threads=2, max_chars=1_000)  # as `conversations`, but max_chars
     assert small.check(t.follow_up, context=long).scores == result.scores, "read from its last max_chars characters"
 
 
