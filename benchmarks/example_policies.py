@@ -23,9 +23,11 @@ Methods, all on the same dataset per policy, all through the ``guard-build`` com
 - ``adversarial-0`` / ``adversarial-N``: ``guard-build adversarial`` (embedding head) before and after N rounds,
   measured by its own report on the held-out texts (torch, its calibrated threshold);
 - ``all: lines only`` / ``all: lines + seeds``: ``guard-build all`` with no endpoint (no LLM), on the policy without
-  its seeds and as written, beside the estimate its report gave. ``--offline`` runs only these, on every policy with
-  held-out texts, conversation policies too (their held-out conversations read with their earlier turns; ``paired``:
-  the conversations whose latest turn is violating in one and allowed in another).
+  its seeds and as written, beside the estimate its report gave; ``lines + retrieved``: the lines and the seed sets'
+  texts nearest them, labeled by the lines-only guard (``_lines_and_retrieved``). ``--offline`` runs only these, on
+  every policy with held-out texts, conversation policies too (as written only: ``guard-build all`` refuses one
+  without seed conversations, and a corpus holds single messages; their held-out conversations are read with their
+  earlier turns; ``paired``: the conversations whose latest turn is violating in one and allowed in another).
 
 Reported per policy and method: held-out AUPRC, and F1 / recall / FPR at the bundle's calibrated threshold; the FPR
 on the *other* policies' violating held-out texts (a visa guard must not flag salary questions); build seconds; check
@@ -45,11 +47,13 @@ from typing import Any
 import yaml
 
 from builder.data.policy import load_policy
+from builder.recipes.policy_guard import PolicyGuardConfig, build_policy_guard, read_corpus, retrieve
 
 from . import accuracy
 from ._common import (
     RESULTS,
     ROOT,
+    TRAIN_DIR,
     Engine,
     corpus,
     log,
@@ -204,11 +208,12 @@ def _all_without_endpoint(
     policy_files: Sequence[Path], args: argparse.Namespace, times: dict[str, float]
 ) -> dict[str, dict[str, Any]]:
     """``guard-build all`` with no endpoint on each policy as written ("lines + seeds") and, for a message policy,
-    without its seeds ("lines only"), scored on the held-out texts (conversations with their earlier turns) beside
-    the estimate its report gave."""
+    without its seeds ("lines only"; and with retrieved texts, ``_lines_and_retrieved``), scored on the held-out
+    texts (conversations with their earlier turns) beside the estimate its report gave."""
     policies = {path.stem: load_policy(path) for path in policy_files}
     messages = {name: path for name, path in zip(policies, policy_files) if policies[name].input == "message"}
-    bundles: dict[str, dict[str, tuple[Path, str]]] = {LINES: {}, SEEDED: {}}
+    bundles: dict[str, dict[str, tuple[Path, str]]] = {LINES: {}, RETRIEVED: {}, SEEDED: {}}
+    corpus = read_corpus(TRAIN_DIR, PolicyGuardConfig().corpus_limit) if messages else []
     for name, path in zip(policies, policy_files):
         if name in messages:
             lines_only = args.work / "offline" / f"{name}-lines.yaml"
@@ -217,6 +222,8 @@ def _all_without_endpoint(
                 yaml.safe_dump(policies[name].model_copy(update={"seeds": []}).model_dump(mode="json"))
             )
             bundles[LINES][name] = (_build_all(lines_only, args.work / "offline" / f"{name}-lines", args, times), name)
+            retrieved = _lines_and_retrieved(lines_only, bundles[LINES][name][0], corpus, args, times)
+            bundles[RETRIEVED][name] = (retrieved, name)
         bundles[SEEDED][name] = (_build_all(path, args.work / "offline" / f"{name}-seeds", args, times), name)
     heldout = {name: _rows(POLICIES / "heldout" / f"{name}.jsonl") for name in policies}
     results = _score({kind: {n: b for n, b in by.items() if n in messages} for kind, by in bundles.items()},
@@ -231,7 +238,42 @@ def _all_without_endpoint(
     return results
 
 
-LINES, SEEDED = "all: lines only", "all: lines + seeds"
+LINES, RETRIEVED, SEEDED = "all: lines only", "lines + retrieved, labeled by the lines' guard", "all: lines + seeds"
+
+
+def _lines_and_retrieved(
+    lines_only: Path, lines_guard: Path, corpus: Sequence[str], args: argparse.Namespace, times: dict[str, float]
+) -> Path:
+    """The policy's lines and the ``--retrieve`` seed-set texts nearest them (``retrieve``), each labeled by the
+    lines-only guard's decision: a zero-shot model labeling real candidates, as issue #27 item 2 proposes, built as
+    ``guard-build all`` builds with an endpoint's rows (``build_policy_guard``). ``guard-build`` does not offer it
+    (its own guesses made guards worse in exploration); this measures that on every policy."""
+    from builder.data.dataset import LabeledDataset, LabeledExample
+    from builder.export import ExportConfig
+    from builder.train.embedding import EmbeddingGuardConfig
+    from guard_sdk import Guard
+
+    policy = load_policy(lines_only)
+    out = args.work / "offline" / f"{policy.name}-retrieved"
+    seconds = Path(f"{out}.seconds")
+    if not (out / "guard.json").is_file() or not seconds.is_file():
+        started = time.perf_counter()
+        config = PolicyGuardConfig(seed=args.seed, threads=args.threads, progress=False)
+        cache = args.work / "offline" / "corpus-embeddings.npz"
+        texts = retrieve(policy, corpus, config.retrieve, EmbeddingGuardConfig(progress=False, embedding_cache=cache))
+        judged = Guard(lines_guard, device="cpu").check_batch(texts)
+        rows = [LabeledExample(text=t, labels=[policy.name] if r.flagged else []) for t, r in zip(texts, judged)]
+        data = LabeledDataset(label_names=[policy.name], examples=rows, sha256="")
+        export = ExportConfig(name=policy.name, description=policy.description)
+        log(
+            f"example_policies: {policy.name} + {len(rows)} retrieved texts, {sum(bool(r.labels) for r in rows)} violating"
+        )
+        build_policy_guard(
+            policy, out, Path(f"{out}.work"), dataset=data, retrieved=texts, config=config, export=export
+        )
+        seconds.write_text(f"{time.perf_counter() - started:.1f}\n")
+    times[out.name] = float(seconds.read_text())
+    return out
 
 
 def _build_all(policy: Path, out: Path, args: argparse.Namespace, times: dict[str, float]) -> Path:
@@ -268,7 +310,7 @@ def _score_conversations(bundle: Path, name: str, rows: list[dict[str, Any]]) ->
 def _offline_markdown(result: dict[str, Any]) -> str:
     heldout = result["heldout"]
     rows = []
-    for kind in (LINES, SEEDED):
+    for kind in (LINES, RETRIEVED, SEEDED):
         measured = {name: by_kind[kind] for name, by_kind in heldout.items() if kind in by_kind}
         means = [
             [m["auprc"] for m in measured.values() if ("auprc_paired" in m) == conversations]

@@ -236,6 +236,20 @@ def test_a_calibration_that_needs_a_validation_split_is_refused(tmp_path: Path, 
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.usefixtures("no_endpoint")
+def test_a_conversation_policy_without_seed_conversations_is_refused_with_what_it_needs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    # Its lines read as messages would train a guard of the latest turn alone, blind to what the policy is about.
+    policy = tmp_path / "asks-again.yaml"
+    policy.write_text(CONVERSATION_POLICY.split("seeds:")[0])
+    assert guard_build(["all", str(policy), "--out", str(tmp_path / "b"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "asks-again judges conversations, and its lines are not conversations" in err
+    assert "labeled seed conversations" in err and "--base-url" in err
+    assert not (tmp_path / "b").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("no_endpoint")
 def test_all_without_an_endpoint_builds_a_conversation_guard_from_its_seed_conversations(tmp_path: Path):

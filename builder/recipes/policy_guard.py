@@ -278,6 +278,12 @@ def build_policy_guard(
     examples = [ex for rows in by_origin.values() for ex in rows]
     positives = sum(1 for ex in examples if ex.labels)
     if not positives or positives == len(examples):
+        if policy.input != "message":
+            # Its lines describe conversations; read as messages they would train a guard of the latest turn alone.
+            raise BuilderError(
+                f"{policy.name} judges conversations, and its lines are not conversations: give it labeled seed "
+                "conversations (violating and allowed ones), or an endpoint (--base-url) that writes them"
+            )
         raise BuilderError(f"{policy.name}: the training rows need violating and allowed examples")
     rows_text = "".join(ex.model_dump_json() + "\n" for ex in examples)
     data = LabeledDataset(
