@@ -222,10 +222,13 @@ _KEY_WORDS = 3
 _KEY = " (key)"
 _SEPARATORS = frozenset("_-./")
 _TO_UNDERSCORE = str.maketrans("-./", "___")
+# Digits between the words of an identifier's value separate them (Ignore1All2Previous).
+_DIGITS_APART = str.maketrans("0123456789", "_" * 10)
 # An identifier's value is read as words too, and checked when it makes _KEY_WORDS words of _WORD_LETTERS letters or
-# more in parts (between separators) made of letters only and at least _WORDY of them in such words. Random ids mix
-# digits and one- or two-letter camelCase fragments into their parts (call_8pLmN2xQ7rT4vW9yZ1): about 1 in 1,000 of
-# them makes three such words, and no hex id or uuid does.
+# more in parts (between separators) made of letters only and at least _WORDY of them in such words, or of such words
+# and digits only. Random ids mix digits and one- or two-letter camelCase fragments into their parts
+# (call_8pLmN2xQ7rT4vW9yZ1): one to three in 1,000 base62 ids make three such words, fewer hex ids and uuids
+# (guard_sdk/integrations/OPENAI_FIELDS.md has the rates).
 _IDENTIFIER = " (identifier)"
 _WORD_LETTERS = 3
 _WORDY = 0.8
@@ -710,20 +713,23 @@ def _identifier_pieces(key: object, value: object, at: str) -> list[Piece]:
         return []
     if value in _enumerations():
         return []
-    return [Piece(at + _IDENTIFIER, " ".join(_words(value)))]
+    return [Piece(at + _IDENTIFIER, " ".join(_words(value.translate(_DIGITS_APART))))]
 
 
 def _instruction_words(identifier: str) -> int:
     """The words of ``_WORD_LETTERS`` letters or more in the parts of an identifier (split at ``_ - . /``) that are
-    made of letters only and mostly of such words: what a sentence written as one token is made of, and random ids
-    are not. Linear in the identifier's length."""
+    made of letters and mostly of such words, or of ``_KEY_WORDS`` or more such words and digits only
+    (Ignore1All2Previous): what a sentence written as one token is made of, and random ids are not (a uuid's or a
+    base62 id's letters between digits make short fragments, and few of them). Linear in the identifier's length."""
     count = 0
     for part in identifier.translate(_TO_UNDERSCORE).split("_"):
-        if not part.isalpha():
-            continue
-        long = [word for word in _words(part) if len(word) >= _WORD_LETTERS]
-        if sum(map(len, long)) >= _WORDY * len(part):
-            count += len(long)
+        if part.isalpha():
+            long = [word for word in _words(part) if len(word) >= _WORD_LETTERS]
+            count += len(long) if sum(map(len, long)) >= _WORDY * len(part) else 0
+        elif part.isalnum():
+            words = _words(part.translate(_DIGITS_APART))
+            if len(words) >= _KEY_WORDS and all(len(word) >= _WORD_LETTERS for word in words):
+                count += len(words)
     return count
 
 
