@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, cast, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, TypeVar, cast, overload
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
@@ -91,6 +91,36 @@ _STAGES: tuple[Stage, ...] = ("input", "output")
 _Judged = tuple[float, tuple[int, int] | None]
 # Requests whose judgement a Guard remembers: a stream's, and those of the checks running beside it.
 _JUDGED_REQUESTS = 256
+# Contexts whose cut to their last tokens a bundle remembers (a request is up to CONTEXT_CHARS characters).
+_CUT_CONTEXTS = 64
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _Recent(OrderedDict[_K, _V]):
+    """The last ``size`` values stored or recalled, least recently used first out; safe across threads. A stream
+    checks its answer again for every window, with the same request."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+        self.lock = threading.Lock()
+
+    def recall(self, keys: Sequence[_K]) -> list[_V | None]:
+        with self.lock:
+            known = [self.get(key) for key in keys]
+            for key, value in zip(keys, known):
+                if value is not None:
+                    self.move_to_end(key)
+        return known
+
+    def remember(self, items: Iterable[tuple[_K, _V]]) -> None:
+        with self.lock:
+            self.update(items)
+            while len(self) > self.size:
+                self.popitem(last=False)
 
 
 class _Gate(NamedTuple):
@@ -195,6 +225,7 @@ class _LoadedBundle:
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
         self.counter = Tokenizer.from_str(self.tokenizer.to_str())  # a text's whole length, for Guard.max_tokens
+        self._cuts: _Recent[tuple[str, int], str] = _Recent(_CUT_CONTEXTS)
         spec = manifest.tokenizer
         for label in self.labels:
             if label.instruction is not None:
@@ -290,6 +321,18 @@ class _LoadedBundle:
             pooled.append(pool_sentences(window_tokens, window.offsets, window.span, spans[window.view]))
         return vectors, pooled
 
+    def last_tokens(self, texts: Sequence[str], keep: int) -> list[str]:
+        """``last_tokens`` by this bundle's tokenizer, remembered for the ``_CUT_CONTEXTS`` texts cut last: a check
+        cuts its context for its budget, its gate and its windows, and a stream does it again for every window."""
+        known = self._cuts.recall([(text, keep) for text in texts])
+        todo = [i for i, cut in enumerate(known) if cut is None]
+        if todo:
+            cuts = last_tokens(self.counter, [texts[i] for i in todo], keep)
+            self._cuts.remember(((texts[i], keep), cut) for i, cut in zip(todo, cuts))
+            for i, cut in zip(todo, cuts):
+                known[i] = cut
+        return cast(list[str], known)
+
     def windows(
         self,
         views: Sequence[View],
@@ -301,7 +344,7 @@ class _LoadedBundle:
         (``contexts``, one per checked text, cut here to the bundle's ``context_tokens``)."""
         inputs: list[str | tuple[str, str]]
         if self.context is not None:
-            kept = last_tokens(self.counter, contexts, self.context[1]) if contexts is not None else None
+            kept = self.last_tokens(contexts, self.context[1]) if contexts is not None else None
             inputs = [(kept[owner] if kept else "", view.text) for owner, view in zip(owners, views)]
         else:
             inputs = [view.text if instruction is None else (instruction, view.text) for view in views]
@@ -577,7 +620,7 @@ class Guard:
         self._checks_running = 0
         # The gate guards' judgements of recent requests (Guard._gate): a stream checks its answer many times, each
         # with the same request.
-        self._judged_requests: OrderedDict[tuple[int, str], _Judged] = OrderedDict()
+        self._judged_requests: _Recent[tuple[int, str], _Judged] = _Recent(_JUDGED_REQUESTS)
         self._thresholds = [
             [float(overrides.get(label.name, label.threshold)) for label in b.labels] for b in self._bundles
         ]
@@ -804,17 +847,17 @@ class Guard:
             gate, context = self._gates[b], self._bundles[b].context
             if gate is None or context is None or requests is None:
                 continue
-            read = last_tokens(self._bundles[gate].counter, requests, GATE_REQUEST_TOKENS)
+            read = self._bundles[gate].last_tokens(requests, GATE_REQUEST_TOKENS)
             asked = [i for i, request in enumerate(read) if request]
             on_request = self._judge_requests(gate, [read[i] for i in asked])
             on_answer = self._check([texts[i] for i in asked], "input", [None] * len(asked), [[gate]]) if asked else []
             factors: list[float | None] = [None] * len(texts)
             chosen = list(requests)
-            kept = last_tokens(self._bundles[b].counter, requests, context[1])
+            kept = self._bundles[b].last_tokens(requests, context[1])
             for (ratio, top), answer, i in zip(on_request, on_answer, asked):
                 factors[i] = min(1.0, max(ratio, _over_threshold(answer.scores)))
                 if kept[i] != requests[i] and top is not None:
-                    chosen[i] = last_tokens(self._bundles[b].counter, [read[i][slice(*top)]], context[1])[0]
+                    chosen[i] = self._bundles[b].last_tokens([read[i][slice(*top)]], context[1])[0]
             gates[b] = _Gate(factors, chosen)
         return gates
 
@@ -822,22 +865,14 @@ class Guard:
         """The gate guard's judgement of each request (an input check of it): its highest score over threshold, and
         the window of the label that gave it (None when no label scored); remembered for the ``_JUDGED_REQUESTS``
         requests judged or asked for last."""
-        with self._lock:
-            known = [self._judged_requests.get((gate, request)) for request in requests]
-            for request, judged in zip(requests, known):
-                if judged is not None:  # the least recently used go first
-                    self._judged_requests.move_to_end((gate, request))
+        known = self._judged_requests.recall([(gate, request) for request in requests])
         todo = [k for k, judged in enumerate(known) if judged is None]
         results = self._check([requests[k] for k in todo], "input", [None] * len(todo), [[gate]]) if todo else []
         for k, result in zip(todo, results):
             scores = [s for s in result.scores if s.view != "hidden"]  # a hidden text's window is not a sentence
             top = max(scores, key=lambda s: _over_threshold([s]), default=None)
             known[k] = (_over_threshold(result.scores), None if top is None else top.window)
-        with self._lock:
-            for k in todo:
-                self._judged_requests[(gate, requests[k])] = cast(_Judged, known[k])
-            while len(self._judged_requests) > _JUDGED_REQUESTS:
-                self._judged_requests.popitem(last=False)
+        self._judged_requests.remember(((gate, requests[k]), cast(_Judged, known[k])) for k in todo)
         return cast(list[_Judged], known)
 
     def _reads_context(self, stage: Stage) -> bool:
@@ -874,16 +909,18 @@ class Guard:
         }
         what = "text with its context" if any(any(rendered) for rendered in contexts.values()) else "text"
         tokens = 0
-        for counter in {self._bundles[b].tokenization_key[0]: self._bundles[b].counter for b in active}.values():
+        for loaded in {self._bundles[b].tokenization_key[0]: self._bundles[b] for b in active}.values():
             inputs = [view.text for view in scanned]
             input_owners = list(owners)
             for kind, rendered in contexts.items():
-                kept = last_tokens(counter, rendered, keeps[kind])
+                kept = loaded.last_tokens(rendered, keeps[kind])
                 inputs += [context for context in kept if context]
                 input_owners += [owner for owner, context in enumerate(kept) if context]
             # Rust, without offsets, and without holding the interpreter lock.
             per_text: dict[int, int] = {}
-            for owner, encoding in zip(input_owners, counter.encode_batch_fast(inputs, add_special_tokens=False)):
+            for owner, encoding in zip(
+                input_owners, loaded.counter.encode_batch_fast(inputs, add_special_tokens=False)
+            ):
                 per_text[owner] = per_text.get(owner, 0) + len(encoding)
             if per_text and max(per_text.values()) > self.max_tokens:
                 raise TextTooLongError(max(per_text.values()), self.max_tokens, unit="tokens", what=what)

@@ -424,6 +424,28 @@ def test_a_guard_remembers_the_requests_its_gate_judged_last(gated_exchange_bund
     assert (gate, "request 0") not in guard._judged_requests, "the least recently asked for leave first"
 
 
+def test_a_bundle_remembers_the_contexts_it_cut_last(
+    gated_exchange_bundle: Path, request_gate_bundle: Path, exchange_texts: Any
+):
+    from guard_sdk._guard import _CUT_CONTEXTS
+
+    t = exchange_texts
+    guard = Guard([request_gate_bundle, gated_exchange_bundle], device="cpu", threads=1)
+    request = FILLER * 2 + t.harmful + FILLER * 2
+    first = guard.check(t.compliant, stage="output", context=request)
+    cuts = [dict(loaded._cuts) for loaded in guard._bundles]
+    assert all(cuts), "each bundle cut the request: for the token budget, the gate, the windows"
+    for loaded, cut in zip(guard._bundles, cuts):
+        assert all(last_tokens(loaded.counter, [text], keep) == [kept] for (text, keep), kept in cut.items())
+    # A stream checks its answer again with the same request: nothing is cut again, and nothing scores otherwise.
+    again = guard.check(t.compliant, stage="output", context=request)
+    assert [dict(loaded._cuts) for loaded in guard._bundles] == cuts and again.scores == first.scores
+    loaded = guard._bundles[1]
+    texts = [f"context {n}. {FILLER}" for n in range(_CUT_CONTEXTS + 5)]
+    assert loaded.last_tokens(texts, 8) == last_tokens(loaded.counter, texts, 8)
+    assert len(loaded._cuts) == _CUT_CONTEXTS and (texts[0], 8) not in loaded._cuts and (texts[-1], 8) in loaded._cuts
+
+
 def test_a_request_gate_that_is_not_loaded_says_so(
     gated_exchange_bundle: Path, request_gate_bundle: Path, exchange_bundle: Path, exchange_texts: Any, tmp_path: Path
 ):
